@@ -1,0 +1,69 @@
+"""What a benchmark is: a named source of samples with causally verified regions.
+
+Benchmarks register through the ``register_benchmarks(register)`` hook, like
+methods and adapters. A :class:`Sample` carries everything the scorer and the
+leaderboard need; its image is loaded lazily so listing a benchmark is cheap.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from .typing import GreyImage
+
+__all__ = ["Sample", "Benchmark"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One benchmark item: an image, a yes/no question and its evidence boxes.
+
+    Attributes:
+        id (str): unique within its benchmark, stable across runs (used for sharding
+            and resuming), e.g. ``"vindr_cxr/17"``.
+        dataset (str): source dataset, e.g. ``"imagenome"``.
+        index (int): the item's index inside its dataset (MedGround-Bench's join key).
+        finding (str): the finding asked about, e.g. ``"pleural effusion"``.
+        question (str): the base question without the mode suffix.
+        answer (str): the reference answer text (``"Yes"`` for every MedGround item).
+        boxes (np.ndarray): (N, 4) float64 ground-truth boxes in the image's own
+            (input) frame, native pixels, exclusive ends.
+        load_image (Callable[[], GreyImage]): returns the (H, W) uint8 grey image.
+        model (str | None): the model this sample was causally verified for, if any.
+        mode (str): ``"direct"`` or ``"reasoning"``.
+        split (str): the benchmark split, e.g. ``"direct"``.
+        extra (dict): small JSON-safe facts (record fields, paths).
+    """
+
+    id: str
+    dataset: str
+    index: int
+    finding: str
+    question: str
+    answer: str
+    boxes: np.ndarray
+    load_image: Callable[[], GreyImage] = field(repr=False, compare=False)
+    model: str | None = None
+    mode: Literal["direct", "reasoning"] = "direct"
+    split: str = "direct"
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+class Benchmark(ABC):
+    """A named, registered source of :class:`Sample` objects.
+
+    Subclasses set ``name`` and ``summary`` and implement :meth:`samples`.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def samples(self, *, split: str | None = None, model: str | None = None) -> Iterator[Sample]:
+        """Yield the samples of ``split`` (all splits when None), optionally only
+        those verified for ``model`` (a registry key)."""

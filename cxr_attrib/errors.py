@@ -1,0 +1,120 @@
+"""Every error the toolkit raises on purpose.
+
+Each message says what was expected, what was received and how to fix it, so a
+caller (or the CLI, which prints ``str(error)`` without a traceback) can act on it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CxrAttribError",
+    "UnknownNameError",
+    "UnknownMethodError",
+    "UnknownModelError",
+    "UnknownBenchmarkError",
+    "DuplicateNameError",
+    "PluginError",
+    "MethodContractError",
+    "MethodParameterError",
+    "ImageLoadError",
+    "ModelLoadError",
+    "DataError",
+]
+
+
+class CxrAttribError(Exception):
+    """Base class of every error raised by cxr-attrib on purpose."""
+
+
+class UnknownNameError(CxrAttribError, LookupError):
+    """A name that is not registered; lists the closest registered names.
+
+    Args:
+        kind (str): what was looked up, e.g. ``"method"``.
+        name (str): the name that was asked for.
+        choices (Iterable[str]): every registered name of that kind.
+    """
+
+    kind = "name"
+
+    def __init__(self, name: str, choices: Iterable[str]) -> None:
+        self.name = name
+        self.choices = sorted(choices)
+        self.suggestions = difflib.get_close_matches(str(name), self.choices, n=3, cutoff=0.5)
+        hint = (
+            f" Did you mean {', '.join(repr(s) for s in self.suggestions)}?"
+            if self.suggestions
+            else ""
+        )
+        listed = ", ".join(self.choices) if self.choices else "(none registered)"
+        super().__init__(f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {listed}.")
+
+
+class UnknownMethodError(UnknownNameError):
+    """An attribution method name that no plugin registered."""
+
+    kind = "method"
+
+
+class UnknownModelError(UnknownNameError):
+    """A model reference that is neither a registry key nor resolvable by any adapter."""
+
+    kind = "model"
+
+    def __init__(self, name: str, choices: Iterable[str]) -> None:
+        super().__init__(name, choices)
+        self.args = (
+            self.args[0]
+            + " A model may also be a Hugging Face id or a local checkpoint folder"
+            " whose config.json names a supported model_type.",
+        )
+
+
+class UnknownBenchmarkError(UnknownNameError):
+    """A benchmark name that no plugin registered."""
+
+    kind = "benchmark"
+
+
+class DuplicateNameError(CxrAttribError):
+    """Two registrations of the same kind claimed the same name."""
+
+
+class PluginError(CxrAttribError):
+    """A plugin failed to import, registered badly or broke the method contract.
+
+    Args:
+        plugin (str): the plugin (entry point) name.
+        distribution (str | None): the installed distribution that ships it.
+        reason (str): what went wrong.
+    """
+
+    def __init__(self, plugin: str, distribution: str | None, reason: str) -> None:
+        self.plugin = plugin
+        self.distribution = distribution
+        self.reason = reason
+        where = f" (distribution {distribution})" if distribution else ""
+        super().__init__(f"plugin {plugin!r}{where}: {reason}")
+
+
+class MethodContractError(CxrAttribError):
+    """A method returned something the contract forbids (wrong shape, NaN, ...)."""
+
+
+class MethodParameterError(CxrAttribError, TypeError):
+    """A hyper-parameter a method does not declare, or a value it cannot use."""
+
+
+class ImageLoadError(CxrAttribError, ValueError):
+    """An image that cannot be read; the message names the source and the problem."""
+
+
+class ModelLoadError(CxrAttribError):
+    """A model that cannot be loaded (weights missing offline, unsupported config...)."""
+
+
+class DataError(CxrAttribError, ValueError):
+    """A data file or folder that is missing or malformed (names file and line)."""

@@ -1,0 +1,383 @@
+"""The one result type every method returns: :class:`Attribution`.
+
+Everything spatial in an :class:`Attribution` is in the **input frame** (the image
+the caller passed in, native pixels). It is immutable (arrays are read-only),
+round-trips losslessly through JSON (arrays are stored as zlib-compressed
+little-endian bytes in base64, with dtype and shape), renders an overlay PNG and
+hands Captum's visualisers what they accept.
+
+Example::
+
+    >>> result = attribute("phantom-qwen", "cxr.png", "Is there evidence of nodule in the image?",
+    ...                    method="occlusion")                      # doctest: +SKIP
+    >>> result.heatmap.shape == result.image.shape                   # doctest: +SKIP
+    True
+    >>> result.save("overlay.png"); result.save("result.json")      # doctest: +SKIP
+    >>> Attribution.load("result.json") == result                   # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import CxrAttribError
+from .typing import GreyImage, Heatmap, TokenGrid
+
+__all__ = ["Attribution", "Box", "Concept", "Target", "TokenScore", "Meta"]
+
+Box = tuple[float, float, float, float]
+"""(x1, y1, x2, y2) in input-frame pixels, exclusive ends."""
+
+
+def _frozen_array(array: Any, dtype: Any) -> np.ndarray | None:
+    if array is None:
+        return None
+    out = np.array(array, dtype=dtype, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+def _encode_array(array: np.ndarray | None) -> dict[str, Any] | None:
+    if array is None:
+        return None
+    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return {
+        "dtype": array.dtype.str.lstrip("<>|="),
+        "shape": list(array.shape),
+        "encoding": "zlib+base64",
+        "data": base64.b64encode(zlib.compress(data.tobytes(), 6)).decode("ascii"),
+    }
+
+
+def _decode_array(obj: Mapping[str, Any] | None) -> np.ndarray | None:
+    if obj is None:
+        return None
+    if obj.get("encoding") != "zlib+base64":
+        raise CxrAttribError(f"unknown array encoding {obj.get('encoding')!r}; expected 'zlib+base64'")
+    raw = zlib.decompress(base64.b64decode(obj["data"]))
+    return np.frombuffer(raw, dtype=np.dtype("<" + obj["dtype"])).reshape(obj["shape"]).astype(obj["dtype"])
+
+
+def _boxes(boxes: Any) -> tuple[Box, ...]:
+    return tuple(tuple(float(v) for v in box) for box in boxes)  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What was explained.
+
+    Attributes:
+        text (str): the assistant response that was teacher-forced.
+        policy (str): span policy (``answer``, ``response`` or ``turn``).
+        mode (str): prompt mode (``direct`` or ``reasoning``).
+        token_ids (tuple[int, ...]): ids of the target tokens.
+        tokens (tuple[str, ...]): the target tokens as strings.
+    """
+
+    text: str
+    policy: str
+    mode: str
+    token_ids: tuple[int, ...] = ()
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A concept's score and region(s).
+
+    Attributes:
+        name (str): e.g. ``"left_lung"`` or ``"bilateral_lungs"``.
+        score (float): its attribution (MedFocus: log-prob drop in nats).
+        boxes (tuple[Box, ...]): its boxes in the input frame.
+    """
+
+    name: str
+    score: float
+    boxes: tuple[Box, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """One target token's attribution score."""
+
+    token: str
+    token_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Meta:
+    """How a result was made.
+
+    Attributes:
+        method (str): method name.
+        model (str): model reference (registry key, id or folder).
+        params (Mapping[str, Any]): every hyper-parameter used (defaults included).
+        seed (int): the seed.
+        question (str): the base question.
+        prompt (str): the user turn sent to the model.
+        unit (str): what the heatmap / scores measure.
+        image_size (tuple[int, int]): input (H, W).
+        working_size (int): side S of the working frame.
+        wall_time_s (float): seconds spent in the method.
+        passes (Mapping[str, int]): forward / backward calls and sequences.
+        versions (Mapping[str, str]): library versions.
+        info (Mapping[str, Any]): method-specific facts.
+    """
+
+    method: str
+    model: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    question: str = ""
+    prompt: str = ""
+    unit: str = ""
+    image_size: tuple[int, int] = (0, 0)
+    working_size: int = 224
+    wall_time_s: float = 0.0
+    passes: Mapping[str, int] = field(default_factory=dict)
+    versions: Mapping[str, str] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("params", "passes", "versions", "info"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of nested mappings / sequences."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Attribution:
+    """One attribution of one answer of one model for one image.
+
+    Attributes:
+        answer (str): the model's answer (given or generated).
+        target (Target): the explained tokens and the span policy.
+        heatmap (np.ndarray | None): (H, W) float32 scores in the input frame.
+        grid (np.ndarray | None): (gh, gw) float32 raw scores on the image-token grid.
+        boxes (tuple[Box, ...]): evidence boxes in the input frame, most important first.
+        concepts (Mapping[str, Concept]): concept name -> concept (may be empty).
+        tokens (tuple[TokenScore, ...]): per-target-token scores (may be empty).
+        meta (Meta): method, model, parameters, seed, timing, passes, versions.
+        image (np.ndarray | None): (H, W) uint8 grey input image, for overlays.
+    """
+
+    schema_version: ClassVar[int] = 1
+
+    answer: str
+    target: Target
+    meta: Meta
+    heatmap: Heatmap | None = None
+    grid: TokenGrid | None = None
+    boxes: tuple[Box, ...] = ()
+    concepts: Mapping[str, Concept] = field(default_factory=dict)
+    tokens: tuple[TokenScore, ...] = ()
+    image: GreyImage | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "heatmap", _frozen_array(self.heatmap, np.float32))
+        set_(self, "grid", _frozen_array(self.grid, np.float32))
+        set_(self, "image", _frozen_array(self.image, np.uint8))
+        set_(self, "boxes", _boxes(self.boxes))
+        set_(self, "tokens", tuple(self.tokens))
+        set_(self, "concepts", MappingProxyType(dict(self.concepts)))
+        if self.heatmap is not None and self.image is not None and self.heatmap.shape != self.image.shape:
+            raise CxrAttribError(
+                f"heatmap shape {self.heatmap.shape} differs from image shape {self.image.shape}; "
+                "both must be in the input frame"
+            )
+
+    # -- equality ------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Attribution):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if a is None or b is None or a.dtype != b.dtype or not np.array_equal(a, b, equal_nan=True):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- convenience ---------------------------------------------------------------
+    @property
+    def peak(self) -> tuple[int, int] | None:
+        """(x, y) input-frame pixel of the heatmap's maximum (first in row-major order)."""
+        if self.heatmap is None:
+            return None
+        y, x = np.unravel_index(int(np.argmax(self.heatmap)), self.heatmap.shape)
+        return int(x), int(y)
+
+    def with_image(self, image: GreyImage | None) -> Attribution:
+        """A copy holding ``image`` (or none: ``None`` keeps results small)."""
+        from dataclasses import replace
+
+        return replace(self, image=image)
+
+    # -- serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict that :meth:`from_dict` turns back into an equal result."""
+        return {
+            "schema_version": self.schema_version,
+            "answer": self.answer,
+            "target": _plain(vars(self.target)),
+            "meta": _plain({f.name: getattr(self.meta, f.name) for f in fields(self.meta)}),
+            "heatmap": _encode_array(self.heatmap),
+            "grid": _encode_array(self.grid),
+            "boxes": [list(b) for b in self.boxes],
+            "concepts": [
+                {"name": c.name, "score": c.score, "boxes": [list(b) for b in c.boxes]}
+                for c in self.concepts.values()
+            ],
+            "tokens": [vars(t) for t in self.tokens],
+            "image": _encode_array(self.image),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Attribution:
+        """Rebuild a result from :meth:`to_dict` output.
+
+        Raises:
+            CxrAttribError: unknown ``schema_version``.
+        """
+        version = data.get("schema_version")
+        if version != cls.schema_version:
+            raise CxrAttribError(
+                f"attribution schema_version {version!r} is not supported; expected {cls.schema_version}"
+            )
+        target = data["target"]
+        meta = dict(data["meta"])
+        meta["image_size"] = tuple(meta["image_size"])
+        return cls(
+            answer=data["answer"],
+            target=Target(
+                text=target["text"],
+                policy=target["policy"],
+                mode=target["mode"],
+                token_ids=tuple(target["token_ids"]),
+                tokens=tuple(target["tokens"]),
+            ),
+            meta=Meta(**meta),
+            heatmap=_decode_array(data["heatmap"]),
+            grid=_decode_array(data["grid"]),
+            boxes=_boxes(data["boxes"]),
+            concepts={
+                c["name"]: Concept(c["name"], float(c["score"]), _boxes(c["boxes"])) for c in data["concepts"]
+            },
+            tokens=tuple(TokenScore(t["token"], int(t["token_id"]), float(t["score"])) for t in data["tokens"]),
+            image=_decode_array(data["image"]),
+        )
+
+    def to_json(self) -> str:
+        """The result as a JSON string (non-finite floats are written as null)."""
+        return json.dumps(_finite(self.to_dict()), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Attribution:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
+        """Write ``.json`` (the whole result) or ``.png`` (an overlay).
+
+        Args:
+            path: destination; its suffix picks the format.
+            overwrite: replace an existing file. Default: True.
+
+        Raises:
+            CxrAttribError: unknown suffix, an existing file with ``overwrite=False``,
+                or a PNG requested from a result without its image.
+        """
+        path = os.fspath(path)
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix not in (".json", ".png"):
+            raise CxrAttribError(f"cannot save to {path!r}: expected a .json or .png file name")
+        if not overwrite and os.path.exists(path):
+            raise CxrAttribError(f"{path!r} exists; pass overwrite=True to replace it")
+        if suffix == ".json":
+            payload = self.to_json().encode("utf-8")
+        else:
+            payload = self._overlay_png()
+        tmp = f"{path}.partial"
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Attribution:
+        """Read a result written by :meth:`save` (``.json``)."""
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_json(handle.read())
+
+    # -- rendering -----------------------------------------------------------------
+    def render(self):  # -> PIL.Image.Image
+        """The overlay: grey image, heatmap, boxes and the answer as a caption.
+
+        Raises:
+            CxrAttribError: the result holds no image (it was dropped).
+        """
+        from .render import render_overlay
+
+        if self.image is None:
+            raise CxrAttribError("this result holds no image; use result.with_image(pixels) first")
+        caption = f"{self.meta.method} | {self.meta.model} | answer: {self.answer.strip()[:60]}"
+        return render_overlay(self.image, self.heatmap, self.boxes, caption)
+
+    def _overlay_png(self) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        self.render().save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def to_captum(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Arrays for ``captum.attr.visualization.visualize_image_attr``.
+
+        Returns:
+            ``(attr, original)``: attr (H, W, 1) float32 heatmap; original (H, W, 3)
+            float32 image in [0, 1] (None without an image).
+
+        Raises:
+            CxrAttribError: the result has no heatmap.
+        """
+        if self.heatmap is None:
+            raise CxrAttribError(f"method {self.meta.method!r} produced no heatmap to visualise")
+        original = None
+        if self.image is not None:
+            original = np.repeat(self.image[..., None].astype(np.float32) / 255.0, 3, axis=2)
+        return self.heatmap[..., None].astype(np.float32), original
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

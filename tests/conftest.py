@@ -1,0 +1,33 @@
+"""Shared fixtures: inline stub plugins that always unregister."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from cxr_attrib import registry
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def registered_plugin() -> Iterator[Callable[..., str]]:
+    """Register stub plugin objects for one test; they are removed afterwards.
+
+    Usage: ``name = registered_plugin(StubPlugin)`` (optionally ``name=...``).
+    """
+    added: list[str] = []
+
+    def register(plugin: object, name: str | None = None) -> str:
+        name = name or f"{getattr(plugin, '__name__', 'stub')}-{next(_names)}"
+        registry.register_plugin(plugin, name)
+        added.append(name)
+        return name
+
+    try:
+        yield register
+    finally:
+        for name in added:
+            registry.unregister_plugin(name)

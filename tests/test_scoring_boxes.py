@@ -1,0 +1,169 @@
+"""heatmap_to_boxes: the paper's thresholding protocol, checked on hand-made maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from cxr_attrib.errors import DataError
+from cxr_attrib.scoring import heatmap_to_boxes, whole_image_box
+
+
+def _two_blobs() -> np.ndarray:
+    """20 x 20 zeros; a cooler 4 x 5 blob (0.5) top-left, a hotter 5 x 5 one (1.0)
+    bottom-right, so heat order differs from raster order."""
+    h = np.zeros((20, 20), dtype=np.float32)
+    h[1:5, 2:7] = 0.5  # 20 px, rows 1-4, cols 2-6
+    h[12:17, 10:15] = 1.0  # 25 px, rows 12-16, cols 10-14
+    return h
+
+
+def _dots() -> np.ndarray:
+    """7 x 9 zeros with isolated 1-px dots every third row and column."""
+    h = np.zeros((7, 9))
+    h[::3, ::3] = 1.0
+    return h
+
+
+def test_default_threshold_keeps_only_the_top_decile():
+    # Positives after min-max: 20 px at 0.5 and 25 px at 1.0, sorted; the 0.9
+    # quantile sits at position 0.9 * 44 = 39.6, between two 1.0 values -> t = 1.0.
+    boxes = heatmap_to_boxes(_two_blobs())
+    assert boxes.dtype == np.float64
+    assert boxes.tolist() == [[10.0, 12.0, 15.0, 17.0]]
+
+
+def test_two_blobs_ranked_by_mean_heat_not_raster_order():
+    boxes = heatmap_to_boxes(_two_blobs(), quantile=0.0)
+    assert boxes.tolist() == [[10.0, 12.0, 15.0, 17.0], [2.0, 1.0, 7.0, 5.0]]
+
+
+def test_threshold_is_the_linear_quantile_of_positive_values_inclusive():
+    h = np.arange(1.0, 11.0)[None, :]  # one row, values 1..10
+    # Normalised positives: (v - 1) / 9 for v = 2..10 (9 values).
+    # quantile 0.5 -> position 4 -> t = 5/9, i.e. v >= 6 (the pixel AT t is kept).
+    assert heatmap_to_boxes(h, quantile=0.5, min_component_px=1).tolist() == [
+        [5.0, 0.0, 10.0, 1.0]
+    ]
+    # quantile 0.55 -> position 4.4 -> t = (5 + 0.4) / 9, i.e. v >= 6.4 -> v in 7..10.
+    assert heatmap_to_boxes(h, quantile=0.55, min_component_px=1).tolist() == [
+        [6.0, 0.0, 10.0, 1.0]
+    ]
+    # quantile 1 keeps only the maximum.
+    assert heatmap_to_boxes(h, quantile=1.0, min_component_px=1).tolist() == [
+        [9.0, 0.0, 10.0, 1.0]
+    ]
+
+
+def test_small_blob_below_min_size_is_dropped():
+    h = np.zeros((12, 12))
+    h[1:5, 1:5] = 1.0  # 16 px
+    h[8, 8:11] = 1.0  # 3 px, same heat
+    assert heatmap_to_boxes(h, quantile=0.0).tolist() == [[1.0, 1.0, 5.0, 5.0]]
+    kept = heatmap_to_boxes(h, quantile=0.0, min_component_px=3)
+    assert sorted(kept.tolist()) == [[1.0, 1.0, 5.0, 5.0], [8.0, 8.0, 11.0, 9.0]]
+
+
+def test_diagonal_pixels_form_one_component_under_8_connectivity():
+    h = np.zeros((6, 6))
+    for i in range(4):
+        h[i + 1, i + 1] = 1.0  # touch only at corners
+    # Under 4-connectivity these would be four 1-px components, all dropped.
+    assert heatmap_to_boxes(h, quantile=0.0, min_component_px=4).tolist() == [
+        [1.0, 1.0, 5.0, 5.0]
+    ]
+
+
+def test_blob_touching_the_border_reaches_the_image_size():
+    h = np.zeros((10, 14))
+    h[6:10, 9:14] = 2.0
+    assert heatmap_to_boxes(h, quantile=0.0).tolist() == [[9.0, 6.0, 14.0, 10.0]]
+
+
+@pytest.mark.parametrize(
+    "heatmap",
+    [
+        np.zeros((7, 9)),
+        np.full((7, 9), 3.5),
+        -np.arange(63.0).reshape(7, 9),  # non-constant but all non-positive
+        _dots(),
+    ],
+    ids=["zeros", "constant", "non_positive", "dots"],
+)
+def test_maps_that_localise_nothing_give_the_whole_image(heatmap):
+    assert heatmap_to_boxes(heatmap).tolist() == [[0.0, 0.0, 9.0, 7.0]]
+    assert heatmap_to_boxes(heatmap).tolist() == whole_image_box(7, 9).tolist()
+
+
+def test_negative_scores_count_as_no_evidence():
+    h = np.zeros((12, 12))
+    h[0:6, 0:6] = -5.0  # strongly negative region
+    h[8:12, 6:10] = 1.0
+    assert heatmap_to_boxes(h, quantile=0.0).tolist() == [[6.0, 8.0, 10.0, 12.0]]
+
+
+def test_max_boxes_keeps_the_hottest():
+    h = np.zeros((30, 40))
+    heats = {}
+    for k in range(12):  # 12 separate 2 x 2 blobs with distinct heats
+        row, col = 3 * (k // 6), 6 * (k % 6)
+        h[row : row + 2, col : col + 2] = 1.0 + k
+        heats[(col, row)] = 1.0 + k
+    boxes = heatmap_to_boxes(h, quantile=0.0, min_component_px=4, max_boxes=10)
+    assert boxes.shape == (10, 4)
+    got = [heats[(int(x1), int(y1))] for x1, y1, _, _ in boxes]
+    assert got == sorted(heats.values(), reverse=True)[:10]
+
+
+def test_ties_follow_the_row_major_position_of_each_component_first_pixel():
+    h = np.zeros((10, 12))
+    h[0:4, 8:12] = 1.0  # first pixel (0, 8): first in row-major order
+    h[1:5, 0:4] = 1.0  # first pixel (1, 0); its box starts further left
+    h[6:10, 4:8] = 1.0  # first pixel (6, 4)
+    boxes = heatmap_to_boxes(h, quantile=0.0)
+    assert boxes.tolist() == [[8.0, 0.0, 12.0, 4.0], [0.0, 1.0, 4.0, 5.0], [4.0, 6.0, 8.0, 10.0]]
+
+
+def test_rejects_nan_and_bad_shapes_and_parameters():
+    with pytest.raises(DataError, match="finite"):
+        heatmap_to_boxes(np.array([[0.0, np.nan], [1.0, 2.0]]))
+    with pytest.raises(DataError, match=r"\(H, W\)"):
+        heatmap_to_boxes(np.zeros((1, 4, 4)))
+    with pytest.raises(DataError, match="quantile"):
+        heatmap_to_boxes(np.zeros((4, 4)), quantile=1.5)
+    with pytest.raises(DataError, match="min_component_px"):
+        heatmap_to_boxes(np.zeros((4, 4)), min_component_px=0)
+    with pytest.raises(DataError, match="max_boxes"):
+        heatmap_to_boxes(np.zeros((4, 4)), max_boxes=0)
+
+
+def test_input_is_not_mutated():
+    h = _two_blobs() - 0.25
+    before = h.copy()
+    heatmap_to_boxes(h)
+    np.testing.assert_array_equal(h, before)
+
+
+_maps = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 24), st.integers(1, 24)),
+    elements=st.floats(-1.0, 1.0, allow_nan=False, width=32),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_maps, st.integers(1, 6), st.integers(1, 5), st.sampled_from([0.0, 0.5, 0.9, 1.0]))
+def test_boxes_are_valid_ranked_and_scale_invariant(h, min_px, max_boxes, q):
+    boxes = heatmap_to_boxes(h, quantile=q, min_component_px=min_px, max_boxes=max_boxes)
+    height, width = h.shape
+    assert boxes.ndim == 2 and boxes.shape[1] == 4 and 1 <= len(boxes) <= max_boxes
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert (boxes == np.round(boxes)).all()
+    # Scaling by a power of two is exact in floating point: same boxes.
+    scaled = heatmap_to_boxes(h * 8.0, quantile=q, min_component_px=min_px, max_boxes=max_boxes)
+    np.testing.assert_array_equal(boxes, scaled)
