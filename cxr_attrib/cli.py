@@ -16,6 +16,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import CxrAttribError
+from .phantom.findings import FINDINGS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -127,6 +128,91 @@ def attribute_command(image: Path, question: str, model: str, method: str, mode:
         console.print("boxes (input pixels, x1 y1 x2 y2): " + "; ".join(
             " ".join(f"{v:.0f}" for v in box) for box in result.boxes[:5]))
     console.print(f"wrote {out} and {json_path}")
+
+
+
+@cli.command("filter")
+@click.option("--model", "-m", "model", required=True, help="Registry key, Hugging Face id or local folder.")
+@click.option("--benchmark", "-b", "benchmark", required=True, help="Registered benchmark whose items are filtered.")
+@click.option("--split", default="direct", show_default=True, help="Benchmark split to read the items from.")
+@click.option("--counterfactuals", "counterfactuals", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of pre-computed edits: <dir>/<dataset>/<index>_edited[_kept[_normal]].png.")
+@click.option("--inpaint", is_flag=True, help="Use the approximate in-painting fallback instead of a folder.")
+@click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Records JSON to write (MedGround-Bench schema plus kept/approximate).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Filter at most N items.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Generation budget per answer.")
+@click.option("--device", default=None, help="e.g. cpu, cuda:0 (default: CUDA when available).")
+@click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
+def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path | None, inpaint: bool, mode: str,
+                   out: Path, limit: int | None, max_new_tokens: int, device: str | None, dtype: str) -> None:
+    """Keep the benchmark items whose box causally drives MODEL's answer (yes / no / yes / yes).
+
+    Each distinct (dataset, index) item of the split is asked once on the original and on
+    its three counterfactuals; every item gets a record, with kept=true for survivors.
+    """
+    from collections import Counter
+    from itertools import islice
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .adapter import LoadOptions
+    from .filtering import FolderProvider, InpaintProvider, causal_filter, write_records
+    from .models import load_adapter
+    from .registry import get_benchmark
+
+    if (counterfactuals is None) == (not inpaint):
+        raise click.UsageError("pass exactly one of --counterfactuals DIR and --inpaint")
+    provider = InpaintProvider() if inpaint else FolderProvider(counterfactuals)
+    seen: set[tuple[str, int]] = set()
+    items = []
+    for sample in get_benchmark(benchmark).samples(split=split):
+        if (sample.dataset, sample.index) not in seen:
+            seen.add((sample.dataset, sample.index))
+            items.append(sample)
+    items = list(islice(items, limit))
+    adapter = load_adapter(model, LoadOptions(dtype=dtype, device=device))
+    records = []
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(f"filtering {benchmark}/{split} with {model}", total=len(items))
+        for record in causal_filter(adapter, items, provider, mode=mode, model=model,
+                                    max_new_tokens=max_new_tokens):
+            records.append(record)
+            progress.advance(task)
+    write_records(records, out, protected=[counterfactuals] if counterfactuals is not None else [])
+    totals = Counter((r.dataset, r.finding) for r in records)
+    kept = Counter((r.dataset, r.finding) for r in records if r.kept)
+    table = Table("dataset", "finding", "kept", "items", title=f"Causal filter: {model}")
+    for dataset, finding in sorted(totals):
+        table.add_row(dataset, finding, str(kept[dataset, finding]), str(totals[dataset, finding]))
+    console.print(table)
+    flag = " (approximate counterfactuals)" if any(r.approximate for r in records) else ""
+    console.print(f"kept {sum(kept.values())} of {len(records)} items{flag}; wrote {out}")
+
+@cli.command()
+@click.option("--model", "-m", default="phantom-qwen", show_default=True, help="Embedded model (or any model).")
+@click.option("--method", default="occlusion", show_default=True, help="Attribution method.")
+@click.option("--finding", default="pleural_effusion", show_default=True,
+              type=click.Choice(FINDINGS))
+@click.option("--seed", type=int, default=10_000_000, show_default=True, help="Phantom seed (held out from training).")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("cxr-attrib-demo"),
+              show_default=True, help="Output folder.")
+def demo(model: str, method: str, finding: str, seed: int, out: Path) -> None:
+    """Attribute an embedded model's answer on a phantom X-ray with a known finding."""
+    from .demo import run_demo
+
+    run = run_demo(out, model=model, method=method, finding=finding, seed=seed)
+    result = run.result
+    console.print(f"question: {result.meta.question}")
+    console.print(f"model {result.meta.model} answered [bold]{result.answer.strip()}[/]; "
+                  f"method {result.meta.method} took {result.meta.wall_time_s:.2f} s, passes {dict(result.meta.passes)}")
+    console.print(f"ground-truth box {tuple(round(v) for v in run.ground_truth)}; "
+                  f"IoU {run.iou:.2f}, peak inside the box: {run.pointing_game}")
+    console.print(f"wrote {run.image_path}, {run.overlay_path}, {run.json_path}")
 
 
 def main(argv: list[str] | None = None) -> None:

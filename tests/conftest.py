@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from cxr_attrib import registry
+
+# Tests never touch the network: model references that are not local fail at once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 _names = itertools.count()
 

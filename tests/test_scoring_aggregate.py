@@ -168,7 +168,10 @@ def _summary_rows():
             "gradcam",
             "vindr",
             n=2,
-            metrics={"iou": MetricSummary(30.0, 20.0, 40.0, 2), "f1": MetricSummary(5.0, 1.0, 9.25, 2)},
+            metrics={
+                "iou": MetricSummary(30.0, 20.0, 40.0, 2),
+                "f1": MetricSummary(5.0, 1.0, 9.25, 2),
+            },
         ),
         AggregateRow(
             "macro",

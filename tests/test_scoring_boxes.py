@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy import ndimage
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.scoring import heatmap_to_boxes, whole_image_box
+from cxr_attrib.scoring.boxes import _kth_above
 
 
 def _two_blobs() -> np.ndarray:
@@ -167,3 +169,46 @@ def test_boxes_are_valid_ranked_and_scale_invariant(h, min_px, max_boxes, q):
     # Scaling by a power of two is exact in floating point: same boxes.
     scaled = heatmap_to_boxes(h * 8.0, quantile=q, min_component_px=min_px, max_boxes=max_boxes)
     np.testing.assert_array_equal(boxes, scaled)
+
+
+def _reference_boxes(h: np.ndarray, quantile: float, min_px: int, max_boxes: int) -> list:
+    """The protocol written plainly: min-max, np.quantile, label, find_objects."""
+    c = np.maximum(h.astype(np.float64), 0.0)
+    if c.max() == c.min():
+        return [[0.0, 0.0, float(h.shape[1]), float(h.shape[0])]]
+    n = (c - c.min()) / (c.max() - c.min())
+    labels, count = ndimage.label(n >= np.quantile(n[n > 0], quantile), np.ones((3, 3)))
+    found = []
+    for label, (ys, xs) in enumerate(ndimage.find_objects(labels), start=1):
+        pixels = n[labels == label]
+        if pixels.size >= min_px:
+            found.append((-pixels.mean(), label, [xs.start, ys.start, xs.stop, ys.stop]))
+    if not found:
+        return [[0.0, 0.0, float(h.shape[1]), float(h.shape[0])]]
+    return [[float(v) for v in box] for _, _, box in sorted(found)[:max_boxes]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("quantile", [0.5, 0.9, 0.97])
+def test_matches_a_plain_reference_on_smooth_maps(seed, quantile):
+    # 96 x 96 maps exercise the sampled threshold search (>= 4096 positive values).
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:96, 0:96]
+    h = rng.normal(0.0, 0.05, (96, 96))
+    for _ in range(4):
+        cy, cx, sigma = rng.uniform(0, 96), rng.uniform(0, 96), rng.uniform(4, 15)
+        h += rng.uniform(-0.5, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+    h = h.astype(np.float32)
+    expected = _reference_boxes(h, quantile, 16, 10)
+    assert heatmap_to_boxes(h, quantile=quantile).tolist() == expected
+    assert heatmap_to_boxes(h.astype(np.float64), quantile=quantile).tolist() == expected
+
+
+@pytest.mark.parametrize("stride_trap", [False, True])
+def test_threshold_search_is_exact_even_when_the_sample_misleads(stride_trap):
+    values = np.random.default_rng(1).random(20000).astype(np.float32)
+    if stride_trap:  # every 16th value (the sample) is huge: the lower bound is useless
+        values[::16] += 10.0
+    above = np.sort(values[values > 0.1])
+    for k in (0, 1, above.size // 2, int(0.9 * above.size), above.size - 1):
+        assert _kth_above(values, np.float32(0.1), above.size, k) == above[k]

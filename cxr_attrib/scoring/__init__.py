@@ -1,4 +1,5 @@
-"""Scoring: localisation against ground-truth boxes and aggregation of scores."""
+"""Scoring: localisation against ground-truth boxes, intervention faithfulness,
+one-call ``score()`` and aggregation of scores."""
 
 from cxr_attrib.scoring.aggregate import (
     DEFAULT_METRICS,
@@ -13,6 +14,8 @@ from cxr_attrib.scoring.aggregate import (
     to_markdown,
     to_rich_table,
 )
+from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, deletion_insertion, faithfulness, random_region_drop
+from cxr_attrib.scoring.score import Scores, score
 from cxr_attrib.scoring.boxes import heatmap_to_boxes, whole_image_box
 from cxr_attrib.scoring.localisation import (
     RegionMetrics,
@@ -30,6 +33,13 @@ __all__ = [
     "GROUP_KEYS",
     "MACRO_MODEL",
     "AggregateRow",
+    "Curves",
+    "RegionDrop",
+    "Scores",
+    "deletion_insertion",
+    "faithfulness",
+    "random_region_drop",
+    "score",
     "MetricSummary",
     "RegionMetrics",
     "aggregate",

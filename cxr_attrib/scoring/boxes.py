@@ -4,30 +4,43 @@ A heatmap is turned into at most ``max_boxes`` tight boxes around its hottest
 8-connected regions. Everything happens in the heatmap's own frame; mapping the
 boxes to another frame is the caller's job (``cxr_attrib`` frames).
 
-The protocol, exactly (``h`` is the heatmap, float64):
+The paper's protocol: min-max normalise the map to [0, 1], threshold at the
+``quantile`` (0.9) of the strictly positive values, keep 8-connected components
+of at least ``min_component_px`` (16) pixels, box at most ``max_boxes`` (10) of
+them ranked by mean heat; a map with nothing to threshold gives the whole image.
+Exactly, for an (H, W) heatmap ``h``:
 
-1. **Clip and normalise.** Negative scores (evidence *against* the answer in
-   signed methods) count as no evidence: ``c = max(h, 0)``. Then min-max:
-   ``n = (c - c.min()) / (c.max() - c.min())``, in ``[0, 1]``. If ``c`` is
-   constant (all-zero, all non-positive or constant maps) the map localises
-   nothing and the result is the whole image ``[[0, 0, W, H]]``.
-2. **Threshold.** Let ``v`` be the strictly positive values of ``n`` sorted
-   ascending, ``m = len(v)``, ``p = quantile * (m - 1)``, ``k = floor(p)``. The
-   threshold is ``t = v[k] + (p - k) * (v[k + 1] - v[k])`` (``v[k]`` when
-   ``k = m - 1``), i.e. numpy's default ``"linear"`` quantile. Foreground pixels
-   are those with ``n >= t`` (so ``t > 0`` and only positive pixels qualify).
+1. **Clip.** Negative scores (evidence *against* the answer in signed methods)
+   count as no evidence: ``c = max(h, 0)``. If ``c`` is constant (all-zero, all
+   non-positive or constant maps) its normalisation is all zero, the map
+   localises nothing, and the result is the whole image ``[[0, 0, W, H]]``.
+2. **Threshold.** Min-max normalisation ``n = (c - c.min()) / (c.max() - c.min())``
+   is affine and increasing, so the rule is applied to ``c`` itself, which avoids
+   rounding: the pixels with ``n > 0`` are those with ``c > c.min()``. Let ``v`` be
+   their values sorted ascending and ``m = len(v)``. Foreground pixels are those
+   with ``c >= v[ceil(quantile * (m - 1))]`` (``quantile * (m - 1)`` evaluated in
+   float64). This is ``n >= t`` with ``t`` numpy's default ``"linear"`` quantile
+   of the positive ``n``, minus its rounding: ``t`` lies between the consecutive
+   order statistics ``v[floor(.)]`` and ``v[ceil(.)]``, and no value lies strictly
+   between them.
 3. **Components.** 8-connected components of the foreground
    (:func:`scipy.ndimage.label`, 3x3 structure of ones); components with fewer
    than ``min_component_px`` pixels are dropped.
-4. **Rank.** Components are ranked by the mean of ``n`` over their pixels,
-   highest first; ties keep label order, i.e. the row-major position of each
-   component's first pixel. The first ``max_boxes`` are kept.
+4. **Rank.** Components are ranked by the mean of ``c`` over their pixels (the
+   same order as the mean of ``n``), highest first; ties keep label order, i.e.
+   the row-major position of each component's first pixel. The first
+   ``max_boxes`` are kept.
 5. **Boxes.** Each kept component gives its tight box ``(x1, y1, x2, y2)`` with
    exclusive ends (``x2 = last column + 1``). If no component survives the size
    filter, the map localises nothing and the result is the whole image.
+
+Floating-point heatmaps are processed in their own dtype (comparisons and
+selection are exact); other real dtypes are converted to float64.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy import ndimage
@@ -38,17 +51,21 @@ from cxr_attrib.typing import BoxArray
 __all__ = ["heatmap_to_boxes", "whole_image_box"]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+_SAMPLE_STRIDE = 16  # the threshold's lower bound comes from every 16th value ...
+_SAMPLE_MIN = 4096  # ... when at least this many values take part ...
+_SAMPLE_MARGIN = 0.05  # ... at this fraction of them below the wanted rank
 
 
 def _as_heatmap(heatmap: np.ndarray, *, name: str = "heatmap") -> np.ndarray:
-    """Validate a heatmap and return it as a float64 (H, W) array.
+    """Validate a heatmap and return it as a floating (H, W) array.
 
     Args:
         heatmap (np.ndarray): (H, W) real scores.
         name (str): how error messages call it. Default: ``"heatmap"``.
 
     Returns:
-        np.ndarray: (H, W) float64 view or copy of ``heatmap``.
+        np.ndarray: (H, W) ``heatmap`` itself when it is a floating array, else a
+        float64 copy.
 
     Raises:
         DataError: not 2-D, empty, not real-valued, or with NaN / infinite values.
@@ -66,9 +83,11 @@ def _as_heatmap(heatmap: np.ndarray, *, name: str = "heatmap") -> np.ndarray:
             f"{name} must hold real numbers; received dtype {array.dtype}. "
             "Convert it with np.asarray(heatmap, dtype=np.float32)."
         )
-    array = array.astype(np.float64, copy=False)
-    if not np.isfinite(array).all():
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)
+    # min and max propagate NaN, so both are finite iff every value is.
+    if not (np.isfinite(array.min()) and np.isfinite(array.max())):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         raise DataError(
             f"{name} must be finite; received {bad} NaN or infinite value(s) in shape "
             f"{array.shape}. Fix the method that produced it, or replace them with "
@@ -111,13 +130,34 @@ def _check_params(quantile: float, min_component_px: int, max_boxes: int) -> Non
         )
 
 
-def _linear_quantile(values: np.ndarray, quantile: float) -> float:
-    """numpy's ``"linear"`` quantile of a 1-D array, via partial sorting."""
-    position = quantile * (values.size - 1)
-    low = int(np.floor(position))
-    high = min(low + 1, values.size - 1)
-    ordered = np.partition(values, (low, high))
-    return float(ordered[low] + (position - low) * (ordered[high] - ordered[low]))
+def _kth_above(values: np.ndarray, floor: np.floating, count: int, k: int) -> np.floating:
+    """The ``k``-th smallest (0-based) of the ``count`` entries of ``values`` above ``floor``.
+
+    Exact. Only the top of the order matters, so a strided sample first gives a
+    lower bound ``g`` (its matching quantile minus a margin); when at least
+    ``count - k`` entries are ``>= g`` only those are partially sorted, otherwise
+    all entries above ``floor`` are.
+
+    Args:
+        values (np.ndarray): (N,) floating scores.
+        floor (np.floating): only entries strictly above it take part.
+        count (int): how many entries are above ``floor`` (>= 1).
+        k (int): rank in ``[0, count)``.
+
+    Returns:
+        np.floating: the order statistic, a scalar of ``values``' dtype.
+    """
+    need = count - k  # entries >= the answer
+    sample_rank = k / count - _SAMPLE_MARGIN
+    if count >= _SAMPLE_MIN and sample_rank > 0.0:
+        sample = values[::_SAMPLE_STRIDE]
+        sample = sample[sample > floor]
+        if sample.size:
+            rank = int(sample_rank * (sample.size - 1))
+            top = values[values >= np.partition(sample, rank)[rank]]
+            if top.size >= need:
+                return np.partition(top, top.size - need)[top.size - need]
+    return np.partition(values[values > floor], k)[k]
 
 
 def heatmap_to_boxes(
@@ -160,37 +200,64 @@ def heatmap_to_boxes(
     _check_params(quantile, min_component_px, max_boxes)
     scores = _as_heatmap(heatmap)
     height, width = scores.shape
-    normalised = np.maximum(scores, 0.0)  # a new array, normalised in place below
-    low, high = normalised.min(), normalised.max()
+    clipped = np.maximum(scores, 0)  # keeps a floating dtype
+    low, high = clipped.min(), clipped.max()
     if not high > low:
         return whole_image_box(height, width)
-    normalised -= low
-    normalised /= high - low
 
-    threshold = _linear_quantile(normalised[normalised > 0.0], quantile)
-    foreground = normalised >= threshold
+    flat = clipped.ravel()
+    count = int(np.count_nonzero(flat > low))
+    threshold = _kth_above(flat, low, count, math.ceil(quantile * (count - 1)))
+    foreground = clipped >= threshold
     # Label only the foreground's bounding rectangle (components cannot leave it).
     rows = np.flatnonzero(foreground.any(axis=1))
     cols = np.flatnonzero(foreground.any(axis=0))
     top, left = int(rows[0]), int(cols[0])
     crop = (slice(top, int(rows[-1]) + 1), slice(left, int(cols[-1]) + 1))
-    labels, count = ndimage.label(foreground[crop], structure=_EIGHT_CONNECTED)
-    inside = labels > 0
+    inside = foreground[crop]
+    labels, n_labels = ndimage.label(inside, structure=_EIGHT_CONNECTED)
     member = labels[inside]  # row-major order
-    sizes = np.bincount(member, minlength=count + 1)[1:]
-    heat = np.bincount(member, weights=normalised[crop][inside], minlength=count + 1)[1:]
-    kept = np.flatnonzero(sizes >= min_component_px)
+    sizes = np.bincount(member, minlength=n_labels + 1)
+    heat = np.bincount(member, weights=clipped[crop][inside], minlength=n_labels + 1)
+    kept = np.flatnonzero(sizes[1:] >= min_component_px) + 1  # label ids
     if kept.size == 0:
         return whole_image_box(height, width)
 
-    mean_heat = heat[kept] / sizes[kept]
-    ranked = kept[np.argsort(-mean_heat, kind="stable")][:max_boxes]
-    slices = ndimage.find_objects(labels)
-    boxes = np.array(
+    # Stable sort: equal means keep label order (row-major first pixel).
+    ranked = kept[np.argsort(-(heat[kept] / sizes[kept]), kind="stable")][:max_boxes]
+    return _component_boxes(inside, member, ranked, n_labels) + [left, top, left, top]
+
+
+def _component_boxes(
+    inside: np.ndarray, member: np.ndarray, ranked: np.ndarray, n_labels: int
+) -> BoxArray:
+    """Tight exclusive-end boxes of the ranked components, in rank order.
+
+    Args:
+        inside (np.ndarray): (h, w) bool foreground that was labelled.
+        member (np.ndarray): (F,) label of each foreground pixel, row-major order.
+        ranked (np.ndarray): (K,) label ids to box, in output order.
+        n_labels (int): the largest label id.
+
+    Returns:
+        BoxArray: (K, 4) float64 boxes in ``inside``'s pixels.
+    """
+    rank = np.zeros(n_labels + 1, dtype=np.intp)
+    rank[ranked] = np.arange(1, ranked.size + 1)
+    pixel_rank = rank[member]
+    chosen = pixel_rank > 0
+    # Group the chosen pixels by rank; a stable sort keeps each group row-major,
+    # so a group's first and last pixels hold its first and last rows.
+    order = np.argsort(pixel_rank[chosen], kind="stable")
+    rows, cols = np.divmod(np.flatnonzero(inside)[chosen][order], inside.shape[1])
+    ends = np.cumsum(np.bincount(pixel_rank[chosen], minlength=ranked.size + 1)[1:])
+    starts = np.concatenate(([0], ends[:-1]))
+    return np.stack(
         [
-            (slices[i][1].start, slices[i][0].start, slices[i][1].stop, slices[i][0].stop)
-            for i in ranked
+            np.minimum.reduceat(cols, starts),
+            rows[starts],
+            np.maximum.reduceat(cols, starts) + 1,
+            rows[ends - 1] + 1,
         ],
-        dtype=np.float64,
-    )
-    return boxes + np.array([left, top, left, top], dtype=np.float64)
+        axis=1,
+    ).astype(np.float64)

@@ -236,12 +236,14 @@ def region_metrics(pred_boxes: object, gt_boxes: object) -> RegionMetrics:
         return RegionMetrics(iou=1.0, precision=1.0, recall=1.0, f1=1.0)
     if pred_area == 0.0 or gt_area == 0.0:
         return RegionMetrics(iou=0.0, precision=0.0, recall=0.0, f1=0.0)
-    return RegionMetrics(
-        iou=inter / (pred_area + gt_area - inter),
-        precision=inter / pred_area,
-        recall=inter / gt_area,
-        f1=2.0 * inter / (pred_area + gt_area),
+    ratios = (
+        inter / (pred_area + gt_area - inter),
+        inter / pred_area,
+        inter / gt_area,
+        2.0 * inter / (pred_area + gt_area),
     )
+    # The intersection is a sub-sum of each area; clip the last-bit rounding.
+    return RegionMetrics(*(min(1.0, ratio) for ratio in ratios))
 
 
 def pointing_game(heatmap: np.ndarray, gt_boxes: object) -> bool:
@@ -307,7 +309,7 @@ def energy(heatmap: np.ndarray, gt_boxes: object) -> float:
         >>> energy(h, [[1, 0, 2, 2]])
         0.75
     """
-    scores = np.maximum(_as_heatmap(heatmap), 0.0)
+    scores = np.maximum(_as_heatmap(heatmap), 0.0, dtype=np.float64)
     total = scores.sum()
     if total == 0.0:
         return 0.0

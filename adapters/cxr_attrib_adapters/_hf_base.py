@@ -1,0 +1,475 @@
+"""The Hugging Face implementation of the adapter contract, shared by both families.
+
+:class:`HFAdapter` turns a chat-template VLM (``*ForConditionalGeneration``) into an
+:class:`~cxr_attrib.adapter.Adapter`. A family subclass only says how its image
+placeholder expands, how pixels are packed and how they map back to space; this
+module does the rest:
+
+* **Text layout.** One conversation, ``user: [image, prompt]`` then
+  ``assistant: answer``, is rendered with the checkpoint's own chat template. The
+  generation prompt (the conversation up to the assistant header) must be a prefix
+  of the full text; the response starts right after it. The image placeholder is
+  expanded to one token per image-grid cell, the text is tokenized once with
+  character offsets, and the target tokens are those whose characters overlap the
+  span chosen by the policy (SPEC 3.5):
+
+  - ``answer``: the verdict word found by :func:`cxr_attrib.targets.answer_char_span`;
+  - ``response``: the response characters (template end-of-turn tokens excluded);
+  - ``turn``: everything after the generation prompt: the response plus the
+    template's closing tokens (``<|im_end|>`` and ``\\n`` for Qwen,
+    ``<end_of_turn>`` and ``\\n`` for Gemma). The assistant header belongs to the
+    prompt the model is given, so it is never a target.
+
+* **Scoring in float32 without a full-vocabulary log-softmax.** The inner model
+  returns the final (normed) hidden states; only the predictor rows
+  (``target_positions - 1``) are kept, upcast to float32 and multiplied by the LM
+  head in vocabulary chunks, with a running log-sum-exp:
+  ``log p = logit[target] - logsumexp(logits)``. No final-logit soft-capping is
+  applied: neither ``*ForConditionalGeneration`` class applies it (transformers'
+  Gemma 3 applies ``final_logit_softcapping`` only in the text-only
+  ``Gemma3ForCausalLM``, and the released configs set it to null), so scores equal
+  the log-softmax of the model's own logits.
+
+* **Processing** (see :mod:`._loading`). The full HF processor is loaded when it
+  can be built and lends its tokenizer, image processor, chat template and image
+  expansion; otherwise (Qwen2.5-VL without torchvision) they are composed from the
+  tokenizer, the PIL image processor and the chat-template file. Pixels always come
+  from the PIL image processor; text is always tokenized here, once, with offsets.
+
+* **Pass counting.** :meth:`HFAdapter.score` and :meth:`HFAdapter.score_pixels` add
+  one ``forward_calls`` per model call and its batch to ``forward_sequences``;
+  :meth:`HFAdapter.generate` adds one ``generate_calls``. Backward passes are run by
+  the gradient methods, which add to ``counter.backward_calls`` /
+  ``counter.backward_sequences`` themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from cxr_attrib.adapter import Adapter, Encoding, Generation, LoadOptions, Query
+from cxr_attrib.errors import ModelLoadError
+from cxr_attrib.targets import TargetError, answer_char_span, validate_span_policy
+from cxr_attrib.typing import WorkingImage
+
+from ._loading import ProcessingParts, load_processing, load_step, read_model_type, resolve_device_dtype
+
+__all__ = ["HFAdapter", "area_resize", "grey_to_rgb", "square_side", "token_logprobs"]
+
+_VOCAB_CHUNK_ELEMENTS = 1 << 25
+"""Largest LM-head slice upcast to float32 at once (elements; 128 MiB)."""
+_LAYOUT_CACHE = 32
+
+
+def token_logprobs(
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """Float32 log-probs of target tokens from final hidden states, vocabulary-chunked.
+
+    Never builds more than one ``(R, chunk)`` slice of logits: the LM head's weight
+    is upcast slice by slice and a running log-sum-exp is kept.
+
+    Args:
+        hidden (torch.Tensor): (R, H) final hidden states of the predictor rows (any
+            float dtype; upcast to float32 here).
+        head (torch.nn.Module): the LM head, a ``Linear(H, V)`` (bias optional).
+        targets (torch.Tensor): (R,) long token ids predicted by each row.
+
+    Returns:
+        torch.Tensor: (R,) float32 natural-log probabilities, differentiable with
+        respect to ``hidden``.
+
+    Examples::
+
+        >>> head = torch.nn.Linear(4, 10, bias=False)
+        >>> h = torch.randn(3, 4)
+        >>> t = torch.tensor([1, 2, 3])
+        >>> ref = torch.log_softmax(head(h), -1).gather(1, t[:, None])[:, 0]
+        >>> bool(torch.allclose(token_logprobs(h, head, t), ref, atol=1e-6))
+        True
+    """
+    weight = head.weight
+    bias = getattr(head, "bias", None)
+    rows = hidden.to(device=weight.device, dtype=torch.float32)
+    targets = targets.to(weight.device)
+    chunk = max(1, _VOCAB_CHUNK_ELEMENTS // weight.shape[1])
+    total: torch.Tensor | None = None
+    for start in range(0, weight.shape[0], chunk):
+        logits = rows @ weight[start : start + chunk].float().T
+        if bias is not None:
+            logits = logits + bias[start : start + chunk].float()
+        part = torch.logsumexp(logits, dim=-1)
+        total = part if total is None else torch.logaddexp(total, part)
+    picked = (rows * weight[targets].float()).sum(-1)
+    if bias is not None:
+        picked = picked + bias[targets].float()
+    assert total is not None
+    return picked - total
+
+
+@dataclass(frozen=True)
+class _TextLayout:
+    input_ids: torch.Tensor
+    image_positions: torch.Tensor
+    target_positions: torch.Tensor
+    target_ids: torch.Tensor
+    target_tokens: tuple[str, ...]
+
+
+def grey_to_rgb(images: Sequence[WorkingImage], size: int) -> list[np.ndarray]:
+    """Check working-frame images and repeat them to three channels.
+
+    Args:
+        images: B arrays (S, S) float32 in [0, 1].
+        size (int): the expected side S.
+
+    Returns:
+        list[np.ndarray]: B new arrays (S, S, 3) float32 (inputs are not modified).
+
+    Raises:
+        ValueError: an image is not (S, S).
+    """
+    out = []
+    for index, image in enumerate(images):
+        array = np.asarray(image, dtype=np.float32)
+        if array.shape != (size, size):
+            raise ValueError(
+                f"image {index} has shape {array.shape}; expected the working frame ({size}, {size}) "
+                "float32 in [0, 1] (use cxr_attrib.frames.ResizePad to make it)."
+            )
+        out.append(np.repeat(array[:, :, None], 3, axis=2))
+    return out
+
+
+class HFAdapter(Adapter):
+    """Shared Hugging Face adapter; subclasses add one family's image handling.
+
+    Attributes:
+        tokenizer: fast HF tokenizer.
+        image_processor: PIL image processor (pixels).
+        chat_template (str): the checkpoint's chat template.
+        processor: the full HF processor, or None where it cannot be built.
+        processing_note (str): how the processing parts were obtained.
+    """
+
+    model_type: ClassVar[str]
+    """``config.model_type`` the family handles."""
+    model_class_name: ClassVar[str]
+    """transformers class loaded by :meth:`load`."""
+    end_of_turn: ClassVar[str]
+    """The template token that closes a turn."""
+
+    def __init__(self, name: str, model: torch.nn.Module, options: LoadOptions, parts: ProcessingParts) -> None:
+        super().__init__(name, model, options)
+        self.tokenizer = parts.tokenizer
+        self.image_processor = parts.image_processor
+        self.chat_template = parts.chat_template
+        self.processor = parts.processor
+        self.processing_note = parts.note
+        config = model.config
+        self.image_token_id = int(config.image_token_id)
+        self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        configured = model.generation_config.eos_token_id
+        configured = configured if isinstance(configured, list) else [configured]
+        stops = {self.tokenizer.convert_tokens_to_ids(self.end_of_turn), self.tokenizer.eos_token_id, *configured}
+        self.stop_ids = tuple(sorted(i for i in stops if i is not None))
+        self._layouts: dict[tuple[str, str, str, str], _TextLayout] = {}
+
+    # -- loading -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, source: str, options: LoadOptions, *, name: str | None = None) -> HFAdapter:
+        """Load a checkpoint of this family.
+
+        Args:
+            source (str): Hugging Face id or local checkpoint folder.
+            options (LoadOptions): dtype, device / device_map, attention, pixel bounds.
+            name (str | None): the reference shown in messages and results (a registry
+                key). Default: ``source``.
+
+        Returns:
+            HFAdapter: the loaded adapter (model in eval mode, parameters frozen).
+
+        Raises:
+            ModelLoadError: files missing (offline), wrong ``model_type``, no template.
+        """
+        import transformers
+
+        name = name or source
+        kwargs = {"local_files_only": options.local_files_only}
+        config = load_step(lambda: transformers.AutoConfig.from_pretrained(source, **kwargs), name, source)
+        if config.model_type != cls.model_type:
+            raise ModelLoadError(
+                f"model {name!r} has model_type {config.model_type!r}; the {cls.family} adapter "
+                f"expects {cls.model_type!r}. Pass a checkpoint of that family."
+            )
+        parts = load_processing(source, name, options.local_files_only)
+        device, dtype = resolve_device_dtype(options)
+        load_kwargs: dict[str, Any] = {"dtype": dtype, **kwargs}
+        if options.device_map is not None:
+            load_kwargs["device_map"] = options.device_map
+        if options.attn_implementation is not None:
+            load_kwargs["attn_implementation"] = options.attn_implementation
+        model_class = getattr(transformers, cls.model_class_name)
+        model = load_step(lambda: model_class.from_pretrained(source, **load_kwargs), name, source)
+        if device is not None:
+            model.to(device)
+        model.eval().requires_grad_(False)
+        return cls(name, model, options, parts)
+
+    @classmethod
+    def resolve(cls, reference: str, options: LoadOptions, known_sources: Sequence[str] = ()) -> HFAdapter | None:
+        """Load ``reference`` when it is a checkpoint of this family, else None.
+
+        Args:
+            reference (str): Hub id or local folder.
+            options (LoadOptions): how to load.
+            known_sources (Sequence[str]): Hub ids of this family's registry cards; they
+                are loaded (or fail with a clear error) without reading a config first.
+
+        Returns:
+            HFAdapter | None: the adapter, or None for references of other families.
+        """
+        if reference in known_sources or read_model_type(reference, options.local_files_only) == cls.model_type:
+            return cls.load(reference, options)
+        return None
+
+    # -- family hooks --------------------------------------------------------------
+
+    @abstractmethod
+    def _expand_image(self, text: str) -> str:
+        """``text`` with its single image placeholder replaced by the image tokens."""
+
+    @abstractmethod
+    def _vision_inputs(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model keyword arguments for (b, ...) pixels and (b, L) ids besides the ids."""
+
+    @property
+    @abstractmethod
+    def grid(self) -> tuple[int, int]:
+        """(gh, gw) image-token grid of a working-frame image."""
+
+    # -- text ----------------------------------------------------------------------
+
+    def _render(self, prompt: str, answer: str | None) -> str:
+        messages: list[dict[str, Any]] = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
+        ]
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=answer is None
+        )
+
+    def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        out = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(out["input_ids"]), [tuple(pair) for pair in out["offset_mapping"]]
+
+    def _image_positions(self, ids: list[int]) -> torch.Tensor:
+        positions = torch.tensor([i for i, t in enumerate(ids) if t == self.image_token_id], dtype=torch.long)
+        gh, gw = self.grid
+        if positions.numel() != gh * gw:
+            raise ModelLoadError(
+                f"model {self.name!r}: the prompt holds {positions.numel()} image tokens; expected "
+                f"{gh * gw} ({gh}x{gw} grid). The chat template must place exactly one image."
+            )
+        return positions
+
+    def _prompt_ids(self, prompt: str) -> torch.Tensor:
+        ids, _ = self._tokenize(self._expand_image(self._render(prompt, None)))
+        self._image_positions(ids)
+        return torch.tensor(ids, dtype=torch.long)
+
+    def _layout(self, query: Query) -> _TextLayout:
+        key = (query.prompt, query.answer, query.mode, query.policy)
+        if key not in self._layouts:
+            if len(self._layouts) >= _LAYOUT_CACHE:
+                self._layouts.pop(next(iter(self._layouts)))
+            self._layouts[key] = self._build_layout(query)
+        return self._layouts[key]
+
+    def _build_layout(self, query: Query) -> _TextLayout:
+        policy = validate_span_policy(query.policy)
+        prompt_text = self._render(query.prompt, None)
+        full_text = self._render(query.prompt, query.answer)
+        if not full_text.startswith(prompt_text):
+            raise ModelLoadError(
+                f"model {self.name!r}: its chat template does not render the conversation as the "
+                "generation prompt followed by the answer; expected a standard chat template."
+            )
+        rest = full_text[len(prompt_text) :]
+        response = next((r for r in (query.answer, query.answer.strip()) if r and rest.startswith(r)), None)
+        if response is None:
+            raise TargetError(
+                f"the answer {query.answer!r} does not appear verbatim after the generation prompt "
+                f"of model {self.name!r} (template output {rest[:80]!r}); pass a non-empty answer."
+            )
+        prefix = self._expand_image(prompt_text)
+        start = len(prefix)
+        if policy == "answer":
+            span = answer_char_span(response, query.mode)
+            if span is None:
+                raise TargetError(
+                    f"no yes/no verdict word to target in the answer {response!r}; use span "
+                    "policy 'response' or 'turn' for answers without a verdict word."
+                )
+            lo, hi = start + span[0], start + span[1]
+        elif policy == "response":
+            lo, hi = start, start + len(response)
+        else:  # "turn": the response and the template's closing tokens
+            lo, hi = start, start + len(rest)
+        ids, offsets = self._tokenize(prefix + rest)
+        picked = [i for i, (s, e) in enumerate(offsets) if s < hi and e > lo and e > s]
+        if not picked or picked[0] == 0:
+            raise TargetError(f"the {policy!r} span of {response!r} holds no tokens; pass a longer answer.")
+        target_ids = [ids[i] for i in picked]
+        return _TextLayout(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            image_positions=self._image_positions(ids),
+            target_positions=torch.tensor(picked, dtype=torch.long),
+            target_ids=torch.tensor(target_ids, dtype=torch.long),
+            target_tokens=tuple(self.tokenizer.decode([t], skip_special_tokens=False) for t in target_ids),
+        )
+
+    # -- the contract --------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the input embeddings (where inputs go)."""
+        return self.model.get_input_embeddings().weight.device
+
+    def _model_inputs(self, input_ids: torch.Tensor, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        ids = input_ids.to(self.device).unsqueeze(0).expand(pixels.shape[0], -1).contiguous()
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **self._vision_inputs(pixels, ids)}
+
+    def encode(self, images: Sequence[WorkingImage], query: Query) -> Encoding:
+        """See :meth:`cxr_attrib.adapter.Adapter.encode`; ``inputs`` feed ``self.model(**inputs)``."""
+        layout = self._layout(query)
+        pixels = self.pixel_inputs(images)
+        return Encoding(
+            inputs=self._model_inputs(layout.input_ids, pixels),
+            image_positions=layout.image_positions,
+            grid=self.grid,
+            target_positions=layout.target_positions,
+            target_ids=layout.target_ids,
+            target_tokens=layout.target_tokens,
+            batch_size=len(images),
+        )
+
+    def _target_logprobs(
+        self, input_ids: torch.Tensor, pixels: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        inputs = self._model_inputs(input_ids, pixels)
+        hidden = self.model.model(**inputs, use_cache=False).last_hidden_state
+        rows = hidden[:, positions.to(hidden.device) - 1]
+        batch, count = rows.shape[:2]
+        head = self.model.get_output_embeddings()
+        logprobs = token_logprobs(rows.reshape(batch * count, -1), head, targets.repeat(batch))
+        self.counter.forward_calls += 1
+        self.counter.forward_sequences += batch
+        return logprobs.view(batch, count)
+
+    def score(
+        self, images: Sequence[WorkingImage], query: Query, *, batch_size: int | None = None
+    ) -> torch.Tensor:
+        """See :meth:`cxr_attrib.adapter.Adapter.score`. Returns (B, T) float32 on the CPU."""
+        if not len(images):
+            raise ValueError("score() needs at least one image; got an empty sequence.")
+        layout = self._layout(query)
+        step = batch_size or len(images)
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(images), step):
+                pixels = self.pixel_inputs(images[start : start + step])
+                scores = self._target_logprobs(layout.input_ids, pixels, layout.target_positions, layout.target_ids)
+                parts.append(scores.cpu())
+        return torch.cat(parts)
+
+    def score_pixels(self, pixels: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+        """See :meth:`cxr_attrib.adapter.Adapter.score_pixels`. Returns (B',) float32."""
+        input_ids = encoding.inputs["input_ids"][0]
+        return self._target_logprobs(input_ids, pixels, encoding.target_positions, encoding.target_ids).sum(-1)
+
+    def _greedy_config(self, max_new_tokens: int) -> Any:
+        config = self.model.generation_config.to_dict()
+        for key in ("temperature", "top_k", "top_p", "min_p", "typical_p"):
+            config.pop(key, None)
+        pad = self.tokenizer.pad_token_id
+        config.update(
+            do_sample=False, num_beams=1, repetition_penalty=1.0, max_new_tokens=max_new_tokens,
+            eos_token_id=list(self.stop_ids), pad_token_id=self.stop_ids[0] if pad is None else pad,
+            output_logits=True, return_dict_in_generate=True,
+        )
+        from transformers import GenerationConfig
+
+        return GenerationConfig(**config)
+
+    def generate(self, image: WorkingImage, prompt: str, *, max_new_tokens: int = 256) -> Generation:
+        """Greedy answer (argmax of the raw logits: no sampling, no repetition penalty).
+
+        Other settings of the checkpoint's generation config (e.g. ``suppress_tokens``)
+        are kept. Log-probs are float32 log-softmax of the raw logits at each step.
+        """
+        input_ids = self._prompt_ids(prompt)
+        pixels = self.pixel_inputs([image])
+        inputs = self._model_inputs(input_ids, pixels)
+        with torch.no_grad():
+            out = self.model.generate(**inputs, generation_config=self._greedy_config(max_new_tokens))
+        self.counter.generate_calls += 1
+        new = out.sequences[0, input_ids.numel() :].tolist()
+        stop = next((i for i, t in enumerate(new) if t in self.stop_ids), len(new))
+        ids = new[:stop]
+        logprobs = tuple(
+            float(torch.log_softmax(out.logits[i][0].float(), dim=-1)[t]) for i, t in enumerate(ids)
+        )
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return Generation(text=text, token_ids=tuple(ids), logprobs=logprobs)
+
+    def decoder_layers(self) -> Sequence[torch.nn.Module]:
+        """The language model's decoder layers, first to last."""
+        return list(self.model.model.language_model.layers)
+
+    def describe(self) -> dict[str, Any]:
+        """Family, name, class, dtype, device, grid and how processing was built."""
+        return {
+            **super().describe(),
+            "model_class": type(self.model).__name__,
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "grid": list(self.grid),
+            "working_size": self.working_size,
+            "processing": self.processing_note,
+        }
+
+
+def area_resize(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (B, H, W) maps to (B, size, size) by area averaging (identity when equal).
+
+    Args:
+        maps (torch.Tensor): (B, H, W) float maps.
+        size (int): output side S.
+
+    Returns:
+        torch.Tensor: (B, S, S) float32; each output pixel is the mean over its area.
+    """
+    maps = maps.float()
+    if maps.shape[-2:] == (size, size):
+        return maps
+    return torch.nn.functional.interpolate(maps[:, None], size=(size, size), mode="area")[:, 0]
+
+
+def square_side(count: int, what: str) -> int:
+    """Side of a square grid of ``count`` cells (raises when not a square)."""
+    side = math.isqrt(count)
+    if side * side != count:
+        raise ModelLoadError(f"{what} is {count}, not a square number; expected a square image-token grid.")
+    return side

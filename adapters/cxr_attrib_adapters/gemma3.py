@@ -1,0 +1,119 @@
+"""Gemma 3 adapter family: Gemma 3 4B / 12B and MedGemma (4B, 1.5 4B).
+
+Image tokens: the image processor resizes the working image to the vision tower's
+square input (896 px for the real checkpoints), the SigLIP tower makes a square
+patch grid and the projector average-pools it to ``mm_tokens_per_image`` tokens
+(256 = 16 x 16), read as a square row-major grid. The chat template marks the image
+with ``<start_of_image>``; it expands to
+``"\\n\\n<start_of_image>" + "<image_soft_token>" * N + "<end_of_image>\\n\\n"``
+(the processor's ``full_image_sequence`` when the processor can be built).
+``token_type_ids`` mark the image tokens so they attend to each other both ways,
+as with the real processor.
+
+Pixels: ``pixel_values`` are plain (B, 3, H, W) images; they map back to the
+working frame by summing channels and area-resizing to S.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+
+from cxr_attrib.adapter import Adapter, LoadOptions, ModelCard
+from cxr_attrib.errors import ModelLoadError
+from cxr_attrib.hookspecs import hookimpl
+from cxr_attrib.typing import WorkingImage
+
+from ._hf_base import HFAdapter, area_resize, grey_to_rgb, square_side
+from ._loading import ProcessingParts
+
+__all__ = ["Gemma3Adapter", "CARDS"]
+
+CARDS: dict[str, tuple[str, str]] = {
+    "gemma3_4b": ("google/gemma-3-4b-it", "Gemma 3 4B instruction-tuned"),
+    "gemma3_12b": ("google/gemma-3-12b-it", "Gemma 3 12B instruction-tuned"),
+    "medgemma_4b": ("google/medgemma-4b-it", "MedGemma 4B instruction-tuned"),
+    "medgemma1_5_4b": ("google/medgemma-1.5-4b-it", "MedGemma 1.5 4B instruction-tuned"),
+}
+"""Registry key -> (Hugging Face id, summary)."""
+
+
+class Gemma3Adapter(HFAdapter):
+    """Adapter for ``Gemma3ForConditionalGeneration`` checkpoints (incl. MedGemma).
+
+    ``pixel_inputs`` returns (B, 3, H, W) float32 normalised images; ``encode``'s
+    inputs carry ``pixel_values`` and ``token_type_ids`` (B, L) (1 at image tokens).
+    """
+
+    family = "gemma3"
+    model_type = "gemma3"
+    model_class_name = "Gemma3ForConditionalGeneration"
+    end_of_turn = "<end_of_turn>"
+
+    def __init__(self, name: str, model: torch.nn.Module, options: LoadOptions, parts: ProcessingParts) -> None:
+        super().__init__(name, model, options, parts)
+        config = model.config
+        side = square_side(int(config.mm_tokens_per_image), f"model {name!r}: mm_tokens_per_image")
+        self._grid = (side, side)
+        boi = self.tokenizer.convert_ids_to_tokens(int(config.boi_token_id))
+        eoi = self.tokenizer.convert_ids_to_tokens(int(config.eoi_token_id))
+        self.image_marker = boi
+        self.image_sequence = getattr(self.processor, "full_image_sequence", None) or (
+            f"\n\n{boi}{self.image_token * (side * side)}{eoi}\n\n"
+        )
+        size = self.image_processor.size
+        self.model_size = (int(size["height"]), int(size["width"]))
+        self._resize = self.model_size != (self.working_size, self.working_size)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(gh, gw) square grid of ``mm_tokens_per_image`` (16 x 16 for the real models)."""
+        return self._grid
+
+    def _expand_image(self, text: str) -> str:
+        if text.count(self.image_marker) != 1:
+            raise ModelLoadError(
+                f"model {self.name!r}: the rendered prompt holds {text.count(self.image_marker)} "
+                f"{self.image_marker!r} markers; expected exactly one image."
+            )
+        return text.replace(self.image_marker, self.image_sequence)
+
+    def pixel_inputs(self, images: Sequence[WorkingImage]) -> torch.Tensor:
+        """(B, 3, H, W) float32 normalised images at the vision tower's size."""
+        out = self.image_processor(
+            images=grey_to_rgb(images, self.working_size), return_tensors="pt", do_resize=self._resize,
+            do_rescale=False, do_convert_rgb=False, do_pan_and_scan=False, input_data_format="channels_last",
+        )
+        return out["pixel_values"].to(self.device, torch.float32)
+
+    def _vision_inputs(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        dtype = self.model.model.vision_tower.dtype
+        return {
+            "pixel_values": pixels.to(self.device, dtype),
+            "token_type_ids": (input_ids == self.image_token_id).long(),
+        }
+
+    def pixels_to_working(self, attribution: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, S, S) float32: channel sum, then area resize to S."""
+        return area_resize(attribution.sum(dim=1), self.working_size)
+
+
+def _load_card(key: str, source: str, options: LoadOptions) -> Adapter:
+    return Gemma3Adapter.load(source, options, name=key)
+
+
+@hookimpl
+def register_adapters(register: Any) -> None:
+    """Register the Gemma 3 and MedGemma registry keys."""
+    for key, (source, summary) in CARDS.items():
+        register(ModelCard(key=key, source=source, family=Gemma3Adapter.family, summary=summary,
+                           load=partial(_load_card, key)))
+
+
+@hookimpl
+def resolve_adapter(reference: str, options: LoadOptions) -> Adapter | None:
+    """Load a folder or Hub id whose config says ``model_type: gemma3``."""
+    return Gemma3Adapter.resolve(reference, options, [source for source, _ in CARDS.values()])

@@ -1,0 +1,115 @@
+"""The phantom benchmark and its exact counterfactual provider.
+
+``phantom`` yields positive cases (every reference answer is "Yes", as in
+MedGround-Bench) drawn from held-out seeds, with the exact ground-truth box of the
+finding. :class:`PhantomCounterfactuals` gives the causal filter the exact
+counterfactuals of each case: the same phantom without the finding (differs only
+inside the box) and two edits outside the box that keep it.
+
+Seed ranges: training uses seeds below :data:`HELD_OUT_START`; this benchmark and
+every held-out evaluation use seeds from :data:`HELD_OUT_START` on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+
+import numpy as np
+
+from ..benchmark import Benchmark, Sample
+from ..errors import DataError
+from ..filtering import CounterfactualProvider, Counterfactuals
+from ..hookspecs import hookimpl
+from ..targets import finding_question
+from .findings import DISPLAY_NAMES, FINDINGS, Case, make_case
+
+__all__ = ["HELD_OUT_START", "PhantomBench", "PhantomCounterfactuals", "phantom_sample"]
+
+HELD_OUT_START = 10_000_000
+"""First held-out seed; training never uses seeds at or above it."""
+
+
+def _uint8(image: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@lru_cache(maxsize=64)
+def _case(seed: int, finding: str, size: int) -> Case:
+    return make_case(seed, finding, size)
+
+
+def phantom_sample(seed: int, finding: str, *, size: int = 224, mode: str = "direct") -> Sample:
+    """The benchmark sample of phantom ``seed`` showing ``finding``.
+
+    Args:
+        seed: phantom seed.
+        finding: a name in :data:`~cxr_attrib.phantom.FINDINGS`.
+        size: image side in pixels. Default: 224.
+        mode: "direct" or "reasoning" (the split). Default: "direct".
+
+    Returns:
+        Sample: input frame = the (size, size) phantom; boxes exact, exclusive ends.
+    """
+    case = _case(seed, finding, size)
+    return Sample(
+        id=f"phantom/{mode}/{finding}/{seed}",
+        dataset="phantom",
+        index=seed,
+        finding=DISPLAY_NAMES[finding],
+        question=finding_question(DISPLAY_NAMES[finding]),
+        answer="Yes",
+        boxes=np.array(case.boxes, dtype=np.float64),
+        load_image=lambda: _uint8(_case(seed, finding, size).image),
+        mode=mode,  # type: ignore[arg-type]
+        split=mode,
+        extra={"finding_key": finding, "seed": seed, "size": size, "region": case.region},
+    )
+
+
+class PhantomBench(Benchmark):
+    """Procedural chest X-ray phantoms with exact finding boxes (SPEC 8.3).
+
+    Args:
+        n_per_finding: cases per finding. Default: 20.
+        start: first seed. Default: :data:`HELD_OUT_START`.
+        size: image side in pixels. Default: 224.
+    """
+
+    name = "phantom"
+    summary = "Procedural CXR phantoms: six findings with exact boxes and exact counterfactuals."
+
+    def __init__(self, n_per_finding: int = 20, start: int = HELD_OUT_START, size: int = 224) -> None:
+        self.n_per_finding = n_per_finding
+        self.start = start
+        self.size = size
+
+    def samples(self, *, split: str | None = None, model: str | None = None) -> Iterator[Sample]:
+        """Positive cases, findings interleaved; ``model`` is ignored (none are model-specific)."""
+        modes = ("direct", "reasoning") if split is None else (split,)
+        for mode in modes:
+            if mode not in ("direct", "reasoning"):
+                raise DataError(f"phantom has splits 'direct' and 'reasoning', not {mode!r}")
+            for i in range(self.n_per_finding * len(FINDINGS)):
+                finding = FINDINGS[i % len(FINDINGS)]
+                yield phantom_sample(self.start + i, finding, size=self.size, mode=mode)
+
+
+class PhantomCounterfactuals(CounterfactualProvider):
+    """Exact counterfactuals of phantom samples (``approximate=False``)."""
+
+    def counterfactuals(self, sample: Sample) -> Counterfactuals:
+        try:
+            seed, finding, size = sample.extra["seed"], sample.extra["finding_key"], sample.extra["size"]
+        except KeyError as exc:
+            raise DataError(f"sample {sample.id!r} is not a phantom sample (no {exc} in extra)") from exc
+        case = _case(seed, finding, size)
+        return Counterfactuals(
+            removed=_uint8(case.removed), kept=_uint8(case.kept), kept_normal=_uint8(case.kept_normal),
+            approximate=False,
+        )
+
+
+@hookimpl
+def register_benchmarks(register) -> None:
+    register(PhantomBench())

@@ -1,0 +1,304 @@
+"""Score one :class:`~cxr_attrib.result.Attribution`: localisation and faithfulness.
+
+Two independent parts, each run when its inputs are given:
+
+* **Localisation** (``ground_truth`` boxes, native input pixels; the paper protocol):
+  the input-frame heatmap is mapped to the working frame the method worked in
+  (:class:`~cxr_attrib.frames.ResizePad` of ``meta.image_size`` and
+  ``meta.working_size``), turned into boxes there with
+  :func:`~cxr_attrib.scoring.boxes.heatmap_to_boxes`, and the boxes are mapped back to
+  the input frame, where :func:`~cxr_attrib.scoring.localisation.region_metrics`
+  compares their union with the ground-truth union. A result without a heatmap is
+  judged on its own boxes (already in the input frame). Pointing game and energy use
+  the input-frame heatmap directly (None without a heatmap).
+* **Faithfulness** (``model``): deletion / insertion curves and the random-region drop
+  of :mod:`cxr_attrib.scoring.faithfulness`, all from one batch, in the adapter's
+  working frame. The image is ``image`` or the one the result holds; the query is
+  ``query`` or rebuilt from ``meta`` and ``target`` (question, prompt, answer, mode,
+  span policy). A result without a heatmap is ranked by its boxes: box ``i`` of ``K``
+  scores ``K - i`` (the first box is the most important), overlaps take the maximum.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from cxr_attrib.adapter import Adapter, Query
+from cxr_attrib.errors import DataError
+from cxr_attrib.frames import ResizePad
+from cxr_attrib.result import Attribution
+from cxr_attrib.scoring.boxes import heatmap_to_boxes
+from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, faithfulness
+from cxr_attrib.scoring.localisation import as_boxes, energy, pointing_game, region_metrics
+from cxr_attrib.typing import BoxArray, GreyImage
+
+__all__ = ["Scores", "score"]
+
+Regions = Literal["auto", "heatmap", "boxes"]
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """Every score of one attribution; a metric that was not computed is None.
+
+    Attributes:
+        model (str): model reference (``meta.model``).
+        split (str): benchmark split, e.g. ``"direct"``.
+        method (str): method name (``meta.method``).
+        dataset (str): source dataset, e.g. ``"vindr_cxr"`` (``""`` when unknown).
+        sample (str): sample id (``""`` when unknown).
+        iou (float | None): union-region IoU with the ground truth, in [0, 1].
+        precision (float | None): share of the predicted union inside the GT union.
+        recall (float | None): share of the GT union covered by the prediction.
+        f1 (float | None): harmonic mean of precision and recall.
+        pointing_game (bool | None): whether the heatmap peak lies in the GT union.
+        energy (float | None): share of positive attribution inside the GT union.
+        deletion_auc (float | None): normalised deletion AUC (lower is better).
+        insertion_auc (float | None): normalised insertion AUC (higher is better).
+        deletion_auc_raw (float | None): deletion AUC of the log-prob curve (nats).
+        insertion_auc_raw (float | None): insertion AUC of the log-prob curve (nats).
+        top_drop (float | None): log-prob drop when the top region is removed (nats).
+        random_drop (float | None): mean drop over random regions of equal area (nats).
+        drop_gain (float | None): ``top_drop - random_drop`` (nats).
+        beats_random (float | None): share of random regions with a smaller drop.
+        pred_boxes (tuple): the predicted boxes judged against the ground truth (input
+            frame, exclusive ends); empty when localisation was not scored.
+        curves (Curves | None): the deletion / insertion curves.
+        region_drop (RegionDrop | None): the random-region comparison.
+    """
+
+    METRICS: ClassVar[tuple[str, ...]] = (
+        "iou", "precision", "recall", "f1", "pointing_game", "energy",
+        "deletion_auc", "insertion_auc", "deletion_auc_raw", "insertion_auc_raw",
+        "top_drop", "random_drop", "drop_gain", "beats_random",
+    )
+
+    model: str
+    split: str
+    method: str
+    dataset: str
+    sample: str = ""
+    iou: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    pointing_game: bool | None = None
+    energy: float | None = None
+    deletion_auc: float | None = None
+    insertion_auc: float | None = None
+    deletion_auc_raw: float | None = None
+    insertion_auc_raw: float | None = None
+    top_drop: float | None = None
+    random_drop: float | None = None
+    drop_gain: float | None = None
+    beats_random: float | None = None
+    pred_boxes: tuple[tuple[float, float, float, float], ...] = ()
+    curves: Curves | None = None
+    region_drop: RegionDrop | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """A flat row for :func:`~cxr_attrib.scoring.aggregate.aggregate`.
+
+        Returns:
+            dict: ``model``, ``split``, ``method``, ``dataset``, ``sample`` and every
+            name of :attr:`METRICS` (None where not computed).
+        """
+        row: dict[str, Any] = {
+            "model": self.model, "split": self.split, "method": self.method,
+            "dataset": self.dataset, "sample": self.sample,
+        }
+        row.update({name: getattr(self, name) for name in self.METRICS})
+        return row
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Scores):
+            return NotImplemented
+        skip = {"curves", "region_drop"}
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self) if f.name not in skip)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _input_shape(attribution: Attribution) -> tuple[int, int]:
+    size = tuple(attribution.meta.image_size)
+    known = [a.shape for a in (attribution.heatmap, attribution.image) if a is not None]
+    if size == (0, 0):
+        if not known:
+            raise DataError(
+                f"attribution of method {attribution.meta.method!r} records no image size "
+                "(meta.image_size is (0, 0)) and holds no heatmap or image; cannot place it in a frame"
+            )
+        size = known[0]
+    for shape in known:
+        if tuple(shape) != size:
+            raise DataError(
+                f"attribution meta.image_size {size} differs from its heatmap/image shape {shape}; "
+                "both must describe the input frame"
+            )
+    return int(size[0]), int(size[1])
+
+
+def _predicted_boxes(attribution: Attribution, frame: ResizePad, regions: Regions) -> BoxArray:
+    use_heatmap = regions == "heatmap" or (regions == "auto" and attribution.heatmap is not None)
+    if use_heatmap:
+        if attribution.heatmap is None:
+            raise DataError(
+                f"regions='heatmap' but method {attribution.meta.method!r} produced no heatmap; "
+                "use regions='boxes' or 'auto'"
+            )
+        working = frame.heatmap_to_working(attribution.heatmap)
+        return frame.boxes_to_input(heatmap_to_boxes(working))
+    return as_boxes(list(attribution.boxes), name="attribution boxes")
+
+
+def _ranking_map(attribution: Attribution, frame: ResizePad) -> np.ndarray | None:
+    """(S, S) working-frame ranking: the heatmap, or the boxes scored K - i; None if neither."""
+    if attribution.heatmap is not None:
+        return frame.heatmap_to_working(attribution.heatmap)
+    boxes = frame.boxes_to_working(np.asarray(attribution.boxes, dtype=np.float64).reshape(-1, 4))
+    if boxes.shape[0] == 0:
+        return None
+    ranking = np.zeros((frame.size, frame.size), dtype=np.float32)
+    centres = np.arange(frame.size) + 0.5
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        inside = ((y1 <= centres) & (centres < y2))[:, None] & ((x1 <= centres) & (centres < x2))[None, :]
+        ranking[inside] = np.maximum(ranking[inside], len(boxes) - i)
+    return ranking
+
+
+def _query(attribution: Attribution) -> Query:
+    meta, target = attribution.meta, attribution.target
+    if not meta.prompt or not target.text:
+        raise DataError(
+            f"attribution of method {meta.method!r} lacks meta.prompt or target.text, so the "
+            "explained query cannot be rebuilt; pass query=Query(...)"
+        )
+    return Query(question=meta.question, mode=target.mode, prompt=meta.prompt,  # type: ignore[arg-type]
+                 answer=target.text, policy=target.policy)  # type: ignore[arg-type]
+
+
+def score(
+    attribution: Attribution,
+    ground_truth: npt.ArrayLike | None = None,
+    *,
+    model: Adapter | str | os.PathLike | None = None,
+    image: GreyImage | None = None,
+    query: Query | None = None,
+    steps: int = 10,
+    fraction: float = 0.1,
+    n_random: int = 8,
+    fill: str | float = "zero",
+    seed: int = 0,
+    batch_size: int | None = None,
+    regions: Regions = "auto",
+    split: str | None = None,
+    dataset: str = "",
+    sample: str = "",
+) -> Scores:
+    """Localisation (with ground truth) and faithfulness (with a model) of one result.
+
+    Args:
+        attribution (Attribution): the result, everything in the input frame.
+        ground_truth (array-like | None): (N, 4) GT boxes ``x1, y1, x2, y2`` in native
+            input pixels, exclusive ends; None skips localisation. Default: None.
+        model (Adapter | str | PathLike | None): the adapter (or a reference that
+            :func:`~cxr_attrib.models.load_adapter` loads) whose answer is explained;
+            None skips faithfulness. Default: None.
+        image (GreyImage | None): (H, W) uint8 input image; None uses
+            ``attribution.image``. Default: None.
+        query (Query | None): the explained query; None rebuilds it from ``meta`` and
+            ``target``. Default: None.
+        steps (int): deletion / insertion fractions ``k / steps``. Default: 10.
+        fraction (float): share of the content in the top and random regions. Default: 0.1.
+        n_random (int): random regions. Default: 8.
+        fill (str | float): baseline of removed pixels. Default: ``"zero"``.
+        seed (int): seed of tie-breaks and random regions. Default: 0.
+        batch_size (int | None): images per forward call. Default: None (all at once).
+        regions ({"auto", "heatmap", "boxes"}): what localisation judges: the
+            heatmap's thresholded boxes, the method's own boxes, or ``"auto"`` (the
+            heatmap when there is one, else the boxes). Default: ``"auto"``.
+        split (str | None): split name for the row; None uses ``target.mode``.
+            Default: None.
+        dataset (str): dataset name for the row. Default: ``""``.
+        sample (str): sample id for the row. Default: ``""``.
+
+    Returns:
+        Scores: the metrics that could be computed; the others None.
+
+    Raises:
+        DataError: inconsistent frames, malformed boxes, a missing image or query for
+            faithfulness, or bad parameters.
+
+    Examples::
+
+        >>> s = score(result, sample.boxes, model=adapter)   # doctest: +SKIP
+        >>> s.iou, s.deletion_auc                           # doctest: +SKIP
+        (0.41, 0.18)
+    """
+    meta = attribution.meta
+    height, width = _input_shape(attribution)
+    values: dict[str, Any] = {}
+    if ground_truth is not None:
+        gt = as_boxes(ground_truth, name="ground_truth")
+        frame = ResizePad(height, width, meta.working_size)
+        pred = _predicted_boxes(attribution, frame, regions)
+        values.update(region_metrics(pred, gt).to_dict())
+        values["pred_boxes"] = tuple(tuple(float(v) for v in box) for box in pred)
+        if attribution.heatmap is not None:
+            values["pointing_game"] = pointing_game(attribution.heatmap, gt)
+            values["energy"] = energy(attribution.heatmap, gt)
+    if model is not None:
+        values.update(
+            _faithfulness(attribution, model, image, query, (height, width), steps=steps, fraction=fraction,
+                          n=n_random, fill=fill, seed=seed, batch_size=batch_size)
+        )
+    return Scores(
+        model=meta.model, split=split if split is not None else attribution.target.mode,
+        method=meta.method, dataset=dataset, sample=sample, **values,
+    )
+
+
+def _faithfulness(
+    attribution: Attribution,
+    model: Adapter | str | os.PathLike,
+    image: GreyImage | None,
+    query: Query | None,
+    shape: tuple[int, int],
+    **options: Any,
+) -> dict[str, Any]:
+    from cxr_attrib.models import load_adapter
+
+    adapter = load_adapter(model)
+    pixels = attribution.image if image is None else np.asarray(image)
+    if pixels is None:
+        raise DataError(
+            f"faithfulness needs the input image, but the attribution of method "
+            f"{attribution.meta.method!r} holds none; pass image=<(H, W) uint8 array>"
+        )
+    if pixels.shape != shape:
+        raise DataError(f"image shape {pixels.shape} differs from the attribution's input frame {shape}")
+    frame = ResizePad(shape[0], shape[1], adapter.working_size)
+    ranking = _ranking_map(attribution, frame)
+    if ranking is None:
+        return {}
+    curves, drop = faithfulness(
+        adapter, frame.image_to_working(pixels), query or _query(attribution), ranking,
+        content_mask=frame.content_mask(), **options,
+    )
+    return {
+        "deletion_auc": curves.deletion_auc,
+        "insertion_auc": curves.insertion_auc,
+        "deletion_auc_raw": curves.deletion_auc_raw,
+        "insertion_auc_raw": curves.insertion_auc_raw,
+        "top_drop": drop.top_drop,
+        "random_drop": drop.random_drop,
+        "drop_gain": drop.gain,
+        "beats_random": drop.beats_random,
+        "curves": curves,
+        "region_drop": drop,
+    }

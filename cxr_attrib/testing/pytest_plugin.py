@@ -1,0 +1,59 @@
+"""Pytest fixtures with the tiny offline models (registered as a ``pytest11`` plugin).
+
+Fixtures (all session-scoped: build once, never mutate them in a test):
+
+* ``tiny_model_dir``: factory ``tiny_model_dir(family, seed=0) -> Path`` of a tiny
+  model saved in Hugging Face layout (cached per family and seed);
+* ``tiny_qwen_adapter`` / ``tiny_gemma_adapter``: adapters loaded from those folders
+  through the ``resolve_adapter`` hook (float32, CPU, working size 224).
+
+Example::
+
+    def test_scores_are_log_probs(tiny_qwen_adapter):
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from ..adapter import Adapter
+
+__all__ = ["tiny_gemma_adapter", "tiny_model_dir", "tiny_qwen_adapter"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory ``(family, seed=0) -> Path`` of saved tiny models, built once per key."""
+    from .tiny_models import save_tiny_model
+
+    built: dict[tuple[str, int], Path] = {}
+
+    def make(family: str, seed: int = 0) -> Path:
+        if (family, seed) not in built:
+            folder = tmp_path_factory.mktemp(f"tiny-{family}-{seed}")
+            built[(family, seed)] = save_tiny_model(family, folder, seed=seed)
+        return built[(family, seed)]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_adapter(tiny_model_dir: Callable[..., Path]) -> Adapter:
+    """Tiny Qwen2.5-VL adapter (seed 0), loaded by folder path."""
+    from .tiny_models import load_tiny_adapter
+
+    return load_tiny_adapter(tiny_model_dir("qwen2_5_vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_adapter(tiny_model_dir: Callable[..., Path]) -> Adapter:
+    """Tiny Gemma 3 adapter (seed 0), loaded by folder path."""
+    from .tiny_models import load_tiny_adapter
+
+    return load_tiny_adapter(tiny_model_dir("gemma3"))
