@@ -10,6 +10,7 @@ from cxr_attrib import attribute, hookimpl
 from cxr_attrib.cli import cli
 from cxr_attrib.errors import MethodContractError, MethodParameterError, UnknownMethodError
 from cxr_attrib.method import Method, MethodOutput
+from test_imageio import _dicom_bytes, _png_header_only
 
 Q = "Is there evidence of nodule in the image?"
 
@@ -82,23 +83,25 @@ def test_token_grid_is_expanded_to_the_working_frame(registered_plugin):
 
 
 @pytest.mark.parametrize(
-    "content, expected",
+    "name, content, expected",
     [
-        (b"", "empty"),
-        (b"hello, I am a text file\n", "not"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "PNG"),
+        ("bad.png", lambda: b"", "empty"),
+        ("bad.png", lambda: b"hello, I am a text file\n", "not"),
+        ("bad.png", lambda: b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "truncated"),
+        ("bad.png", lambda: _png_header_only(50000, 50000), "2500000000"),
+        ("bad.dcm", lambda: _dicom_bytes(None, rows=64, columns=64), "pixel data"),
     ],
 )
-def test_cli_bad_image_is_one_clean_line(tmp_path, content, expected):
-    path = tmp_path / "bad.png"
-    path.write_bytes(content)
+def test_cli_bad_image_is_one_clean_line(tmp_path, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content())
     result = CliRunner().invoke(
         cli, ["attribute", str(path), "-q", Q, "-m", "x", "--method", "center", "--answer", "Yes",
               "--out", str(tmp_path / "o.png")]
     )
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "Error:" in result.output and "bad.png" in result.output
+    assert "Error:" in result.output and name in result.output
     assert expected.lower() in result.output.lower()
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.json").exists(), "nothing half-written"
 

@@ -1,0 +1,83 @@
+"""How close is occlusion to the cost of its forward passes?
+
+Builds a mid-size random-weight Qwen2.5-VL-class model (text hidden 512, 8 layers;
+vision hidden 256, 4 layers) at a 448 px working frame (32x32 patches -> 16x16 image
+tokens), runs ``occlusion`` through ``attribute()`` and, side by side in the same
+run, times one batched ``adapter.score`` call of the same batch size. Prints
+
+    overhead ratio = occlusion wall time / (forward calls x one batched pass)
+
+A ratio near 1 means occlusion costs its forward passes and nothing else.
+
+Usage::
+
+    python benchmarks/bench_occlusion.py [--repeat 3] [--batch-size 65] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from cxr_attrib import attribute
+from cxr_attrib.adapter import LoadOptions, Query
+from cxr_attrib.targets import build_prompt
+from cxr_attrib.testing.tiny_models import load_tiny_adapter, save_tiny_model
+
+QUESTION = "Is there evidence of pleural effusion in the image?"
+
+
+def build(size: int):
+    overrides = {
+        "text_config": {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 8,
+                        "num_attention_heads": 8, "num_key_value_heads": 4,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                            "mrope_section": [8, 12, 12]}},
+        "vision_config": {"hidden_size": 256, "intermediate_size": 512, "depth": 4, "num_heads": 4,
+                          "out_hidden_size": 512, "fullatt_block_indexes": [3]},
+    }
+    options = LoadOptions(dtype="float32", device="cpu", working_size=size, local_files_only=True)
+    with tempfile.TemporaryDirectory() as folder:
+        return load_tiny_adapter(save_tiny_model("qwen2_5_vl", folder, seed=0, **overrides), options)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    adapter = build(args.size)
+    params = sum(p.numel() for p in adapter.model.parameters())
+    image = np.random.default_rng(0).integers(0, 256, (args.size, args.size), dtype=np.uint8)
+    working = image.astype(np.float32) / 255.0
+    query = Query(QUESTION, "direct", build_prompt(QUESTION, "direct"), "Yes", "answer")
+    grid = adapter.encode([working], query).grid
+    print(f"model: {params / 1e6:.1f}M parameters, working frame {args.size} px, image tokens {grid}")
+
+    attribute(adapter, image, QUESTION, method="occlusion", answer="Yes")  # warm-up
+    occlusion, single = [], []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        result = attribute(adapter, image, QUESTION, method="occlusion", answer="Yes")
+        occlusion.append(time.perf_counter() - start)
+        batch = [working] * result.meta.passes["forward_sequences"]
+        start = time.perf_counter()
+        adapter.score(batch, query)
+        single.append(time.perf_counter() - start)
+    calls = result.meta.passes["forward_calls"]
+    seqs = result.meta.passes["forward_sequences"]
+    occ, one = min(occlusion), min(single)
+    print(f"occlusion: {occ:.2f} s for {calls} forward call(s) of {seqs} sequences")
+    print(f"one batched pass of {seqs} sequences: {one:.2f} s")
+    print(f"overhead ratio = occlusion / (calls x one pass) = {occ / (calls * one):.3f}")
+
+
+if __name__ == "__main__":
+    main()
