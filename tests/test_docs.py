@@ -59,3 +59,19 @@ def test_console_script_points_to_a_real_function():
         assert callable(getattr(importlib.import_module(module), func))
     for target in project["entry-points"]["cxr_attrib"].values():
         importlib.import_module(target)
+
+
+def _readme_command(marker: str) -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(rf"<!-- {marker} -->\n```bash\n(.*?)```\n<!-- /{marker} -->", readme, flags=re.S)
+    assert block, f"README.md has no {marker} block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_gives_exactly_two_self_contained_commands():
+    main, tests = _readme_command("main-command"), _readme_command("test-command")
+    assert len(main) == 1 and len(tests) == 1
+    for line in main + tests:
+        assert line.startswith("python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && ")
+    assert main[0].endswith("cxr-attrib demo") and "pytest" in tests[0]
+    assert "<!-- test-command -->" in (ROOT / ".ci" / "run").read_text()

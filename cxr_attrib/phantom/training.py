@@ -1,4 +1,4 @@
-"""Train the embedded phantom models (SPEC 8.3): deterministic, CPU, two threads.
+"""Train the embedded phantom models (SPEC 8.3): deterministic, on the CPU.
 
 A small model of the real ``Qwen2_5_VLForConditionalGeneration`` or
 ``Gemma3ForConditionalGeneration`` class is built with
@@ -13,27 +13,39 @@ Recipe (from the prototype in SPEC 8.3):
   at 224 px (Qwen: patch 14, merge 2; Gemma: SigLIP at 224 px, patch 14, 64 tokens);
 * batches of yes/no *pairs*: each positive beside a negative of the same seed, which
   for a ``"normal"`` negative is its exact counterfactual (same anatomy, finding
-  removed); nodule questions use mostly normal negatives and are oversampled; the
-  first :attr:`TrainingConfig.nodule_warmup` steps ask only about nodules;
-* both prompt modes, alternating step by step (direct answers ``"Yes"`` / ``"No"``,
-  reasoning answers the templated rationales of :mod:`cxr_attrib.phantom.vqa`); the
-  loss is the mean cross-entropy of each example's assistant turn (the response and
-  the template's closing tokens), averaged over the batch;
+  removed); nodule questions use mostly normal negatives and are oversampled;
+* an easy-first curriculum: the first :attr:`TrainingConfig.easy_steps` steps ask
+  about the large findings only, against normal negatives only (an abnormal-vs-normal
+  cue already lowers the loss, which gets the model off the ln 2 plateau); nodules
+  and other-finding negatives come after;
+* direct mode only for the first :attr:`TrainingConfig.direct_steps` steps (every
+  gradient then pushes the model off the ln 2 plateau towards using the image), then
+  both prompt modes, alternating step by step (direct answers ``"Yes"`` / ``"No"``,
+  reasoning answers the templated rationales of :mod:`cxr_attrib.phantom.vqa`). The
+  loss covers each example's assistant turn (the response and the template's closing
+  tokens): summed over the tokens of a direct answer (so the verdict token has weight
+  1), averaged over the tokens of a rationale, then averaged over the batch;
 * AdamW, learning rate 1e-3 with linear warm-up and cosine decay, gradient clipping;
 * Gemma 3: the token embeddings are re-drawn so that scaled embeddings have unit RMS
-  (the default initialisation leaves it on the ln 2 plateau; the builder already
-  draws the zero-initialised image projection the same way).
+  (with the default initialisation its post-sublayer norms swamp them and it stays on
+  the ln 2 plateau; the builder already draws the zero-initialised image projection
+  that way). Qwen keeps HF's default initialisation (the same re-draw slowed it down).
 
 Seeds: training phantoms are drawn from ``[0, TRAIN_SEED_LIMIT)``; held-out
 evaluation (:mod:`cxr_attrib.phantom.evaluation`) uses seeds from
 ``HELD_OUT_SEED_START`` = 10,000,000 on. Phantoms are generated on the fly into a
 per-finding pool (a few fresh pairs per step, the batch drawn from the pool), so the
-run is a pure function of the seed and the number of steps; pixel values come from
+run is a pure function of the seed, the number of steps and the torch thread count
+(the shipped weights: seed 0, one thread, see :data:`DEFAULT_STEPS`); pixel values come from
 :func:`pixel_values`, a torch patchify equal to the PIL image processor's output.
 
-Command line::
+The shipped weights are two stages (one CPU thread; about 22 + 10 minutes on a
+shared two-core machine)::
 
-    python -m cxr_attrib.phantom.training --family qwen --out DIR --seed 0 --minutes 25
+    python -m cxr_attrib.phantom.training --family qwen --out STAGE1 --seed 0
+    python -m cxr_attrib.phantom.training --family qwen --out FINAL --seed 1 --init-from STAGE1
+
+(``--minutes M`` adds a wall-time guard that stops early; ``--family gemma`` likewise.)
 """
 
 from __future__ import annotations
@@ -45,7 +57,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +73,14 @@ from .vqa import VQAItem, make_vqa_item
 __all__ = [
     "FAMILY_NAMES",
     "MODEL_OVERRIDES",
+    "SECOND_STAGE_STEPS",
     "TRAIN_SEED_LIMIT",
     "TextEncoder",
     "TrainingConfig",
     "TrainingError",
+    "TrainingResult",
     "default_config",
+    "second_stage_config",
     "main",
     "pixel_values",
     "train",
@@ -118,15 +133,18 @@ class TrainingConfig:
         final_lr_fraction (float): cosine decay ends at ``lr`` times this. Default: 0.1.
         weight_decay (float): AdamW weight decay. Default: 0.01.
         clip (float): gradient-norm clip. Default: 1.0.
-        nodule_warmup (int): first steps asking only about nodules (direct mode). Default: 60.
+        easy_steps (int): first steps asking about every finding but the nodule, with
+            normal negatives only. Default: 150.
+        direct_steps (int): first steps in direct mode only; later steps alternate
+            direct and reasoning. Default: 200.
         finding_weights (dict[str, float]): relative frequency of each finding's pairs
-            after the nodule warm-up. Default: nodule 2.5, every other finding 1.
+            after the easy steps. Default: nodule 2.5, every other finding 1.
         normal_fractions (dict[str, float]): probability that a pair's negative is a
             normal phantom (the positive's exact counterfactual) rather than another
             finding. Default: nodule 0.75, every other finding 0.5.
         fresh_pairs (int): new pairs generated per step into the pool. Default: 3.
         initial_pairs (int): pairs generated per finding before the first step
-            (nodule: twice as many). Default: 16.
+            (normal negatives; nodule: twice as many). Default: 16.
         pool_capacity (int): most pairs kept per finding (oldest replaced). Default: 800.
         model_overrides (dict): config overrides of the model. Default:
             :data:`MODEL_OVERRIDES` of ``family``.
@@ -141,7 +159,8 @@ class TrainingConfig:
     final_lr_fraction: float = 0.1
     weight_decay: float = 0.01
     clip: float = 1.0
-    nodule_warmup: int = 60
+    easy_steps: int = 150
+    direct_steps: int = 200
     finding_weights: dict[str, float] = field(
         default_factory=lambda: {f: (2.5 if f == "nodule" else 1.0) for f in FINDINGS}
     )
@@ -159,8 +178,8 @@ class TrainingConfig:
         return MODEL_OVERRIDES[self.family] if self.model_overrides is None else self.model_overrides
 
 
-DEFAULT_STEPS: dict[str, int] = {"qwen2_5_vl": 1500, "gemma3": 1500}
-"""Steps of the shipped runs (about 20 minutes each on two CPU threads)."""
+DEFAULT_STEPS: dict[str, int] = {"qwen2_5_vl": 1200, "gemma3": 1200}
+"""Steps of the shipped runs (about 20 minutes each on one CPU thread)."""
 
 
 def default_config(family: str, steps: int | None = None) -> TrainingConfig:
@@ -185,6 +204,26 @@ def default_config(family: str, steps: int | None = None) -> TrainingConfig:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise TrainingError(f"expected steps as an int >= 1, got {steps!r}.")
     return TrainingConfig(family=name, steps=steps)
+
+
+SECOND_STAGE_STEPS = 500
+"""Steps of the shipped second stage (started from the first stage's folder)."""
+
+
+def second_stage_config(family: str, steps: int = SECOND_STAGE_STEPS) -> TrainingConfig:
+    """The shipped second stage: every finding and both modes from the first step.
+
+    No easy steps, no direct-only steps, 50 warm-up steps to a peak learning rate of
+    5e-4; run it with ``init_from`` = the first stage's folder and seed 1.
+
+    Args:
+        family (str): as for :func:`default_config`.
+        steps (int): optimiser steps. Default: :data:`SECOND_STAGE_STEPS`.
+
+    Returns:
+        TrainingConfig: the configuration.
+    """
+    return replace(default_config(family, steps), easy_steps=0, direct_steps=0, warmup=50, lr=5e-4)
 
 
 # -- inputs -----------------------------------------------------------------------------
@@ -305,9 +344,10 @@ class _PairPool:
         self.next_slot = dict.fromkeys(FINDINGS, 0)
         self.generated = 0
 
-    def add(self, finding: str) -> None:
+    def add(self, finding: str, easy: bool) -> None:
         seed = int(self.rng.integers(0, TRAIN_SEED_LIMIT))
-        kind = "normal" if self.rng.random() < self.config.normal_fractions[finding] else "other"
+        normal = 1.0 if easy else self.config.normal_fractions[finding]
+        kind = "normal" if self.rng.random() < normal else "other"
         positive = make_vqa_item(seed, finding, True, "reasoning")
         negative = make_vqa_item(seed, finding, False, "reasoning", negative=kind)
         pair = (_example(positive), _example(negative))
@@ -319,10 +359,10 @@ class _PairPool:
             self.next_slot[finding] = (self.next_slot[finding] + 1) % self.config.pool_capacity
         self.generated += 1
 
-    def draw_findings(self, count: int, nodule_only: bool) -> list[str]:
-        if nodule_only:
-            return ["nodule"] * count
+    def draw_findings(self, count: int, easy: bool) -> list[str]:
         weights = np.array([self.config.finding_weights[f] for f in FINDINGS], dtype=np.float64)
+        if easy:
+            weights = np.array([0.0 if f == "nodule" else 1.0 for f in FINDINGS])
         picks = self.rng.choice(len(FINDINGS), size=count, p=weights / weights.sum())
         return [FINDINGS[i] for i in picks]
 
@@ -346,7 +386,7 @@ def _batch(
     for row, (ids, start) in enumerate(texts):
         input_ids[row, : ids.numel()] = ids
         attention[row, : ids.numel()] = 1
-        weights[row, start : ids.numel()] = 1.0 / (ids.numel() - start)
+        weights[row, start : ids.numel()] = 1.0 if mode == "direct" else 1.0 / (ids.numel() - start)
     pixels = pixel_values(adapter, torch.stack([e.image for e in examples]).float())
     image_mask = input_ids == adapter.image_token_id
     inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixels}
@@ -374,6 +414,27 @@ def _loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
 # -- the run ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a run produced.
+
+    Attributes:
+        adapter (Adapter): the trained model, reloaded from the folder through the
+            adapter plugins.
+        folder (Path): the saved Hugging Face folder.
+        losses (tuple[float, ...]): the training loss of every step (nats per token,
+            averaged per example then over the batch).
+        steps (int): steps run (``config.steps`` unless the wall-time guard stopped it).
+        seconds (float): wall time of the steps (model building excluded).
+    """
+
+    adapter: Adapter
+    folder: Path
+    losses: tuple[float, ...]
+    steps: int
+    seconds: float
+
+
 def _redraw_gemma_embeddings(model: torch.nn.Module) -> None:
     """Unit-RMS scaled token embeddings (Gemma multiplies them by sqrt(hidden))."""
     embeddings = model.get_input_embeddings().weight
@@ -395,8 +456,9 @@ def train(
     *,
     seed: int = 0,
     max_minutes: float | None = None,
+    init_from: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
-) -> Adapter:
+) -> TrainingResult:
     """Build, train and save one phantom model; return it loaded through its adapter.
 
     Deterministic for a given ``config`` and ``seed`` with the same torch thread count
@@ -410,10 +472,14 @@ def train(
         max_minutes (float | None): stop early (with a warning in the log) when the
             wall time exceeds this; the result then depends on the machine's speed.
             Default: None (always run ``config.steps``).
+        init_from (str | PathLike | None): a folder written by an earlier run of the
+            same family whose model starts this run (a second stage: the folder is
+            copied to ``out``, the Gemma embedding re-draw is skipped). Default: None
+            (a fresh model).
         log (Callable[[str], None]): receives progress lines. Default: ``print``.
 
     Returns:
-        Adapter: the trained model, reloaded from ``out`` through the adapter plugins.
+        TrainingResult: the reloaded adapter, the folder, per-step losses and timing.
     """
     from ..testing.tiny_models import load_tiny_adapter, save_tiny_model
 
@@ -421,35 +487,36 @@ def train(
     folder = Path(out)
     if folder.exists():
         shutil.rmtree(folder)
-    save_tiny_model(config.family, folder, seed=seed, **config.overrides())
+    if init_from is None:
+        save_tiny_model(config.family, folder, seed=seed, **config.overrides())
+    else:
+        shutil.copytree(init_from, folder)
     adapter = load_tiny_adapter(folder)
     model = adapter.model
     torch.manual_seed(seed)
-    if config.family == "gemma3":
+    if init_from is None and config.family == "gemma3":
         _redraw_gemma_embeddings(model)
     model.train().requires_grad_(True)
     log(f"{config.family}: {sum(p.numel() for p in model.parameters()):,} parameters, {config.steps} steps")
 
     encoder = TextEncoder(adapter)
     pool = _PairPool(config, seed)
-    for _ in range(2 * config.initial_pairs):
-        pool.add("nodule")
-    for finding in FINDINGS[1:]:
-        for _ in range(config.initial_pairs):
-            pool.add(finding)
+    for finding in FINDINGS:
+        for _ in range(config.initial_pairs * (2 if finding == "nodule" else 1)):
+            pool.add(finding, easy=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     keep = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     optimiser = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": keep, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98),
+        lr=config.lr,
     )
-    start, running, steps_done = time.perf_counter(), [], 0
+    start, losses, modes = time.perf_counter(), [], []
     for step in range(config.steps):
-        nodule_only = step < config.nodule_warmup
-        for finding in pool.draw_findings(config.fresh_pairs, nodule_only):
-            pool.add(finding)
-        mode: Mode = "direct" if nodule_only or step % 2 == 0 else "reasoning"
-        batch = _batch(pool.sample(pool.draw_findings(config.pairs_per_batch, nodule_only)), mode, encoder, adapter)
+        easy = step < config.easy_steps
+        for finding in pool.draw_findings(config.fresh_pairs, easy):
+            pool.add(finding, easy)
+        mode: Mode = "direct" if step < config.direct_steps or step % 2 == 0 else "reasoning"
+        batch = _batch(pool.sample(pool.draw_findings(config.pairs_per_batch, easy)), mode, encoder, adapter)
         for group in optimiser.param_groups:
             group["lr"] = _learning_rate(config, step)
         loss = _loss(model, batch)
@@ -457,21 +524,24 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         optimiser.step()
-        running.append(loss.item())
-        steps_done = step + 1
+        losses.append(loss.item())
+        modes.append(mode)
         elapsed = time.perf_counter() - start
-        if steps_done % config.log_every == 0 or steps_done == config.steps:
-            log(f"step {steps_done:5d}  loss {np.mean(running):.4f}  lr {_learning_rate(config, step):.2e}  "
+        if len(losses) % config.log_every == 0 or len(losses) == config.steps:
+            recent = {m: [v for v, k in zip(losses[-config.log_every:], modes[-config.log_every:]) if k == m]
+                      for m in ("direct", "reasoning")}
+            shown = "  ".join(f"{m} {np.mean(v):.4f}" for m, v in recent.items() if v)
+            log(f"step {len(losses):5d}  loss {shown}  lr {_learning_rate(config, step):.2e}  "
                 f"pairs {pool.generated}  {elapsed:7.1f} s")
-            running = []
-        if max_minutes is not None and elapsed > 60.0 * max_minutes and steps_done < config.steps:
-            log(f"WARNING: stopped after {steps_done} of {config.steps} steps ({max_minutes} minute budget); "
+        if max_minutes is not None and elapsed > 60.0 * max_minutes and len(losses) < config.steps:
+            log(f"WARNING: stopped after {len(losses)} of {config.steps} steps ({max_minutes} minute budget); "
                 "the result is not reproducible from the seed alone.")
             break
+    seconds = time.perf_counter() - start
     model.eval().requires_grad_(False)
     model.save_pretrained(folder)
-    log(f"trained {steps_done} steps in {time.perf_counter() - start:.1f} s; saved to {folder}")
-    return load_tiny_adapter(folder)
+    log(f"trained {len(losses)} steps in {seconds:.1f} s; saved to {folder}")
+    return TrainingResult(load_tiny_adapter(folder), folder, tuple(losses), len(losses), seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -490,16 +560,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder to write (replaced)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped recipe's)")
+    parser.add_argument("--init-from", default=None,
+                        help="first-stage folder: run the second stage (second_stage_config) from it")
     parser.add_argument("--minutes", type=float, default=None, help="wall-time guard: stop early past this")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; the shipped weights were trained with 1 (results depend on it)")
     parser.add_argument("--eval-per-finding", type=int, default=40)
     parser.add_argument("--eval-reasoning-per-finding", type=int, default=10)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = default_config(args.family, args.steps)
-    adapter = train(config, args.out, seed=args.seed, max_minutes=args.minutes,
-                    log=lambda line: print(line, flush=True))
-    report = evaluate(adapter, per_finding=args.eval_per_finding,
+    if args.init_from is None:
+        config = default_config(args.family, args.steps)
+    else:
+        config = second_stage_config(args.family, args.steps or SECOND_STAGE_STEPS)
+    result = train(config, args.out, seed=args.seed, max_minutes=args.minutes, init_from=args.init_from,
+                   log=lambda line: print(line, flush=True))
+    report = evaluate(result.adapter, per_finding=args.eval_per_finding,
                       reasoning_per_finding=args.eval_reasoning_per_finding)
     print(format_report(report), flush=True)
     return 0

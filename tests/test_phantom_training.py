@@ -1,0 +1,183 @@
+"""Phantom-model training and evaluation: exact inputs, learning, determinism, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cxr_attrib.adapter import Adapter, Generation, Query
+from cxr_attrib.errors import DataError
+from cxr_attrib.phantom import make_vqa_item
+from cxr_attrib.phantom.evaluation import HELD_OUT_SEED_START, direct_verdicts, evaluate, format_report
+from cxr_attrib.phantom.training import (
+    TRAIN_SEED_LIMIT,
+    TextEncoder,
+    TrainingConfig,
+    TrainingError,
+    default_config,
+    pixel_values,
+    second_stage_config,
+    train,
+)
+from cxr_attrib.testing import FAMILIES, load_tiny_adapter
+
+# The default tiny sizes (no overrides), a few direct steps on a handful of phantom pairs.
+SMOKE = dict(pairs_per_batch=2, lr=3e-3, warmup=1, easy_steps=100, fresh_pairs=0, initial_pairs=1,
+             model_overrides={}, log_every=100)
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir):
+    return {family: load_tiny_adapter(tiny_model_dir(family)) for family in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pixel_values_are_bit_exact_with_the_image_processor(family, adapters):
+    adapter = adapters[family]
+    rng = np.random.default_rng(3)
+    images = [make_vqa_item(5, "mass", True, "direct").image, rng.random((224, 224), dtype=np.float32)]
+    expected = adapter.pixel_inputs(images)
+    got = pixel_values(adapter, torch.from_numpy(np.stack(images)))
+    assert torch.equal(got, expected.reshape(got.shape))
+    if family == "qwen2_5_vl":  # 16 x 16 patches of 3 * 2 * 14 * 14 values per image
+        assert got.shape == (2 * 256, 1176)
+    else:
+        assert got.shape == (2, 3, 224, 224)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["direct", "reasoning"])
+def test_text_encoder_matches_the_adapters_turn_span(family, mode, adapters):
+    adapter = adapters[family]
+    item = make_vqa_item(11, "pleural_effusion", False, mode)
+    encoding = adapter.encode([item.image], Query(item.question, mode, item.prompt, item.answer, "turn"))
+    ids, start = TextEncoder(adapter)(item.prompt, item.answer)
+    assert torch.equal(ids, encoding.inputs["input_ids"][0])
+    # the loss covers exactly the assistant turn: the adapter's "turn" targets, to the end
+    assert torch.equal(encoding.target_positions, torch.arange(start, ids.numel()))
+    assert (ids == adapter.image_token_id).sum() == 64
+
+
+def test_default_config_names_and_errors():
+    assert default_config("qwen").family == "qwen2_5_vl"
+    assert default_config("gemma3", steps=7).steps == 7
+    with pytest.raises(TrainingError, match="unknown family"):
+        default_config("llama")
+    with pytest.raises(TrainingError, match="steps"):
+        default_config("qwen", steps=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_few_steps_lower_the_loss_and_the_folder_loads(family, tmp_path):
+    torch.set_num_threads(1)
+    config = TrainingConfig(family=family, steps=12, **SMOKE)
+    result = train(config, tmp_path / "model", seed=0, log=lambda line: None)
+    assert result.steps == 12 and len(result.losses) == 12
+    assert np.mean(result.losses[-3:]) < 0.8 * np.mean(result.losses[:3])
+    names = {p.name for p in result.folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= names
+    reloaded = load_tiny_adapter(result.folder)
+    assert type(reloaded.model) is type(result.adapter.model)
+    assert all(v.dtype == torch.float32 for v in load_file(result.folder / "model.safetensors").values())
+    item = make_vqa_item(HELD_OUT_SEED_START, "nodule", True, "direct")
+    scores = reloaded.score([item.image], Query(item.question, "direct", item.prompt, "Yes"))
+    assert scores.shape == (1, 1) and float(scores[0, 0]) < 0.0
+
+
+def test_training_is_deterministic_in_the_seed(tmp_path):
+    torch.set_num_threads(1)
+    config = TrainingConfig(family="qwen2_5_vl", steps=3, **SMOKE)
+    first = train(config, tmp_path / "a", seed=0, log=lambda line: None)
+    again = train(config, tmp_path / "b", seed=0, log=lambda line: None)
+    other = train(config, tmp_path / "c", seed=1, log=lambda line: None)
+    assert first.losses == again.losses != other.losses
+    a, b = load_file(first.folder / "model.safetensors"), load_file(again.folder / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_second_stage_starts_from_the_first_stages_weights(tmp_path):
+    torch.set_num_threads(1)
+    first = train(TrainingConfig(family="gemma3", steps=2, **SMOKE), tmp_path / "one", log=lambda line: None)
+    frozen = TrainingConfig(family="gemma3", steps=1, **{**SMOKE, "lr": 0.0})
+    second = train(frozen, tmp_path / "two", seed=1, init_from=first.folder, log=lambda line: None)
+    a, b = load_file(first.folder / "model.safetensors"), load_file(second.folder / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # lr 0: unchanged
+    stage = second_stage_config("qwen")
+    assert (stage.steps, stage.easy_steps, stage.direct_steps, stage.lr) == (500, 0, 0, 5e-4)
+
+
+def test_wall_time_guard_stops_early_and_says_so(tmp_path):
+    lines: list[str] = []
+    config = TrainingConfig(family="gemma3", steps=50, **SMOKE)
+    result = train(config, tmp_path / "g", seed=0, max_minutes=0.0, log=lines.append)
+    assert result.steps == 1
+    assert any("WARNING: stopped after 1 of 50 steps" in line for line in lines)
+
+
+def test_seed_ranges_are_disjoint():
+    assert TRAIN_SEED_LIMIT <= HELD_OUT_SEED_START
+
+
+class _Constant(Adapter):
+    """Answers the same verdict whatever the image (direct scores and reasoning text)."""
+
+    family = "constant"
+
+    def __init__(self, verdict: str) -> None:
+        super().__init__("constant", torch.nn.Linear(1, 1), None)
+        self.verdict = verdict
+
+    def score(self, images: Sequence[np.ndarray], query: Query, *, batch_size: int | None = None) -> torch.Tensor:
+        wanted = query.answer.lower() == self.verdict
+        return torch.full((len(images), 1), -0.1 if wanted else -3.0)
+
+    def generate(self, image: np.ndarray, prompt: str, *, max_new_tokens: int = 256) -> Generation:
+        return Generation(f"Both lungs look fine. Answer: {self.verdict}.", (), ())
+
+    def encode(self, images, query):
+        raise AssertionError("not used")
+
+    def pixel_inputs(self, images):
+        raise AssertionError("not used")
+
+    def score_pixels(self, pixels, encoding):
+        raise AssertionError("not used")
+
+    def pixels_to_working(self, attribution):
+        raise AssertionError("not used")
+
+    def decoder_layers(self):
+        raise AssertionError("not used")
+
+
+def test_an_always_yes_model_is_sensitive_but_never_specific_nor_causal():
+    report = evaluate(_Constant("yes"), per_finding=2, reasoning_per_finding=2, findings=("nodule",))
+    m = report.per_finding["nodule"]
+    # 2 positives (yes: right), 1 normal + 1 other negative (yes: wrong) -> 2 / 4
+    assert (m.accuracy, m.sensitivity, m.specificity_normal, m.specificity_other) == (0.5, 1.0, 0.0, 0.0)
+    assert (m.flip_rate, m.retention) == (0.0, 0.0)  # "removed" is never answered no
+    assert (m.reasoning_parse_rate, m.reasoning_accuracy) == (1.0, 0.5)
+    assert report.accuracy == 0.5 and report.retention == 0.0
+    assert "nodule" in format_report(report)
+
+
+def test_an_always_no_model_is_specific_only():
+    report = evaluate(_Constant("no"), per_finding=2, reasoning_per_finding=0, findings=("cardiomegaly",))
+    m = report.per_finding["cardiomegaly"]
+    assert (m.accuracy, m.sensitivity, m.specificity_normal, m.specificity_other) == (0.5, 0.0, 1.0, 1.0)
+    assert m.retention == 0.0 and np.isnan(m.reasoning_accuracy)
+
+
+def test_direct_verdicts_compare_yes_with_no():
+    images = [np.zeros((224, 224), np.float32)] * 3
+    assert direct_verdicts(_Constant("yes"), images, "mass").tolist() == [True, True, True]
+    assert direct_verdicts(_Constant("no"), images, "mass").tolist() == [False, False, False]
+
+
+@pytest.mark.parametrize("kwargs", [{"per_finding": 3}, {"reasoning_per_finding": 1}, {"findings": ("edema",)}])
+def test_evaluate_rejects_bad_arguments(kwargs):
+    with pytest.raises(DataError):
+        evaluate(_Constant("yes"), **kwargs)
