@@ -198,14 +198,14 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
 @click.option("--method", default="occlusion", show_default=True, help="Attribution method.")
 @click.option("--finding", default="pleural_effusion", show_default=True,
               type=click.Choice(FINDINGS))
-@click.option("--seed", type=int, default=10_000_000, show_default=True, help="Phantom seed (held out from training).")
+@click.option("--seed", type=int, default=None, help="Phantom seed >= 10000000 (default: a held-out effusion case).")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("cxr-attrib-demo"),
               show_default=True, help="Output folder.")
-def demo(model: str, method: str, finding: str, seed: int, out: Path) -> None:
+def demo(model: str, method: str, finding: str, seed: int | None, out: Path) -> None:
     """Attribute an embedded model's answer on a phantom X-ray with a known finding."""
-    from .demo import run_demo
+    from .demo import DEMO_SEED, run_demo
 
-    run = run_demo(out, model=model, method=method, finding=finding, seed=seed)
+    run = run_demo(out, model=model, method=method, finding=finding, seed=DEMO_SEED if seed is None else seed)
     result = run.result
     console.print(f"question: {result.meta.question}")
     console.print(f"model {result.meta.model} answered [bold]{result.answer.strip()}[/]; "

@@ -22,11 +22,12 @@ from ..errors import DataError
 from ..filtering import CounterfactualProvider, Counterfactuals
 from ..hookspecs import hookimpl
 from ..targets import finding_question
+from .evaluation import HELD_OUT_SEED_START
 from .findings import DISPLAY_NAMES, FINDINGS, Case, make_case
 
 __all__ = ["HELD_OUT_START", "PhantomBench", "PhantomCounterfactuals", "phantom_sample"]
 
-HELD_OUT_START = 10_000_000
+HELD_OUT_START = HELD_OUT_SEED_START
 """First held-out seed; training never uses seeds at or above it."""
 
 
