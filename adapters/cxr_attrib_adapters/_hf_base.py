@@ -45,16 +45,18 @@ module does the rest:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from cxr_attrib.adapter import Adapter, Encoding, Generation, LoadOptions, Query
+from cxr_attrib.adapter import Adapter, Encoding, Generation, LoadOptions, ModelCard, Query
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.targets import TargetError, answer_char_span, validate_span_policy
 from cxr_attrib.typing import WorkingImage
@@ -225,6 +227,20 @@ class HFAdapter(Adapter):
             model.to(device)
         model.eval().requires_grad_(False)
         return cls(name, model, options, parts)
+
+    @classmethod
+    def cards(cls, entries: Mapping[str, tuple[str, str]], *, local_files_only: bool = False) -> list[ModelCard]:
+        """Model cards of this family for ``{key: (source, summary)}``.
+
+        Args:
+            entries: registry key -> (Hugging Face id or folder, one-line summary).
+            local_files_only: never touch the network when loading them. Default: False.
+        """
+        return [
+            ModelCard(key=key, source=source, family=cls.family, summary=summary,
+                      load=partial(_load_card, cls, key, local_files_only))
+            for key, (source, summary) in entries.items()
+        ]
 
     @classmethod
     def resolve(cls, reference: str, options: LoadOptions, known_sources: Sequence[str] = ()) -> HFAdapter | None:
@@ -449,6 +465,14 @@ class HFAdapter(Adapter):
             "working_size": self.working_size,
             "processing": self.processing_note,
         }
+
+
+def _load_card(
+    adapter_cls: type[HFAdapter], key: str, local_files_only: bool, source: str, options: LoadOptions
+) -> HFAdapter:
+    if local_files_only:
+        options = dataclasses.replace(options, local_files_only=True)
+    return adapter_cls.load(source, options, name=key)
 
 
 def area_resize(maps: torch.Tensor, size: int) -> torch.Tensor:

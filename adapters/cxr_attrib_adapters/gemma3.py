@@ -17,12 +17,11 @@ working frame by summing channels and area-resizing to S.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import torch
 
-from cxr_attrib.adapter import Adapter, LoadOptions, ModelCard
+from cxr_attrib.adapter import Adapter, LoadOptions
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
@@ -101,16 +100,11 @@ class Gemma3Adapter(HFAdapter):
         return area_resize(attribution.sum(dim=1), self.working_size)
 
 
-def _load_card(key: str, source: str, options: LoadOptions) -> Adapter:
-    return Gemma3Adapter.load(source, options, name=key)
-
-
 @hookimpl
 def register_adapters(register: Any) -> None:
     """Register the Gemma 3 and MedGemma registry keys."""
-    for key, (source, summary) in CARDS.items():
-        register(ModelCard(key=key, source=source, family=Gemma3Adapter.family, summary=summary,
-                           load=partial(_load_card, key)))
+    for card in Gemma3Adapter.cards(CARDS):
+        register(card)
 
 
 @hookimpl

@@ -18,13 +18,12 @@ and right halves never interleave (SPEC 11.5).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from cxr_attrib.adapter import Adapter, LoadOptions, ModelCard
+from cxr_attrib.adapter import Adapter, LoadOptions
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
@@ -159,16 +158,11 @@ class QwenVLAdapter(HFAdapter):
         return area_resize(space.sum(dim=(1, 2)), self.working_size)
 
 
-def _load_card(key: str, source: str, options: LoadOptions) -> Adapter:
-    return QwenVLAdapter.load(source, options, name=key)
-
-
 @hookimpl
 def register_adapters(register: Any) -> None:
     """Register the Qwen2.5-VL registry keys."""
-    for key, (source, summary) in CARDS.items():
-        register(ModelCard(key=key, source=source, family=QwenVLAdapter.family, summary=summary,
-                           load=partial(_load_card, key)))
+    for card in QwenVLAdapter.cards(CARDS):
+        register(card)
 
 
 @hookimpl
