@@ -29,6 +29,15 @@ SMOKE = dict(pairs_per_batch=2, lr=3e-3, warmup=1, easy_steps=100, fresh_pairs=0
              model_overrides={}, log_every=100)
 
 
+@pytest.fixture
+def one_thread():
+    """Train on one thread (as the shipped models were), then restore the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir):
     return {family: load_tiny_adapter(tiny_model_dir(family)) for family in FAMILIES}
@@ -71,8 +80,7 @@ def test_default_config_names_and_errors():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_few_steps_lower_the_loss_and_the_folder_loads(family, tmp_path):
-    torch.set_num_threads(1)
+def test_a_few_steps_lower_the_loss_and_the_folder_loads(family, tmp_path, one_thread):
     config = TrainingConfig(family=family, steps=12, **SMOKE)
     result = train(config, tmp_path / "model", seed=0, log=lambda line: None)
     assert result.steps == 12 and len(result.losses) == 12
@@ -87,19 +95,18 @@ def test_a_few_steps_lower_the_loss_and_the_folder_loads(family, tmp_path):
     assert scores.shape == (1, 1) and float(scores[0, 0]) < 0.0
 
 
-def test_training_is_deterministic_in_the_seed(tmp_path):
-    torch.set_num_threads(1)
+def test_training_is_deterministic_in_the_seed(tmp_path, one_thread):
     config = TrainingConfig(family="qwen2_5_vl", steps=3, **SMOKE)
     first = train(config, tmp_path / "a", seed=0, log=lambda line: None)
     again = train(config, tmp_path / "b", seed=0, log=lambda line: None)
     other = train(config, tmp_path / "c", seed=1, log=lambda line: None)
+    assert torch.tensor([1e-40]).mul(1.0).item() != 0.0, "train() must not flush denormals process-wide"
     assert first.losses == again.losses != other.losses
     a, b = load_file(first.folder / "model.safetensors"), load_file(again.folder / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_second_stage_starts_from_the_first_stages_weights(tmp_path):
-    torch.set_num_threads(1)
+def test_second_stage_starts_from_the_first_stages_weights(tmp_path, one_thread):
     first = train(TrainingConfig(family="gemma3", steps=2, **SMOKE), tmp_path / "one", log=lambda line: None)
     frozen = TrainingConfig(family="gemma3", steps=1, **{**SMOKE, "lr": 0.0})
     second = train(frozen, tmp_path / "two", seed=1, init_from=first.folder, log=lambda line: None)

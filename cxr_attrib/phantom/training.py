@@ -483,7 +483,6 @@ def train(
     """
     from ..testing.tiny_models import load_tiny_adapter, save_tiny_model
 
-    torch.set_flush_denormal(True)  # denormal floats slow CPU steps by 10x or more
     folder = Path(out)
     if folder.exists():
         shutil.rmtree(folder)
@@ -569,6 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-reasoning-per-finding", type=int, default=10)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    # Process-wide, so only in the command: denormal floats slow CPU steps by 10x or more.
+    torch.set_flush_denormal(True)
     if args.init_from is None:
         config = default_config(args.family, args.steps)
     else:
