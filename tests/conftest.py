@@ -7,12 +7,19 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 from cxr_attrib import registry
 
 # Tests never touch the network: model references that are not local fail at once.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+# Property tests: no per-example deadline (shared 2-core machines), and in CI the same
+# examples on every run, so a red CI always reproduces.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 _names = itertools.count()
 
