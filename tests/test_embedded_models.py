@@ -4,28 +4,26 @@ Every figure is measured through the public surface (adapter scoring and greedy
 generation, ``causal_filter`` with the phantom's exact counterfactuals, ``attribute``
 with occlusion) on seeds >= 10,000,000, which training never draws.
 
-The shipped models do NOT yet reach every target of the phantom-suite issue (90%
-overall direct accuracy, 80% per finding, 85% reasoning accuracy, 30% filter retention
-for every finding): see docs/phantom-results.md. These tests pin what they do reach,
-so a retrained model can only replace them if it is at least as good.
+The thresholds are the phantom-suite issue's targets: direct accuracy >= 90% overall
+and >= 80% for every finding, specificity on normal phantoms (an always-"yes" model
+fails), reasoning answers that parse (>= 95%) and are right (>= 85%), causal-filter
+retention >= 60% overall and >= 30% for every finding, and occlusion's peak inside the
+true box on most retained samples. Full-size figures (20 reasoning items per finding and
+answer): ``python benchmarks/phantom_results.py`` -> docs/phantom-results.md.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from cxr_attrib import attribute
-from cxr_attrib.filtering import causal_filter
 from cxr_attrib.models import load_adapter
 from cxr_attrib.phantom import FINDINGS
-from cxr_attrib.phantom.benchmark import PhantomBench, PhantomCounterfactuals
+from cxr_attrib.phantom.audit import filter_and_localise
 from cxr_attrib.phantom.evaluation import evaluate, format_report
 
 pytestmark = pytest.mark.slow
 
 KEYS = ("phantom-qwen", "phantom-gemma")
-LEARNT = ("pleural_effusion", "cardiomegaly")
 
 
 @pytest.fixture(scope="module", params=KEYS)
@@ -36,58 +34,44 @@ def embedded(request):
 @pytest.fixture(scope="module")
 def report(embedded):
     key, adapter = embedded
-    result = evaluate(adapter, per_finding=40, reasoning_per_finding=20)
+    result = evaluate(adapter, per_finding=40, reasoning_per_finding=10)
     print(f"\n{key}\n{format_report(result)}")
     return result
 
 
 def test_direct_accuracy_and_specificity(report):
-    assert report.accuracy >= 0.78
-    for finding in LEARNT:
-        assert report.per_finding[finding].accuracy >= 0.88, finding
+    assert report.accuracy >= 0.90
     for finding, m in report.per_finding.items():
-        if finding != "pneumothorax":  # known failure: answered "yes" on most normals
-            assert m.specificity_normal >= 0.85, f"{finding}: specificity on normals {m.specificity_normal:.2f}"
-        assert m.sensitivity >= 0.55, f"{finding}: sensitivity {m.sensitivity:.2f}"
+        assert m.accuracy >= 0.80, f"{finding}: accuracy {m.accuracy:.2f}"
+        assert m.specificity_normal >= 0.85, f"{finding}: specificity on normals {m.specificity_normal:.2f}"
+        assert m.sensitivity >= 0.75, f"{finding}: sensitivity {m.sensitivity:.2f}"
+        assert m.flip_rate >= 0.75, f"{finding}: flips on its exact counterfactual {m.flip_rate:.2f}"
 
 
 def test_reasoning_answers_parse_and_are_mostly_correct(report):
     assert report.reasoning_parse_rate >= 0.95
-    assert report.reasoning_accuracy >= 0.70
+    assert report.reasoning_accuracy >= 0.85
 
 
 @pytest.fixture(scope="module")
-def filtered(embedded):
+def audit(embedded):
     key, adapter = embedded
-    samples = list(PhantomBench(n_per_finding=10).samples(split="direct"))
-    records = list(causal_filter(adapter, samples, PhantomCounterfactuals(), model=key, max_new_tokens=8))
-    return samples, records
+    result = filter_and_localise(adapter, key, n_per_finding=10, method="occlusion")
+    print(f"\n{key}: filter keeps {result.retention:.0%}; per finding",
+          {f: round(rate, 2) for f, rate in result.kept.items()},
+          f"; occlusion peak in box {result.peak_rate:.0%}", result.peak_hits)
+    return result
 
 
-def test_causal_filter_retention(embedded, filtered):
-    samples, records = filtered
-    assert len(records) == len(samples)
-    assert not any(r.approximate for r in records), "phantom counterfactuals are exact"
-    kept = {f: [r.kept for r, s in zip(records, samples) if s.extra["finding_key"] == f] for f in FINDINGS}
-    rates = {f: float(np.mean(v)) for f, v in kept.items()}
-    overall = float(np.mean([r.kept for r in records]))
-    print(f"\n{embedded[0]}: filter keeps {overall:.0%}; per finding", {f: round(r, 2) for f, r in rates.items()})
-    assert overall >= 0.55
-    assert all(rates[f] >= 0.8 for f in LEARNT), rates
+def test_causal_filter_retention(audit):
+    assert len(audit.records) == 60 and set(audit.kept) == set(FINDINGS)
+    assert not any(r.approximate for r in audit.records), "phantom counterfactuals are exact"
+    assert audit.retention >= 0.60
+    assert all(rate >= 0.30 for rate in audit.kept.values()), audit.kept
 
 
-def test_occlusion_peak_in_ground_truth_on_retained_samples(embedded, filtered):
-    key, adapter = embedded
-    samples, records = filtered
-    retained = [s for s, r in zip(samples, records) if r.kept]
-    hits = []
-    for sample in retained:
-        result = attribute(adapter, sample.load_image(), sample.question, method="occlusion", answer="Yes")
-        x, y = result.peak
-        hits.append(any(x1 <= x < x2 and y1 <= y < y2 for x1, y1, x2, y2 in sample.boxes))
-    rate = float(np.mean(hits))
-    print(f"\n{key}: occlusion peak inside the box on {sum(hits)}/{len(hits)} retained samples ({rate:.0%})")
-    assert rate >= 0.25
+def test_occlusion_peak_in_ground_truth_on_retained_samples(audit):
+    assert audit.peak_rate > 0.5, audit.peak_hits
 
 
 def test_demo_runs_end_to_end(tmp_path):

@@ -255,6 +255,19 @@ def test_reasoning_answers_end_with_the_verdict(finding, present):
     assert item.answer == make_vqa_item(31, finding, present, "reasoning", negative="other").answer
 
 
+def test_an_other_negative_can_show_a_chosen_finding():
+    positive = make_vqa_item(41, "mass", True, "reasoning")
+    swapped = make_vqa_item(41, "nodule", False, "reasoning", negative="other", other="mass")
+    assert swapped.case.finding == "mass" and swapped.negative == "other"
+    assert np.array_equal(swapped.image, positive.image)  # the positive's own image, another question
+    assert swapped.question == "Is there evidence of nodule in the image?"
+    assert "a mass" in swapped.answer and swapped.answer.endswith("Answer: no.")
+    with pytest.raises(PhantomParameterError, match="other="):
+        make_vqa_item(41, "nodule", False, "direct", negative="other", other="nodule")
+    with pytest.raises(PhantomParameterError, match="other="):
+        make_vqa_item(41, "nodule", False, "direct", negative="other", other="fracture")
+
+
 def test_vqa_refuses_bad_arguments():
     with pytest.raises(PhantomParameterError, match="non-negative"):
         make_vqa_item(-3, "nodule", True, "direct")

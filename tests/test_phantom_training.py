@@ -18,14 +18,15 @@ from cxr_attrib.phantom.training import (
     TrainingConfig,
     TrainingError,
     default_config,
+    rationale_corpus,
+    token_labels,
     pixel_values,
-    second_stage_config,
     train,
 )
 from cxr_attrib.testing import FAMILIES, load_tiny_adapter
 
 # The default tiny sizes (no overrides), a few direct steps on a handful of phantom pairs.
-SMOKE = dict(pairs_per_batch=2, lr=3e-3, warmup=1, easy_steps=100, fresh_pairs=0, initial_pairs=1,
+SMOKE = dict(pairs_per_batch=2, lr=3e-3, warmup=1, fresh_pairs=0, initial_pairs=1,
              model_overrides={}, log_every=100)
 
 
@@ -106,14 +107,69 @@ def test_training_is_deterministic_in_the_seed(tmp_path, one_thread):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_second_stage_starts_from_the_first_stages_weights(tmp_path, one_thread):
+def test_init_from_continues_the_saved_weights(tmp_path, one_thread):
     first = train(TrainingConfig(family="gemma3", steps=2, **SMOKE), tmp_path / "one", log=lambda line: None)
     frozen = TrainingConfig(family="gemma3", steps=1, **{**SMOKE, "lr": 0.0})
     second = train(frozen, tmp_path / "two", seed=1, init_from=first.folder, log=lambda line: None)
     a, b = load_file(first.folder / "model.safetensors"), load_file(second.folder / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # lr 0: unchanged
-    stage = second_stage_config("qwen")
-    assert (stage.steps, stage.easy_steps, stage.direct_steps, stage.lr) == (500, 0, 0, 5e-4)
+
+
+def test_token_labels_mark_the_cells_the_finding_changed():
+    mask = np.zeros((224, 224), dtype=bool)
+    mask[30:70, 100:110] = True  # cols 100..109 lie in cell column 3
+    mask[84:88, 100:110] = True  # 40 of cell (3, 3)'s 784 pixels: 5%, under the 10% threshold
+    # rows 30..55 cover 260 px of cell (1, 3), rows 56..69 cover 140 px of cell (2, 3)
+    labels = token_labels(mask, "mass", (8, 8)).reshape(8, 8)
+    expected = np.zeros((8, 8), dtype=np.int64)
+    expected[1, 3] = expected[2, 3] = 1 + 1  # "mass" is FINDINGS[1]
+    assert torch.equal(labels, torch.from_numpy(expected))
+    mask[:] = False
+    mask[0:2, 0:28] = True  # 56 of 784 pixels: 7%, under the 10% threshold
+    assert not token_labels(mask, "nodule", (8, 8)).any()
+    assert not token_labels(np.ones((224, 224), bool), None, (8, 8)).any()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_token_labels_follow_the_models_image_token_order(family, adapters):
+    """Cell k of the labels is the k-th image token: a bright cell moves only that token's embedding."""
+    adapter = adapters[family]
+    model = adapter.model
+    image = np.zeros((224, 224), dtype=np.float32)
+    lit = image.copy()
+    lit[56:84, 140:168] = 1.0  # cell (2, 5)
+    with torch.no_grad():
+        if family == "qwen2_5_vl":
+            grid = torch.tensor([[1, 16, 16]])
+            embed = [model.model.get_image_features(pixel_values(adapter, torch.from_numpy(x[None])), grid).pooler_output[0]
+                     for x in (image, lit)]
+        else:
+            embed = [model.model.get_image_features(pixel_values(adapter, torch.from_numpy(x[None]))).pooler_output[0]
+                     for x in (image, lit)]
+    moved = (embed[1] - embed[0]).abs().sum(-1)
+    mask = np.zeros((224, 224), dtype=bool)
+    mask[56:84, 140:168] = True
+    assert int(moved.argmax()) == int(token_labels(mask, "nodule", (8, 8)).argmax()) == 2 * 8 + 5
+
+
+def test_rationale_corpus_makes_rationales_a_few_tokens(adapters, tmp_path, one_thread):
+    result = train(TrainingConfig(family="qwen2_5_vl", steps=1, **SMOKE), tmp_path / "q", log=lambda line: None)
+    answers = rationale_corpus()
+    assert len(answers) == 12 * 6 * 2 and all(a.endswith(("Answer: yes.", "Answer: no.")) for a in answers)
+    held_out = make_vqa_item(HELD_OUT_SEED_START + 3, "pneumothorax", True, "reasoning").answer
+    trained = len(result.adapter.tokenizer(held_out)["input_ids"])
+    plain = len(adapters["qwen2_5_vl"].tokenizer(held_out)["input_ids"])
+    assert trained < 0.5 * plain
+
+
+def test_the_probe_is_not_saved_and_changes_training(tmp_path, one_thread):
+    with_probe = train(TrainingConfig(family="qwen2_5_vl", steps=3, **SMOKE), tmp_path / "p", log=lambda line: None)
+    without = TrainingConfig(family="qwen2_5_vl", steps=3, **{**SMOKE, "probe_weight": 0.0})
+    plain = train(without, tmp_path / "n", log=lambda line: None)
+    a, b = load_file(with_probe.folder / "model.safetensors"), load_file(plain.folder / "model.safetensors")
+    assert a.keys() == b.keys()  # the same model class, no probe weights
+    assert with_probe.losses[0] == plain.losses[0]  # the logged loss is the answer loss
+    assert with_probe.losses[1:] != plain.losses[1:]  # the probe's gradient reached the model
 
 
 def test_wall_time_guard_stops_early_and_says_so(tmp_path):

@@ -7,29 +7,35 @@ family's tokenizer, chat template and PIL image processor and loads through the
 same adapter code as a real checkpoint), trained on phantom VQA items, and its
 weights are written back into the folder as fp32 safetensors.
 
-Recipe (from the prototype in SPEC 8.3):
+Recipe:
 
 * sizes: text hidden 128, 4 layers; vision hidden 64, 4 layers; 8 x 8 image tokens
   at 224 px (Qwen: patch 14, merge 2; Gemma: SigLIP at 224 px, patch 14, 64 tokens);
-* batches of yes/no *pairs*: each positive beside a negative of the same seed, which
-  for a ``"normal"`` negative is its exact counterfactual (same anatomy, finding
-  removed); nodule questions use mostly normal negatives and are oversampled;
-* an easy-first curriculum: the first :attr:`TrainingConfig.easy_steps` steps ask
-  about the large findings only, against normal negatives only (an abnormal-vs-normal
-  cue already lowers the loss, which gets the model off the ln 2 plateau); nodules
-  and other-finding negatives come after;
-* direct mode only for the first :attr:`TrainingConfig.direct_steps` steps (every
-  gradient then pushes the model off the ln 2 plateau towards using the image), then
+  the tokenizer's merges also learn the phantom rationales (:func:`rationale_corpus`;
+  :data:`TOKENIZER_VOCAB` keeps every corpus word, "Yes" and "No" included, one token);
+* batches of yes/no *pairs* that differ in one thing: a positive (finding F shown,
+  F asked) beside either its exact counterfactual (same anatomy, F removed, F asked)
+  or its own image asked about another finding. The first teaches what F looks like,
+  the second that the answer depends on the question (a model that answers "yes" to
+  any abnormal image fails it); nodule and consolidation are oversampled, as pairs
+  and as the swapped question;
+* an auxiliary token probe (:class:`_TokenProbe`): a linear layer on the image
+  embeddings the language model receives predicts the finding drawn under each image
+  token (exact masks, :func:`token_labels`). This dense signal trains the vision tower
+  within a few hundred steps (without it the answer loss sits near ln 2 for most of
+  the run) and keeps its features local; the probe is discarded, the saved model is
+  the plain model class;
+* direct mode only for the first :attr:`TrainingConfig.direct_steps` steps, then
   both prompt modes, alternating step by step (direct answers ``"Yes"`` / ``"No"``,
   reasoning answers the templated rationales of :mod:`cxr_attrib.phantom.vqa`). The
   loss covers each example's assistant turn (the response and the template's closing
   tokens): summed over the tokens of a direct answer (so the verdict token has weight
   1), averaged over the tokens of a rationale, then averaged over the batch;
-* AdamW, learning rate 1e-3 with linear warm-up and cosine decay, gradient clipping;
+* AdamW, learning rate 2e-3 with linear warm-up and cosine decay, gradient clipping;
 * Gemma 3: the token embeddings are re-drawn so that scaled embeddings have unit RMS
   (with the default initialisation its post-sublayer norms swamp them and it stays on
   the ln 2 plateau; the builder already draws the zero-initialised image projection
-  that way). Qwen keeps HF's default initialisation (the same re-draw slowed it down).
+  that way). Qwen keeps HF's default initialisation.
 
 Seeds: training phantoms are drawn from ``[0, TRAIN_SEED_LIMIT)``; held-out
 evaluation (:mod:`cxr_attrib.phantom.evaluation`) uses seeds from
@@ -39,11 +45,11 @@ run is a pure function of the seed, the number of steps and the torch thread cou
 (the shipped weights: seed 0, one thread, see :data:`DEFAULT_STEPS`); pixel values come from
 :func:`pixel_values`, a torch patchify equal to the PIL image processor's output.
 
-The shipped weights are two stages (one CPU thread; about 22 + 10 minutes on a
-shared two-core machine)::
+The shipped weights are one run per family (seed 0, one CPU thread each, the two
+families side by side on a two-core machine, under 30 minutes each)::
 
-    python -m cxr_attrib.phantom.training --family qwen --out STAGE1 --seed 0
-    python -m cxr_attrib.phantom.training --family qwen --out FINAL --seed 1 --init-from STAGE1
+    python -m cxr_attrib.phantom.training --family qwen --out phantom-qwen
+    python -m cxr_attrib.phantom.training --family gemma --out phantom-gemma
 
 (``--minutes M`` adds a wall-time guard that stops early; ``--family gemma`` likewise.)
 """
@@ -51,13 +57,14 @@ shared two-core machine)::
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +80,15 @@ from .vqa import VQAItem, make_vqa_item
 __all__ = [
     "FAMILY_NAMES",
     "MODEL_OVERRIDES",
-    "SECOND_STAGE_STEPS",
+    "TOKENIZER_VOCAB",
     "TRAIN_SEED_LIMIT",
     "TextEncoder",
     "TrainingConfig",
     "TrainingError",
     "TrainingResult",
     "default_config",
-    "second_stage_config",
+    "rationale_corpus",
+    "token_labels",
     "main",
     "pixel_values",
     "train",
@@ -128,24 +136,26 @@ class TrainingConfig:
         family (str): ``"qwen2_5_vl"`` or ``"gemma3"``.
         steps (int): optimiser steps (fixed: the run is deterministic in them).
         pairs_per_batch (int): yes/no pairs per batch (batch size = 2 x this). Default: 16.
-        lr (float): peak AdamW learning rate. Default: 1e-3.
+        lr (float): peak AdamW learning rate. Default: 2e-3.
         warmup (int): linear learning-rate warm-up steps. Default: 100.
         final_lr_fraction (float): cosine decay ends at ``lr`` times this. Default: 0.1.
         weight_decay (float): AdamW weight decay. Default: 0.01.
         clip (float): gradient-norm clip. Default: 1.0.
-        easy_steps (int): first steps asking about every finding but the nodule, with
-            normal negatives only. Default: 150.
         direct_steps (int): first steps in direct mode only; later steps alternate
             direct and reasoning. Default: 200.
-        finding_weights (dict[str, float]): relative frequency of each finding's pairs
-            after the easy steps. Default: nodule 2.5, every other finding 1.
-        normal_fractions (dict[str, float]): probability that a pair's negative is a
-            normal phantom (the positive's exact counterfactual) rather than another
-            finding. Default: nodule 0.75, every other finding 0.5.
+        finding_weights (dict[str, float]): relative frequency of each finding's pairs,
+            and of each finding as the question of a swapped pair. Default: nodule and
+            consolidation (the findings most confused with others) 1.5, the rest 1.
+        normal_fractions (dict[str, float]): probability that a pair's negative is the
+            positive's exact counterfactual (a normal phantom, same question) rather than
+            the positive's own image asked about another finding. Default: 0.4.
         fresh_pairs (int): new pairs generated per step into the pool. Default: 3.
-        initial_pairs (int): pairs generated per finding before the first step
-            (normal negatives; nodule: twice as many). Default: 16.
+        initial_pairs (int): pairs generated per finding before the first step. Default: 16.
         pool_capacity (int): most pairs kept per finding (oldest replaced). Default: 800.
+        probe_weight (float): weight of the auxiliary token-probe loss (see
+            :class:`_TokenProbe`; 0 disables it). Default: 1.0.
+        probe_finding_weight (float): weight of the probe's finding cells relative to
+            background cells. Default: 4.0.
         model_overrides (dict): config overrides of the model. Default:
             :data:`MODEL_OVERRIDES` of ``family``.
         log_every (int): steps between log lines. Default: 25.
@@ -154,22 +164,21 @@ class TrainingConfig:
     family: str
     steps: int
     pairs_per_batch: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup: int = 100
     final_lr_fraction: float = 0.1
     weight_decay: float = 0.01
     clip: float = 1.0
-    easy_steps: int = 150
     direct_steps: int = 200
     finding_weights: dict[str, float] = field(
-        default_factory=lambda: {f: (2.5 if f == "nodule" else 1.0) for f in FINDINGS}
+        default_factory=lambda: {f: (1.5 if f in ("nodule", "consolidation") else 1.0) for f in FINDINGS}
     )
-    normal_fractions: dict[str, float] = field(
-        default_factory=lambda: {f: (0.75 if f == "nodule" else 0.5) for f in FINDINGS}
-    )
+    normal_fractions: dict[str, float] = field(default_factory=lambda: dict.fromkeys(FINDINGS, 0.4))
     fresh_pairs: int = 3
     initial_pairs: int = 16
     pool_capacity: int = 800
+    probe_weight: float = 1.0
+    probe_finding_weight: float = 4.0
     model_overrides: dict[str, Any] | None = None
     log_every: int = 25
 
@@ -178,7 +187,7 @@ class TrainingConfig:
         return MODEL_OVERRIDES[self.family] if self.model_overrides is None else self.model_overrides
 
 
-DEFAULT_STEPS: dict[str, int] = {"qwen2_5_vl": 1200, "gemma3": 1200}
+DEFAULT_STEPS: dict[str, int] = {"qwen2_5_vl": 1300, "gemma3": 1300}
 """Steps of the shipped runs (about 20 minutes each on one CPU thread)."""
 
 
@@ -204,26 +213,6 @@ def default_config(family: str, steps: int | None = None) -> TrainingConfig:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise TrainingError(f"expected steps as an int >= 1, got {steps!r}.")
     return TrainingConfig(family=name, steps=steps)
-
-
-SECOND_STAGE_STEPS = 500
-"""Steps of the shipped second stage (started from the first stage's folder)."""
-
-
-def second_stage_config(family: str, steps: int = SECOND_STAGE_STEPS) -> TrainingConfig:
-    """The shipped second stage: every finding and both modes from the first step.
-
-    No easy steps, no direct-only steps, 50 warm-up steps to a peak learning rate of
-    5e-4; run it with ``init_from`` = the first stage's folder and seed 1.
-
-    Args:
-        family (str): as for :func:`default_config`.
-        steps (int): optimiser steps. Default: :data:`SECOND_STAGE_STEPS`.
-
-    Returns:
-        TrainingConfig: the configuration.
-    """
-    return replace(default_config(family, steps), easy_steps=0, direct_steps=0, warmup=50, lr=5e-4)
 
 
 # -- inputs -----------------------------------------------------------------------------
@@ -316,6 +305,27 @@ class TextEncoder:
 
 # -- data -------------------------------------------------------------------------------
 
+CORPUS_SEEDS = range(TRAIN_SEED_LIMIT - 12, TRAIN_SEED_LIMIT)
+"""Phantom seeds whose rationales train the tokenizer's merges (see :func:`rationale_corpus`)."""
+
+TOKENIZER_VOCAB = 768
+"""BPE vocabulary cap of the phantom models: above the merges the corpus yields (767 for
+Qwen, 763 for Gemma), so every corpus word, ``"Yes"`` and ``"No"`` included, is one token."""
+
+
+@functools.lru_cache(maxsize=1)
+def rationale_corpus() -> tuple[str, ...]:
+    """Reasoning answers of every finding, present and absent, on :data:`CORPUS_SEEDS`.
+
+    Added to the tokenizer's training text, so that a rationale takes about 30 tokens
+    instead of one per byte (shorter sequences, faster steps, less to learn).
+    """
+    return tuple(
+        make_vqa_item(seed, finding, present, "reasoning").answer
+        for seed in CORPUS_SEEDS for finding in FINDINGS for present in (True, False)
+    )
+
+
 
 @dataclass(frozen=True)
 class _Example:
@@ -323,34 +333,66 @@ class _Example:
     question: str
     direct: str
     reasoning: str
+    token_labels: torch.Tensor  # (gh * gw,) long: 0, or 1 + the index of the finding drawn in the cell
 
 
-def _example(item: VQAItem) -> _Example:
+def token_labels(finding_mask: np.ndarray, finding: str | None, grid: tuple[int, int],
+                 min_fraction: float = 0.1) -> torch.Tensor:
+    """The finding drawn under each image token, row by row (the models' token order).
+
+    Args:
+        finding_mask (np.ndarray): ``(S, S)`` bool, the pixels the finding changed.
+        finding (str | None): the finding drawn (None for a normal phantom).
+        grid (tuple[int, int]): image tokens ``(rows, cols)``; ``S`` must divide evenly.
+        min_fraction (float): a cell is labelled when at least this fraction of its
+            pixels changed. Default: 0.1.
+
+    Returns:
+        torch.Tensor: ``(rows * cols,)`` long, 0 for cells without the finding and
+        ``1 + FINDINGS.index(finding)`` for cells with it.
+    """
+    rows, cols = grid
+    size = finding_mask.shape[0]
+    if finding is None:
+        return torch.zeros(rows * cols, dtype=torch.long)
+    cover = finding_mask.reshape(rows, size // rows, cols, size // cols).mean(axis=(1, 3))
+    labels = np.where(cover >= min_fraction, 1 + FINDINGS.index(finding), 0)
+    return torch.from_numpy(labels.reshape(-1).astype(np.int64))
+
+
+def _example(item: VQAItem, grid: tuple[int, int]) -> _Example:
     return _Example(
         image=torch.from_numpy(item.image).to(torch.float16),
         question=item.question,
         direct="Yes" if item.present else "No",
         reasoning=item.answer,
+        token_labels=token_labels(item.case.finding_mask, item.case.finding, grid),
     )
 
 
 class _PairPool:
     """Per-finding ring buffers of (positive, negative) pairs, refilled deterministically."""
 
-    def __init__(self, config: TrainingConfig, seed: int) -> None:
+    def __init__(self, config: TrainingConfig, seed: int, grid: tuple[int, int]) -> None:
         self.config = config
+        self.grid = grid
         self.rng = np.random.default_rng([seed, 8301])
         self.pairs: dict[str, list[tuple[_Example, _Example]]] = {f: [] for f in FINDINGS}
         self.next_slot = dict.fromkeys(FINDINGS, 0)
         self.generated = 0
 
-    def add(self, finding: str, easy: bool) -> None:
+    def add(self, finding: str) -> None:
         seed = int(self.rng.integers(0, TRAIN_SEED_LIMIT))
-        normal = 1.0 if easy else self.config.normal_fractions[finding]
-        kind = "normal" if self.rng.random() < normal else "other"
+        normal = self.config.normal_fractions[finding]
         positive = make_vqa_item(seed, finding, True, "reasoning")
-        negative = make_vqa_item(seed, finding, False, "reasoning", negative=kind)
-        pair = (_example(positive), _example(negative))
+        if self.rng.random() < normal:
+            negative = make_vqa_item(seed, finding, False, "reasoning", negative="normal")
+        else:
+            others = [f for f in FINDINGS if f != finding]
+            weights = np.array([self.config.finding_weights[f] for f in others], dtype=np.float64)
+            asked = others[int(self.rng.choice(len(others), p=weights / weights.sum()))]
+            negative = make_vqa_item(seed, asked, False, "reasoning", negative="other", other=finding)
+        pair = (_example(positive, self.grid), _example(negative, self.grid))
         ring = self.pairs[finding]
         if len(ring) < self.config.pool_capacity:
             ring.append(pair)
@@ -359,10 +401,8 @@ class _PairPool:
             self.next_slot[finding] = (self.next_slot[finding] + 1) % self.config.pool_capacity
         self.generated += 1
 
-    def draw_findings(self, count: int, easy: bool) -> list[str]:
+    def draw_findings(self, count: int) -> list[str]:
         weights = np.array([self.config.finding_weights[f] for f in FINDINGS], dtype=np.float64)
-        if easy:
-            weights = np.array([0.0 if f == "nodule" else 1.0 for f in FINDINGS])
         picks = self.rng.choice(len(FINDINGS), size=count, p=weights / weights.sum())
         return [FINDINGS[i] for i in picks]
 
@@ -396,10 +436,46 @@ def _batch(
         inputs["mm_token_type_ids"] = image_mask.int()
     else:
         inputs["token_type_ids"] = image_mask.long()
-    return {"inputs": inputs, "weights": weights}
+    labels = torch.stack([e.token_labels for e in examples])
+    return {"inputs": inputs, "weights": weights, "token_labels": labels}
 
 
-def _loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+class _TokenProbe:
+    """An auxiliary per-image-token classifier on the image embeddings the language model receives.
+
+    A forward pre-hook on the language model keeps its ``inputs_embeds``; the probe
+    (a linear layer, trained with the model and never saved) predicts from each image
+    token which finding, if any, is drawn in its cell. The dense, localised signal
+    teaches the vision tower every finding from every image, long before the answer
+    loss alone would.
+    """
+
+    def __init__(self, model: torch.nn.Module, image_token_id: int, hidden: int, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed + 7)
+        self.head = torch.nn.Linear(hidden, 1 + len(FINDINGS))
+        with torch.no_grad():
+            self.head.weight.normal_(0.0, hidden**-0.5, generator=generator)
+            self.head.bias.zero_()
+        self.image_token_id = image_token_id
+        self.embeds: torch.Tensor | None = None
+        model.model.language_model.register_forward_pre_hook(self._keep, with_kwargs=True)
+
+    def _keep(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        self.embeds = kwargs.get("inputs_embeds")
+
+    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor, finding_weight: float) -> torch.Tensor:
+        assert self.embeds is not None
+        rows = self.embeds[input_ids == self.image_token_id].reshape(labels.shape[0], labels.shape[1], -1)
+        logits = self.head(rows.float()).flatten(0, 1)
+        target = labels.flatten()
+        weights = torch.where(target > 0, finding_weight, 1.0)
+        losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        return (losses * weights).sum() / weights.sum()
+
+
+def _loss(model: torch.nn.Module, batch: dict[str, Any], probe: _TokenProbe | None = None,
+          probe_weight: float = 0.0, finding_weight: float = 1.0) -> tuple[torch.Tensor, float, float]:
+    """The loss to minimise, and the answer and probe losses as numbers (the probe's is 0 when off)."""
     inputs, weights = batch["inputs"], batch["weights"]
     hidden = model.model(**inputs, use_cache=False).last_hidden_state
     # the output at position t - 1 predicts token t
@@ -408,7 +484,11 @@ def _loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     rows = w > 0
     logits = model.get_output_embeddings()(hidden[:, :-1][rows]).float()
     losses = torch.nn.functional.cross_entropy(logits, targets[rows], reduction="none")
-    return (losses * w[rows]).sum() / weights.shape[0]
+    answer = (losses * w[rows]).sum() / weights.shape[0]
+    if probe is None or probe_weight == 0.0:
+        return answer, answer.item(), 0.0
+    aux = probe.loss(inputs["input_ids"], batch["token_labels"], finding_weight)
+    return answer + probe_weight * aux, answer.item(), aux.item()
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -487,7 +567,10 @@ def train(
     if folder.exists():
         shutil.rmtree(folder)
     if init_from is None:
-        save_tiny_model(config.family, folder, seed=seed, **config.overrides())
+        save_tiny_model(
+            config.family, folder, seed=seed, vocab_size=TOKENIZER_VOCAB, extra_corpus=rationale_corpus(),
+            **config.overrides(),
+        )
     else:
         shutil.copytree(init_from, folder)
     adapter = load_tiny_adapter(folder)
@@ -499,37 +582,40 @@ def train(
     log(f"{config.family}: {sum(p.numel() for p in model.parameters()):,} parameters, {config.steps} steps")
 
     encoder = TextEncoder(adapter)
-    pool = _PairPool(config, seed)
+    pool = _PairPool(config, seed, adapter.grid)
+    probe = _TokenProbe(model, adapter.image_token_id, model.get_input_embeddings().weight.shape[1], seed)
     for finding in FINDINGS:
-        for _ in range(config.initial_pairs * (2 if finding == "nodule" else 1)):
-            pool.add(finding, easy=True)
+        for _ in range(config.initial_pairs):
+            pool.add(finding)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     keep = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    keep += list(probe.head.parameters())
     optimiser = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": keep, "weight_decay": 0.0}],
         lr=config.lr,
     )
-    start, losses, modes = time.perf_counter(), [], []
+    start, losses, modes, probe_losses = time.perf_counter(), [], [], []
     for step in range(config.steps):
-        easy = step < config.easy_steps
-        for finding in pool.draw_findings(config.fresh_pairs, easy):
-            pool.add(finding, easy)
+        for finding in pool.draw_findings(config.fresh_pairs):
+            pool.add(finding)
         mode: Mode = "direct" if step < config.direct_steps or step % 2 == 0 else "reasoning"
-        batch = _batch(pool.sample(pool.draw_findings(config.pairs_per_batch, easy)), mode, encoder, adapter)
+        batch = _batch(pool.sample(pool.draw_findings(config.pairs_per_batch)), mode, encoder, adapter)
         for group in optimiser.param_groups:
             group["lr"] = _learning_rate(config, step)
-        loss = _loss(model, batch)
+        loss, answer_loss, probe_loss = _loss(model, batch, probe, config.probe_weight, config.probe_finding_weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         optimiser.step()
-        losses.append(loss.item())
+        losses.append(answer_loss)
+        probe_losses.append(probe_loss)
         modes.append(mode)
         elapsed = time.perf_counter() - start
         if len(losses) % config.log_every == 0 or len(losses) == config.steps:
             recent = {m: [v for v, k in zip(losses[-config.log_every:], modes[-config.log_every:]) if k == m]
                       for m in ("direct", "reasoning")}
             shown = "  ".join(f"{m} {np.mean(v):.4f}" for m, v in recent.items() if v)
+            shown += f"  probe {np.mean(probe_losses[-config.log_every:]):.4f}"
             log(f"step {len(losses):5d}  loss {shown}  lr {_learning_rate(config, step):.2e}  "
                 f"pairs {pool.generated}  {elapsed:7.1f} s")
         if max_minutes is not None and elapsed > 60.0 * max_minutes and len(losses) < config.steps:
@@ -560,7 +646,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the shipped recipe's)")
     parser.add_argument("--init-from", default=None,
-                        help="first-stage folder: run the second stage (second_stage_config) from it")
+                        help="a folder saved by an earlier run of the family: continue training it")
     parser.add_argument("--minutes", type=float, default=None, help="wall-time guard: stop early past this")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; the shipped weights were trained with 1 (results depend on it)")
@@ -570,10 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     # Process-wide, so only in the command: denormal floats slow CPU steps by 10x or more.
     torch.set_flush_denormal(True)
-    if args.init_from is None:
-        config = default_config(args.family, args.steps)
-    else:
-        config = second_stage_config(args.family, args.steps or SECOND_STAGE_STEPS)
+    config = default_config(args.family, args.steps)
     result = train(config, args.out, seed=args.seed, max_minutes=args.minutes, init_from=args.init_from,
                    log=lambda line: print(line, flush=True))
     report = evaluate(result.adapter, per_finding=args.eval_per_finding,

@@ -184,6 +184,7 @@ def make_vqa_item(
     size: int = 224,
     *,
     negative: NegativeKind | None = None,
+    other: str | None = None,
 ) -> VQAItem:
     """One VQA item about ``finding_asked`` on phantom ``seed``.
 
@@ -198,6 +199,9 @@ def make_vqa_item(
             ``"other"`` (a different finding, chosen by the seed); None draws one of
             the two with probability 1/2 from the seed. Ignored for positives.
             Default: ``None``.
+        other (str | None, optional): the finding shown by an ``"other"`` negative (a
+            name in :data:`FINDINGS` other than ``finding_asked``); None draws it from
+            the seed. Default: ``None``.
 
     Returns:
         VQAItem: question, prompt, reference answer and the case shown.
@@ -205,7 +209,7 @@ def make_vqa_item(
     Raises:
         UnknownFindingError: unknown ``finding_asked``.
         TargetError: unknown ``mode``.
-        PhantomParameterError: unknown ``negative``, bad seed or size.
+        PhantomParameterError: unknown ``negative`` or ``other``, bad seed or size.
 
     Examples::
 
@@ -228,7 +232,12 @@ def make_vqa_item(
         case = make_case(seed, asked, size)
     else:
         kind = negative or ("normal" if rng.random() < 0.5 else "other")
-        shown = None if kind == "normal" else str(rng.choice([f for f in FINDINGS if f != asked]))
+        others = [f for f in FINDINGS if f != asked]
+        if other is not None and other not in others:
+            raise PhantomParameterError(
+                f"expected other= a finding other than {asked!r} (one of {others}), got {other!r}."
+            )
+        shown = None if kind == "normal" else (other or str(rng.choice(others)))
         case = make_case(seed, shown, size)
     question = finding_question(DISPLAY_NAMES[asked])
     if mode == "direct":

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +134,16 @@ def _corpus() -> list[str]:
     return lines + list(_REASONING) * 2
 
 
-def tiny_tokenizer(family: str, vocab_size: int = 640) -> Any:
+def tiny_tokenizer(family: str, vocab_size: int = 640, extra_corpus: Sequence[str] = ()) -> Any:
     """A byte-level BPE tokenizer with ``family``'s real special tokens and chat template.
 
     Args:
         family (str): ``"qwen2_5_vl"`` or ``"gemma3"``.
         vocab_size (int): BPE vocabulary size including the 256 byte symbols and the
             special tokens (ids 0..k-1, in the order of the real vocabularies). Default: 640.
+        extra_corpus (Sequence[str]): more training text for the merges (the phantom
+            models add their rationales, which then take a few tokens instead of one per
+            byte). Default: none.
 
     Returns:
         A ``transformers`` fast tokenizer (deterministic for a given ``vocab_size``).
@@ -157,7 +160,7 @@ def tiny_tokenizer(family: str, vocab_size: int = 640) -> Any:
         vocab_size=vocab_size, special_tokens=list(specials),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    core.train_from_iterator(_corpus(), trainer)
+    core.train_from_iterator(_corpus() + list(extra_corpus), trainer)
     if family == "qwen2_5_vl":
         tokenizer = PreTrainedTokenizerFast(
             tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
@@ -263,7 +266,15 @@ def _image_processor(family: str, config: Any) -> Any:
     return Gemma3ImageProcessorPil(size={"height": vision.image_size, "width": vision.image_size})
 
 
-def save_tiny_model(family: str, path: str | os.PathLike, seed: int = 0, **config_overrides: Any) -> Path:
+def save_tiny_model(
+    family: str,
+    path: str | os.PathLike,
+    seed: int = 0,
+    *,
+    vocab_size: int = 640,
+    extra_corpus: Sequence[str] = (),
+    **config_overrides: Any,
+) -> Path:
     """Build a tiny random model of the real class and save it in Hugging Face layout.
 
     Writes ``config.json``, ``generation_config.json``, ``model.safetensors``, the
@@ -275,6 +286,8 @@ def save_tiny_model(family: str, path: str | os.PathLike, seed: int = 0, **confi
         family (str): ``"qwen2_5_vl"`` or ``"gemma3"``.
         path (str | PathLike): folder to write (created if missing).
         seed (int): torch seed for the random weights. Default: 0.
+        vocab_size (int): see :func:`tiny_tokenizer`. Default: 640.
+        extra_corpus (Sequence[str]): see :func:`tiny_tokenizer`. Default: none.
         **config_overrides: see :func:`tiny_config`.
 
     Returns:
@@ -283,7 +296,7 @@ def save_tiny_model(family: str, path: str | os.PathLike, seed: int = 0, **confi
     from transformers import Gemma3ForConditionalGeneration, Gemma3Processor, Qwen2_5_VLForConditionalGeneration
 
     _check_family(family)
-    tokenizer = tiny_tokenizer(family)
+    tokenizer = tiny_tokenizer(family, vocab_size, extra_corpus)
     config = _build_config(family, tokenizer, config_overrides)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)

@@ -1,0 +1,116 @@
+"""Measure the embedded phantom models on held-out seeds and write docs/phantom-results.md.
+
+The same protocol as ``tests/test_embedded_models.py``: :func:`evaluate` with 40
+direct items and 20 reasoning items per finding and answer, then
+:func:`filter_and_localise` (causal filter with exact counterfactuals on 10 held-out
+positives per finding, occlusion on the retained ones).
+
+Usage::
+
+    python benchmarks/phantom_results.py [--out docs/phantom-results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from cxr_attrib.models import load_adapter
+from cxr_attrib.phantom.audit import LocalisationAudit, filter_and_localise
+from cxr_attrib.phantom.evaluation import EvaluationReport, evaluate
+from cxr_attrib.phantom.findings import FINDINGS
+
+KEYS = ("phantom-qwen", "phantom-gemma")
+
+HEADER = """# Held-out results of the embedded models
+
+Measured on held-out phantom seeds (>= 10,000,000; training draws seeds < 1,000,000)
+by `python benchmarks/phantom_results.py` (the same protocol as the slow tests in
+`tests/test_embedded_models.py`, which hold the models to the targets below).
+
+- **Direct**: `evaluate(adapter, per_finding=40, reasoning_per_finding=20)`; verdict
+  yes when log p("Yes") > log p("No"); 40 positives and 40 negatives per finding (half
+  normal phantoms, half phantoms showing another finding). *spec (normal)* /
+  *spec (other)*: "no" rate on those two halves; *flip*: yes on the image and no on
+  its exact counterfactual; *keep*: the causal filter's verdicts (yes, no, yes, yes).
+- **Reasoning**: greedy generation read by `parse_yes_no`, 40 items per finding.
+- **Causal filter + occlusion**: `filter_and_localise(adapter, key, n_per_finding=10)`
+  on the `phantom` benchmark (greedy answers on the image and its three exact
+  counterfactuals), then occlusion (8x8 tiles) on every retained sample: is the
+  map's peak inside the exact box?
+
+Targets (phantom-suite issue): direct accuracy >= 90% overall and >= 80% per finding;
+reasoning parses >= 95% and is correct >= 85%; the filter keeps >= 60% overall and
+>= 30% of every finding; occlusion's peak in the box on most retained samples.
+All figures in %.
+"""
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def model_section(key: str, adapter, report: EvaluationReport) -> list[str]:
+    params = sum(p.numel() for p in adapter.model.parameters())
+    lines = [
+        f"## {key} ({type(adapter.model).__name__}, {params:,} parameters)",
+        "",
+        "| finding | acc | sens | spec (normal) | spec (other) | flip | keep | reasoning parse | reasoning acc |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in report.per_finding.values():
+        lines.append(
+            f"| {m.finding} | {pct(m.accuracy)} | {pct(m.sensitivity)} | {pct(m.specificity_normal)} | "
+            f"{pct(m.specificity_other)} | {pct(m.flip_rate)} | {pct(m.retention)} | "
+            f"{pct(m.reasoning_parse_rate)} | {pct(m.reasoning_accuracy)} |"
+        )
+    lines.append(
+        f"| **overall** | **{pct(report.accuracy)}** | | | | | **{pct(report.retention)}** | "
+        f"**{pct(report.reasoning_parse_rate)}** | **{pct(report.reasoning_accuracy)}** |"
+    )
+    lines += ["", "Generated reasoning answers (one positive per finding):", ""]
+    lines += [f"- {finding}: \"{text}\"" for finding, text in report.samples.items()]
+    return lines + [""]
+
+
+def audit_section(audits: dict[str, LocalisationAudit]) -> list[str]:
+    lines = [
+        "## Causal filter and occlusion on the `phantom` benchmark",
+        "",
+        "| model | kept | " + " | ".join(FINDINGS) + " | occlusion peak in box |",
+        "|---|---|" + "---|" * len(FINDINGS) + "---|",
+    ]
+    for key, audit in audits.items():
+        hits = sum(h for h, _ in audit.peak_hits.values())
+        total = sum(n for _, n in audit.peak_hits.values())
+        lines.append(
+            f"| {key} | {100 * audit.retention:.0f}% | "
+            + " | ".join(f"{100 * audit.kept[f]:.0f}%" for f in FINDINGS)
+            + f" | {hits}/{total} ({100 * audit.peak_rate:.0f}%) |"
+        )
+    lines += ["", "Occlusion peak in box per finding (hits / retained):", ""]
+    for key, audit in audits.items():
+        lines.append(f"- {key}: " + ", ".join(f"{f} {h}/{n}" for f, (h, n) in audit.peak_hits.items()))
+    return lines + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="docs/phantom-results.md")
+    args = parser.parse_args()
+    sections, audits = [HEADER], {}
+    for key in KEYS:
+        started = time.perf_counter()
+        adapter = load_adapter(key)
+        report = evaluate(adapter, per_finding=40, reasoning_per_finding=20)
+        audits[key] = filter_and_localise(adapter, key, n_per_finding=10)
+        sections.append("\n".join(model_section(key, adapter, report)))
+        print(f"{key}: measured in {time.perf_counter() - started:.0f} s", flush=True)
+    sections.append("\n".join(audit_section(audits)))
+    Path(args.out).write_text("\n".join(sections))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
