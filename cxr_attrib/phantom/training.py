@@ -51,7 +51,8 @@ families side by side on a two-core machine, under 30 minutes each)::
     python -m cxr_attrib.phantom.training --family qwen --out phantom-qwen
     python -m cxr_attrib.phantom.training --family gemma --out phantom-gemma
 
-(``--minutes M`` adds a wall-time guard that stops early; ``--family gemma`` likewise.)
+(``--minutes M`` adds a wall-time guard that stops early; ``--init-from FOLDER`` continues
+a saved model.)
 """
 
 from __future__ import annotations
