@@ -82,8 +82,7 @@ def audit_section(audits: dict[str, LocalisationAudit]) -> list[str]:
         "|---|---|" + "---|" * len(FINDINGS) + "---|",
     ]
     for key, audit in audits.items():
-        hits = sum(h for h, _ in audit.peak_hits.values())
-        total = sum(n for _, n in audit.peak_hits.values())
+        hits, total = audit.peak_counts
         lines.append(
             f"| {key} | {100 * audit.retention:.0f}% | "
             + " | ".join(f"{100 * audit.kept[f]:.0f}%" for f in FINDINGS)

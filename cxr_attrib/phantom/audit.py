@@ -41,10 +41,14 @@ class LocalisationAudit:
     peak_hits: dict[str, tuple[int, int]]
 
     @property
+    def peak_counts(self) -> tuple[int, int]:
+        """(retained samples whose peak region overlaps the box, retained samples), all findings."""
+        return sum(h for h, _ in self.peak_hits.values()), sum(n for _, n in self.peak_hits.values())
+
+    @property
     def peak_rate(self) -> float:
         """Fraction of retained samples whose peak region overlaps the box (NaN if none retained)."""
-        hits = sum(h for h, _ in self.peak_hits.values())
-        total = sum(n for _, n in self.peak_hits.values())
+        hits, total = self.peak_counts
         return hits / total if total else float("nan")
 
 
