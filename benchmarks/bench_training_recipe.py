@@ -1,7 +1,7 @@
 """What do the token probe and the question-swap pairs buy? Short runs side by side.
 
 Trains the same phantom model for a few hundred steps (same seed, same phantoms)
-under recipe variants of :func:`cxr_attrib.phantom.training.default_config`, then
+under recipe variants of :func:`train_phantom.default_config`, then
 measures each on the held-out phantoms (direct mode only):
 
 * ``shipped``: the shipped recipe (token probe on, 60% question-swap negatives);
@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -29,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr_attrib.phantom.evaluation import evaluate
-from cxr_attrib.phantom.findings import FINDINGS
-from cxr_attrib.phantom.training import default_config, train
+from cxr_attrib_phantom.evaluation import evaluate
+from cxr_attrib_phantom.findings import FINDINGS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from train_phantom import default_config, train  # noqa: E402
 
 
 def variants(family: str, steps: int) -> dict:

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from cxr_attrib.models import load_adapter
-from cxr_attrib.phantom.audit import LocalisationAudit, filter_and_localise
-from cxr_attrib.phantom.evaluation import EvaluationReport, evaluate
-from cxr_attrib.phantom.findings import FINDINGS
+from cxr_attrib_phantom.audit import LocalisationAudit, filter_and_localise
+from cxr_attrib_phantom.evaluation import EvaluationReport, evaluate
+from cxr_attrib_phantom.findings import FINDINGS
 
 KEYS = ("phantom-qwen", "phantom-gemma")
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy.ndimage import binary_erosion
 
-from cxr_attrib.phantom import CONCEPTS, FINDINGS, generate_phantom, make_case
+from cxr_attrib_phantom import CONCEPTS, FINDINGS, generate_phantom, make_case
 
 CONCEPT_COLOURS: dict[str, tuple[int, int, int]] = {
     "cardiac_silhouette": (230, 60, 60),

@@ -25,7 +25,10 @@ from .registry import get_method
 from .result import Attribution, Concept, Meta, Target, TokenScore
 from .targets import Mode, build_prompt, validate_span_policy
 
-__all__ = ["attribute", "finish_result"]
+__all__ = ["DEFAULT_METHOD", "attribute", "finish_result"]
+
+DEFAULT_METHOD = "occlusion"
+"""The method ``attribute()`` and ``cxr-attrib attribute`` use when none is named."""
 
 ImageSource = Any  # path, bytes, PIL image, numpy array or LoadedImage
 
@@ -156,7 +159,7 @@ def attribute(
     model: str | os.PathLike | Adapter,
     image: ImageSource,
     question: str,
-    method: str = "medfocus",
+    method: str = DEFAULT_METHOD,
     *,
     mode: Mode = "direct",
     target: str = "answer",
@@ -173,7 +176,7 @@ def attribute(
         image: path (PNG/JPEG/TIFF/DICOM), bytes, PIL image, numpy array (H, W) or
             (H, W, C), or a :class:`~cxr_attrib.imageio.LoadedImage`.
         question (str): the base question, e.g. "Is there evidence of nodule in the image?".
-        method (str): registered method name (``cxr-attrib methods``). Default: "medfocus".
+        method (str): registered method name (``cxr-attrib methods``). Default: :data:`DEFAULT_METHOD`.
         mode (str): "direct" or "reasoning" prompt. Default: "direct".
         target (str): span policy "answer", "response" or "turn". Default: "answer".
         answer (str | None): the response to explain; None generates it greedily.

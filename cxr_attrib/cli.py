@@ -16,7 +16,6 @@ from rich.table import Table
 
 from . import __version__
 from .errors import CxrAttribError
-from .phantom.findings import FINDINGS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -97,7 +96,7 @@ def _parse_param(text: str) -> tuple[str, Any]:
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--question", "-q", required=True, help="Base question, e.g. 'Is there evidence of nodule in the image?'.")
 @click.option("--model", "-m", "model", required=True, help="Registry key, Hugging Face id or local folder.")
-@click.option("--method", default="medfocus", show_default=True, help="Method name (see `cxr-attrib methods`).")
+@click.option("--method", default=None, help="Method name (see `cxr-attrib methods`). Default: the toolkit's default method.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
 @click.option("--target", type=click.Choice(["answer", "response", "turn"]), default="answer", show_default=True,
               help="Which tokens are explained.")
@@ -113,8 +112,9 @@ def attribute_command(image: Path, question: str, model: str, method: str, mode:
                       out: Path) -> None:
     """Attribute a model's answer about IMAGE (PNG/JPEG/TIFF/DICOM) and write overlay + JSON."""
     from .adapter import LoadOptions
-    from .api import attribute
+    from .api import DEFAULT_METHOD, attribute
 
+    method = method or DEFAULT_METHOD
     parsed = dict(_parse_param(p) for p in params)
     result = attribute(model, image, question, method=method, mode=mode, target=target, answer=answer,
                        seed=seed, load_options=LoadOptions(dtype=dtype, device=device), **parsed)
@@ -192,28 +192,6 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     console.print(table)
     flag = " (approximate counterfactuals)" if any(r.approximate for r in records) else ""
     console.print(f"kept {sum(kept.values())} of {len(records)} items{flag}; wrote {out}")
-
-@cli.command()
-@click.option("--model", "-m", default="phantom-qwen", show_default=True, help="Embedded model (or any model).")
-@click.option("--method", default="occlusion", show_default=True, help="Attribution method.")
-@click.option("--finding", default="pleural_effusion", show_default=True,
-              type=click.Choice(FINDINGS))
-@click.option("--seed", type=int, default=None, help="Phantom seed >= 10000000 (default: a held-out effusion case).")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("cxr-attrib-demo"),
-              show_default=True, help="Output folder.")
-def demo(model: str, method: str, finding: str, seed: int | None, out: Path) -> None:
-    """Attribute an embedded model's answer on a phantom X-ray with a known finding."""
-    from .demo import DEMO_SEED, run_demo
-
-    run = run_demo(out, model=model, method=method, finding=finding, seed=DEMO_SEED if seed is None else seed)
-    result = run.result
-    console.print(f"question: {result.meta.question}")
-    console.print(f"model {result.meta.model} answered [bold]{result.answer.strip()}[/]; "
-                  f"method {result.meta.method} took {result.meta.wall_time_s:.2f} s, passes {dict(result.meta.passes)}")
-    console.print(f"ground-truth box {tuple(round(v) for v in run.ground_truth)}; "
-                  f"IoU {run.iou:.2f}, peak inside the box: {run.pointing_game}")
-    console.print(f"wrote {run.image_path}, {run.overlay_path}, {run.json_path}")
-
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cxr-attrib`` console script."""

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from cxr_attrib import registry
+
+# The training recipe is a tool script (tools/train_phantom.py), not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 # Tests never touch the network: model references that are not local fail at once.
 os.environ["HF_HUB_OFFLINE"] = "1"

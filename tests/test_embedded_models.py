@@ -17,9 +17,9 @@ from __future__ import annotations
 import pytest
 
 from cxr_attrib.models import load_adapter
-from cxr_attrib.phantom import FINDINGS
-from cxr_attrib.phantom.audit import filter_and_localise
-from cxr_attrib.phantom.evaluation import evaluate, format_report
+from cxr_attrib_phantom import FINDINGS
+from cxr_attrib_phantom.audit import filter_and_localise
+from cxr_attrib_phantom.evaluation import evaluate, format_report
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_occlusion_peak_in_ground_truth_on_retained_samples(audit):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    from cxr_attrib.demo import run_demo
+    from cxr_attrib_phantom.demo import run_demo
 
     run = run_demo(tmp_path)
     assert run.overlay_path.is_file() and run.json_path.is_file() and run.image_path.is_file()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cxr_attrib.errors import CxrAttribError
-from cxr_attrib.phantom import (
+from cxr_attrib_phantom import (
     COMPOSITES,
     CONCEPTS,
     DISPLAY_NAMES,
@@ -19,10 +19,10 @@ from cxr_attrib.phantom import (
     generate_phantom,
     make_case,
 )
-from cxr_attrib.phantom._draw import box_mask, draw_segments, smoothstep, tight_box
-from cxr_attrib.phantom.anatomy import render_phantom, sample_anatomy
-from cxr_attrib.phantom.findings import VISIBLE_STEP
-from cxr_attrib.phantom.vqa import make_vqa_item, reference_pool, vqa_items
+from cxr_attrib_phantom._draw import box_mask, draw_segments, smoothstep, tight_box
+from cxr_attrib_phantom.anatomy import render_phantom, sample_anatomy
+from cxr_attrib_phantom.findings import VISIBLE_STEP
+from cxr_attrib_phantom.vqa import make_vqa_item, reference_pool, vqa_items
 from cxr_attrib.targets import parse_yes_no
 
 SEEDS = st.integers(min_value=0, max_value=2**31 - 1)

@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cxr_attrib.phantom import FINDINGS
-from cxr_attrib.phantom.audit import filter_and_localise, peak_overlaps
+from cxr_attrib_phantom import FINDINGS
+from cxr_attrib_phantom.audit import filter_and_localise, peak_overlaps
 
 
 def tile_map(row: int, col: int, tile: int = 28, size: int = 224) -> np.ndarray:

@@ -10,8 +10,8 @@ import pytest
 from cxr_attrib import registry
 from cxr_attrib.errors import DataError
 from cxr_attrib.filtering import box_mask
-from cxr_attrib.phantom import FINDINGS, make_case
-from cxr_attrib.phantom.benchmark import HELD_OUT_START, PhantomCounterfactuals, phantom_sample
+from cxr_attrib_phantom import FINDINGS, make_case
+from cxr_attrib_phantom.benchmark import HELD_OUT_START, PhantomCounterfactuals, phantom_sample
 
 
 def test_phantom_benchmark_is_registered_and_held_out():

@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 from cxr_attrib.adapter import Adapter, Generation, Query
 from cxr_attrib.errors import DataError
-from cxr_attrib.phantom import make_vqa_item
-from cxr_attrib.phantom.evaluation import HELD_OUT_SEED_START, direct_verdicts, evaluate, format_report
-from cxr_attrib.phantom.training import (
+from cxr_attrib_phantom import make_vqa_item
+from cxr_attrib_phantom.evaluation import HELD_OUT_SEED_START, direct_verdicts, evaluate, format_report
+from train_phantom import (
     TRAIN_SEED_LIMIT,
     TextEncoder,
     TrainingConfig,

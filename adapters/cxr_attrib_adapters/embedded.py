@@ -3,7 +3,7 @@
 ``phantom-qwen`` (``Qwen2_5_VLForConditionalGeneration``) and ``phantom-gemma``
 (``Gemma3ForConditionalGeneration``) ship inside the wheel as ordinary Hugging Face
 folders and load, offline, through the same adapters as real checkpoints. They were
-trained by ``python -m cxr_attrib.phantom.training`` (see docs/phantom.md).
+trained by ``python tools/train_phantom.py`` (see docs/phantom.md).
 """
 
 from __future__ import annotations

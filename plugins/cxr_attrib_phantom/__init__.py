@@ -7,7 +7,7 @@ default models, and every attribution method is checked against these boxes.
 
 Examples::
 
-    >>> from cxr_attrib.phantom import generate_phantom, make_case
+    >>> from cxr_attrib_phantom import generate_phantom, make_case
     >>> phantom = generate_phantom(0)  # (224, 224) float32 image + 11 concept masks
     >>> case = make_case(0, "pleural_effusion")
     >>> case.boxes.shape  # one exact box, x1, y1, x2, y2 (exclusive ends)

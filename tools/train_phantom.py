@@ -27,7 +27,7 @@ Recipe:
   the plain model class;
 * direct mode only for the first :attr:`TrainingConfig.direct_steps` steps, then
   both prompt modes, alternating step by step (direct answers ``"Yes"`` / ``"No"``,
-  reasoning answers the templated rationales of :mod:`cxr_attrib.phantom.vqa`). The
+  reasoning answers the templated rationales of :mod:`cxr_attrib_phantom.vqa`). The
   loss covers each example's assistant turn (the response and the template's closing
   tokens): summed over the tokens of a direct answer (so the verdict token has weight
   1), averaged over the tokens of a rationale, then averaged over the batch;
@@ -38,7 +38,7 @@ Recipe:
   that way). Qwen keeps HF's default initialisation.
 
 Seeds: training phantoms are drawn from ``[0, TRAIN_SEED_LIMIT)``; held-out
-evaluation (:mod:`cxr_attrib.phantom.evaluation`) uses seeds from
+evaluation (:mod:`cxr_attrib_phantom.evaluation`) uses seeds from
 ``HELD_OUT_SEED_START`` = 10,000,000 on. Phantoms are generated on the fly into a
 per-finding pool (a few fresh pairs per step, the batch drawn from the pool), so the
 run is a pure function of the seed, the number of steps and the torch thread count
@@ -48,8 +48,8 @@ run is a pure function of the seed, the number of steps and the torch thread cou
 The shipped weights are one run per family (seed 0, one CPU thread each, the two
 families side by side on a two-core machine, under 30 minutes each)::
 
-    python -m cxr_attrib.phantom.training --family qwen --out phantom-qwen
-    python -m cxr_attrib.phantom.training --family gemma --out phantom-gemma
+    python tools/train_phantom.py --family qwen --out phantom-qwen
+    python tools/train_phantom.py --family gemma --out phantom-gemma
 
 (``--minutes M`` adds a wall-time guard that stops early; ``--init-from FOLDER`` continues
 a saved model.)
@@ -72,11 +72,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..adapter import Adapter
-from ..errors import DataError
-from ..targets import Mode, build_prompt
-from .findings import FINDINGS
-from .vqa import VQAItem, make_vqa_item
+from cxr_attrib.adapter import Adapter
+from cxr_attrib.errors import DataError
+from cxr_attrib.targets import Mode, build_prompt
+from cxr_attrib_phantom.findings import FINDINGS
+from cxr_attrib_phantom.vqa import VQAItem, make_vqa_item
 
 __all__ = [
     "FAMILY_NAMES",
@@ -562,7 +562,7 @@ def train(
     Returns:
         TrainingResult: the reloaded adapter, the folder, per-step losses and timing.
     """
-    from ..testing.tiny_models import load_tiny_adapter, save_tiny_model
+    from cxr_attrib.testing.tiny_models import load_tiny_adapter, save_tiny_model
 
     folder = Path(out)
     if folder.exists():
@@ -639,9 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         int: exit status (0).
     """
-    from .evaluation import evaluate, format_report
+    from cxr_attrib_phantom.evaluation import evaluate, format_report
 
-    parser = argparse.ArgumentParser(prog="python -m cxr_attrib.phantom.training", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/train_phantom.py", description=__doc__.split("\n")[0])
     parser.add_argument("--family", choices=sorted(FAMILY_NAMES), required=True)
     parser.add_argument("--out", required=True, help="folder to write (replaced)")
     parser.add_argument("--seed", type=int, default=0)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from .api import attribute
-from .phantom.benchmark import HELD_OUT_START, phantom_sample
-from .result import Attribution
-from .scoring.score import score
+from cxr_attrib.api import attribute
+from .benchmark import HELD_OUT_START, phantom_sample
+from cxr_attrib.result import Attribution
+from cxr_attrib.scoring.score import score
 
 __all__ = ["DEMO_SEED", "DemoResult", "run_demo"]
 

@@ -1,6 +1,6 @@
 """Phantom VQA items: yes/no questions about findings, in direct and reasoning modes.
 
-Each item shows one :class:`~cxr_attrib.phantom.findings.Case` and asks
+Each item shows one :class:`~cxr_attrib_phantom.findings.Case` and asks
 "Is there evidence of {finding} in the image?". Positives show the finding asked
 about; negatives show either a normal phantom or a phantom with a *different*
 finding (about half each by default). Direct answers are ``"Yes"`` / ``"No"``;

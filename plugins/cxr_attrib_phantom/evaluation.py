@@ -19,7 +19,7 @@ models, a tiny test model, a real checkpoint) can be measured the same way.
   both ``kept`` and ``kept_normal``. Retention = kept / positives.
 
 Seeds: held-out phantoms use seeds from :data:`HELD_OUT_SEED_START` (10,000,000) on;
-training draws seeds below :data:`~cxr_attrib.phantom.training.TRAIN_SEED_LIMIT`
+training draws seeds below :data:`~train_phantom.TRAIN_SEED_LIMIT`
 (1,000,000). Direct items of finding ``k`` use seeds
 ``start + 100_000 * k + i``; reasoning items ``start + 50_000 + 100_000 * k + i``.
 """
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..adapter import Adapter, Query
-from ..errors import DataError
-from ..targets import build_prompt, finding_question, parse_yes_no
-from ..typing import WorkingImage
+from cxr_attrib.adapter import Adapter, Query
+from cxr_attrib.errors import DataError
+from cxr_attrib.targets import build_prompt, finding_question, parse_yes_no
+from cxr_attrib.typing import WorkingImage
 from .findings import DISPLAY_NAMES, FINDINGS
 from .vqa import make_vqa_item
 
@@ -117,7 +117,7 @@ def direct_verdicts(
     Args:
         adapter (Adapter): the model.
         images (Sequence[WorkingImage]): B images (S, S) float32 in [0, 1].
-        finding (str): a name in :data:`~cxr_attrib.phantom.FINDINGS`.
+        finding (str): a name in :data:`~cxr_attrib_phantom.FINDINGS`.
         batch_size (int): images per forward call. Default: 32.
 
     Returns:

@@ -17,11 +17,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..benchmark import Benchmark, Sample
-from ..errors import DataError
-from ..filtering import CounterfactualProvider, Counterfactuals
-from ..hookspecs import hookimpl
-from ..targets import finding_question
+from cxr_attrib.benchmark import Benchmark, Sample
+from cxr_attrib.errors import DataError
+from cxr_attrib.filtering import CounterfactualProvider, Counterfactuals
+from cxr_attrib.hookspecs import hookimpl
+from cxr_attrib.targets import finding_question
 from .evaluation import HELD_OUT_SEED_START
 from .findings import DISPLAY_NAMES, FINDINGS, Case, make_case
 
@@ -45,7 +45,7 @@ def phantom_sample(seed: int, finding: str, *, size: int = 224, mode: str = "dir
 
     Args:
         seed: phantom seed.
-        finding: a name in :data:`~cxr_attrib.phantom.FINDINGS`.
+        finding: a name in :data:`~cxr_attrib_phantom.FINDINGS`.
         size: image side in pixels. Default: 224.
         mode: "direct" or "reasoning" (the split). Default: "direct".
 

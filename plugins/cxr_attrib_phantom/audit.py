@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..adapter import Adapter
-from ..api import attribute
-from ..filtering import FilterRecord, causal_filter
+from cxr_attrib.adapter import Adapter
+from cxr_attrib.api import attribute
+from cxr_attrib.filtering import FilterRecord, causal_filter
 from .benchmark import PhantomBench, PhantomCounterfactuals
 from .findings import FINDINGS
 
