@@ -282,6 +282,16 @@ def test_cli_says_when_it_replaced_outputs(tmp_path):
     assert f"replaced the existing {out}" in second.output and f"replaced the existing {out.with_suffix('.json')}" in second.output
 
 
+def test_cli_filter_refuses_output_in_the_data_folder_before_loading(tmp_path, monkeypatch):
+    edits = tmp_path / "edits"
+    edits.mkdir()
+    monkeypatch.setattr("cxr_attrib.models.load_adapter", lambda *a, **k: pytest.fail("model loaded"))
+    result = CliRunner().invoke(cli, ["filter", "-m", "x", "-b", "phantom", "--counterfactuals", str(edits),
+                                      "--out", str(edits / "kept.json")])
+    assert result.exit_code == 1 and "inside the data folder" in result.output
+    assert list(edits.iterdir()) == []
+
+
 # -- 3. terminal markup ---------------------------------------------------------------------
 
 HOSTILE = "[/] [link=https://evil.example]click[/link] \x1b]8;;https://evil.example\x07x\x1b]8;;\x07 [blink]b :smile:"
