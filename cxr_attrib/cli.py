@@ -109,7 +109,8 @@ def plugins() -> None:
         status = plain(" | ".join(e.reason for e in info.errors) or "ok")
         status.stylize("red" if info.errors else "green")
         failed = failed or bool(info.errors)
-        table.add_row(*map(plain, (info.name, info.distribution or "-", info.version or "-", registered or "-")), status)
+        cells = (info.name, info.distribution or "-", info.version or "-", registered or "-")
+        table.add_row(*map(plain, cells), status)
     console.print(table)
     if failed:
         err_console.print("Some plugins failed to load; the others work. See the status column.")

@@ -284,23 +284,16 @@ class HFAdapter(Adapter):
     def _render(self, prompt: str, answer: str | None) -> str:
         return render_chat(self.tokenizer, self.chat_template, prompt, answer)
 
-    def _conversation(self, prompt: str, answer: str | None) -> PlainText:
+    def _conversation(self, prompt: str, answer: str | None, reserve: int = 0) -> PlainText:
         """The tokenised conversation (user text plain), within the token limits.
 
         Raises:
             TargetError: the prompt and answer exceed :attr:`max_text_tokens`, or the
-                whole sequence (plus ``reserve`` new tokens) the model's context length.
+                whole sequence plus ``reserve`` new tokens the model's context length.
         """
-        try:
-            text = encode_conversation(
-                self.tokenizer, self.chat_template, self._expand_image, prompt, answer, self._added_ids
-            )
-        except ModelLoadError as error:
-            raise ModelLoadError(f"model {self.name!r}: {error}") from None
-        self._check_length(text, 0)
-        return text
-
-    def _check_length(self, text: PlainText, reserve: int) -> None:
+        text = encode_conversation(
+            self.tokenizer, self.chat_template, self._expand_image, prompt, answer, self._added_ids, name=self.name
+        )
         user, total = text.user_token_count(), len(text.ids) + reserve
         context = self.context_length
         if user > self.max_text_tokens or (context is not None and total > context):
@@ -309,6 +302,7 @@ class HFAdapter(Adapter):
                 f"sequence {total} tokens{f' including {reserve} new ones' if reserve else ''}; model "
                 f"{self.name!r} has a context length of {context} tokens. Shorten the question or answer."
             )
+        return text
 
     @property
     def context_length(self) -> int | None:
@@ -327,8 +321,7 @@ class HFAdapter(Adapter):
         return positions
 
     def _prompt_ids(self, prompt: str, max_new_tokens: int = 0) -> torch.Tensor:
-        text = self._conversation(prompt, None)
-        self._check_length(text, max_new_tokens)
+        text = self._conversation(prompt, None, max_new_tokens)
         self._image_positions(text.ids)
         return torch.tensor(text.ids, dtype=torch.long)
 

@@ -88,7 +88,7 @@ def _fill(skeleton: str, prompt: str, answer: str | None) -> str:
     return "".join(values.get(part, part) for part in _SENTINELS.split(skeleton))
 
 
-def _placed(skeleton: str, real: str, prompt: str, answer: str | None) -> tuple[str, str | None]:
+def _placed(skeleton: str, real: str, prompt: str, answer: str | None, name: str) -> tuple[str, str | None]:
     """How the template placed the user text: verbatim or trimmed (the variant that renders ``real``)."""
     answers = (None,) if answer is None else dict.fromkeys((answer, answer.strip()))
     for p in dict.fromkeys((prompt, prompt.strip())):
@@ -96,8 +96,8 @@ def _placed(skeleton: str, real: str, prompt: str, answer: str | None) -> tuple[
             if _fill(skeleton, p, a) == real:
                 return p, a
     raise ModelLoadError(
-        "the chat template changes the user text beyond trimming whitespace; expected a standard "
-        "chat template that places the prompt and the answer as given"
+        f"model {name!r}: its chat template changes the user text beyond trimming whitespace; expected a "
+        "standard chat template that places the prompt and the answer as given"
     )
 
 
@@ -132,6 +132,8 @@ def encode_conversation(
     prompt: str,
     answer: str | None,
     added_ids: Collection[int],
+    *,
+    name: str,
 ) -> PlainText:
     """Render ``user: [image, prompt]`` (then ``assistant: answer``) and tokenise it plainly.
 
@@ -143,6 +145,7 @@ def encode_conversation(
         prompt (str): the user turn's text.
         answer (str | None): the assistant response; None renders the generation prompt.
         added_ids (Collection[int]): ids of the tokenizer's added (control) tokens.
+        name (str): the model's name, for messages.
 
     Returns:
         PlainText: ids, offsets and where the prompt and the answer lie.
@@ -158,12 +161,13 @@ def encode_conversation(
         head = render_chat(tokenizer, template, _PROMPT, None)
         if not skeleton.startswith(head) or not skeleton[len(head) :].startswith(_ANSWER):
             raise ModelLoadError(
-                "the chat template does not render the conversation as the generation prompt "
-                "followed by the answer; expected a standard chat template."
+                f"model {name!r}: its chat template does not render the conversation as the generation "
+                "prompt followed by the answer; expected a standard chat template."
             )
     if skeleton.count(_PROMPT) != 1 or skeleton.count(_ANSWER) != (answer is not None):
-        raise ModelLoadError("the chat template does not place the prompt (and answer) exactly once.")
-    placed_prompt, placed_answer = _placed(skeleton, render_chat(tokenizer, template, prompt, answer), prompt, answer)
+        raise ModelLoadError(f"model {name!r}: its chat template does not place the prompt (and answer) exactly once.")
+    real = render_chat(tokenizer, template, prompt, answer)
+    placed_prompt, placed_answer = _placed(skeleton, real, prompt, answer, name)
     values = {_PROMPT: placed_prompt, _ANSWER: placed_answer or ""}
     text, template_spans, spans = "", [], {}
     for part in _SENTINELS.split(expand_image(skeleton)):

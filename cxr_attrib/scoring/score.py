@@ -251,7 +251,7 @@ def score(
         (0.41, 0.18)
     """
     meta = attribution.meta
-    regions = check_choice(regions, get_args(Regions), what="region source", argument="regions")  # type: ignore[assignment]
+    check_choice(regions, get_args(Regions), what="region source", argument="regions")
     if model is not None:
         check_fill(fill)
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
