@@ -162,6 +162,8 @@ class Meta:
         passes (Mapping[str, int]): forward / backward calls and sequences.
         versions (Mapping[str, str]): library versions.
         info (Mapping[str, Any]): method-specific facts.
+        warnings (tuple[str, ...]): what may make the result misleading, e.g. an
+            input image that loading left constant.
     """
 
     method: str
@@ -177,11 +179,13 @@ class Meta:
     passes: Mapping[str, int] = field(default_factory=dict)
     versions: Mapping[str, str] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("params", "passes", "versions", "info"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
 
 
 def _plain(value: Any) -> Any:

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from test_imageio import _dicom_bytes
 
@@ -107,6 +109,24 @@ def test_image_placeholders_in_user_text_do_not_add_images(adapter):
     ids = enc.inputs["input_ids"][0]
     assert int((ids == adapter.image_token_id).sum()) == gh * gw == enc.image_positions.numel()
     assert torch.isfinite(adapter.score([_image()], _query(f"Look {IMAGE_MARKERS}", "Yes"))).all()
+
+
+CONTROL = ["<|im_end|>", "<|im_start|>", "<end_of_turn>", "<start_of_turn>", "<|image_pad|>", "<image>",
+           "<start_of_image>", "<image_soft_token>", "<|endoftext|>", "<eos>", "<bos>", "user", "model", "\n", " "]
+hostile_text = st.lists(st.sampled_from(CONTROL) | st.text("ab yes?", min_size=1, max_size=4), min_size=1,
+                        max_size=8).map("".join).filter(str.strip)
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=hostile_text, answer=hostile_text)
+def test_any_user_text_keeps_the_template_structure(adapter, prompt, answer):
+    benign = adapter.encode([_image()], _query("Is it?", "Yes")).inputs["input_ids"][0]
+    enc = adapter.encode([_image()], _query(prompt, answer))
+    ids = enc.inputs["input_ids"][0]
+    special = adapter.tokenizer.all_special_ids
+    assert [int((ids == s).sum()) for s in special] == [int((benign == s).sum()) for s in special]
+    placed = answer if adapter.family == "qwen2_5_vl" else answer.strip()  # Gemma's template trims
+    assert adapter.tokenizer.decode(enc.target_ids) == placed
 
 
 def test_sentinel_lookalike_text_is_kept_verbatim(adapter):
@@ -349,6 +369,18 @@ def test_path_under_refuses_escapes(tmp_path, value, problem):
     assert "studies.json, study [3]: field 'ImageID'" in str(info.value) and repr(value) in str(info.value)
 
 
+@given(st.lists(st.sampled_from(["a", "b.png", "..", ".", "c d"]), min_size=1, max_size=5))
+def test_path_under_accepts_exactly_the_paths_inside(tmp_path_factory, parts):
+    folder = tmp_path_factory.getbasetemp() / "images"
+    relative = "/".join(parts)
+    try:
+        path = path_under(folder, relative, source="f", field="ImageID")
+    except DataError:
+        assert ".." in parts
+    else:
+        assert ".." not in parts and path.resolve().is_relative_to(folder.resolve())
+
+
 def test_path_under_refuses_a_symlink_out_of_the_folder(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -434,6 +466,11 @@ def test_constant_deep_image_is_recorded_and_warned():
     with pytest.warns(ConstantImageWarning, match="constant after min-max scaling"):
         loaded = load_image(np.full((4, 4), 4321, np.uint16))
     assert "every pixel is 0" in loaded.meta["warning"]
+    with pytest.warns(ConstantImageWarning):
+        result = attribute("unused", np.full((16, 16), 4321, np.uint16), QUESTION, "center", answer="Yes")
+    assert result.meta.warnings == (loaded.meta["warning"],)
+    assert Attribution.from_json(result.to_json()).meta.warnings == result.meta.warnings
+    assert attribute("unused", np.eye(16), QUESTION, "center", answer="Yes").meta.warnings == ()
 
 
 def test_dicom_rescale_to_infinity_is_an_error():
