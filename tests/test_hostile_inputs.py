@@ -489,6 +489,13 @@ def test_score_rejects_unknown_regions_and_fill_before_loading_a_model():
         score(result, model="no-such-model", batch_size=0)
 
 
+def test_phantom_sample_rejects_an_unknown_mode():
+    from cxr_attrib_phantom.benchmark import phantom_sample
+
+    with pytest.raises(TargetError, match="unknown prompt mode 'reasonin'.*Did you mean 'reasoning'"):
+        phantom_sample(10_000_003, "pleural_effusion", mode="reasonin")
+
+
 def test_inverted_ground_truth_box_is_an_error():
     with pytest.raises(DataError, match=r"ground_truth row 1 is inverted: \[8.0, 8.0, 2.0, 12.0\]"):
         score(_result(), [[0, 0, 4, 4], [8, 8, 2, 12]])
