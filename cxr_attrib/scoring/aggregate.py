@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +40,7 @@ import numpy as np
 from rich.table import Table
 
 from cxr_attrib.errors import DataError
+from cxr_attrib.outputs import write_files
 
 __all__ = [
     "GROUP_KEYS",
@@ -315,24 +317,26 @@ def to_csv(rows: Sequence[AggregateRow], path: str | Path) -> None:
 
     Args:
         rows (Sequence[AggregateRow]): output of :func:`aggregate`.
-        path (str | Path): the file to (over)write.
+        path (str | Path): the file to (over)write, atomically (see
+            :func:`cxr_attrib.outputs.write_files`).
     """
     names = _metric_names(rows, None)
     header = ["model", "split", "method", "dataset", "macro", "n", "n_models"]
     header += [f"{m}_{part}" for m in names for part in ("mean", "ci_low", "ci_high", "n")]
-    with Path(path).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for row in rows:
-            line = [row.model, row.split, row.method, row.dataset, row.macro, row.n, row.n_models]
-            for name in names:
-                summary = row.metrics.get(name)
-                line += (
-                    [summary.mean, summary.ci_low, summary.ci_high, summary.n]
-                    if summary
-                    else ["", "", "", ""]
-                )
-            writer.writerow(line)
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(header)
+    for row in rows:
+        line = [row.model, row.split, row.method, row.dataset, row.macro, row.n, row.n_models]
+        for name in names:
+            summary = row.metrics.get(name)
+            line += (
+                [summary.mean, summary.ci_low, summary.ci_high, summary.n]
+                if summary
+                else ["", "", "", ""]
+            )
+        writer.writerow(line)
+    write_files({path: handle.getvalue().encode("utf-8")})
 
 
 def to_json(rows: Sequence[AggregateRow], path: str | Path) -> None:
@@ -340,10 +344,10 @@ def to_json(rows: Sequence[AggregateRow], path: str | Path) -> None:
 
     Args:
         rows (Sequence[AggregateRow]): output of :func:`aggregate`.
-        path (str | Path): the file to (over)write.
+        path (str | Path): the file to (over)write, atomically.
     """
     document = {"schema_version": _SCHEMA_VERSION, "rows": [row.to_dict() for row in rows]}
-    Path(path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_files({path: (json.dumps(document, indent=2) + "\n").encode("utf-8")})
 
 
 def read_json(path: str | Path) -> list[AggregateRow]:
