@@ -207,20 +207,20 @@ def _load_path(path: Path, name: str, limit: int) -> LoadedImage:
         )
     if path.is_dir():
         raise ImageLoadError(f"{name}: is a folder; expected an image file inside it")
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-        raise ImageLoadError(f"{name}: is {kind}, which is never opened; expected a regular image file")
+    _require_regular(path.stat().st_mode, name)
     try:
-        empty = path.stat().st_size == 0
-        handle = path.open("rb")
-        head = handle.read(132)
+        # Non-blocking, so a FIFO swapped in after the check cannot hang the open; fstat
+        # then checks the file actually opened before anything is read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise ImageLoadError(
             f"{name}: cannot read the file ({exc.strerror or exc}); check its permissions"
         ) from exc
-    with handle:
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        _require_regular(info.st_mode, name)
+        empty = info.st_size == 0
+        head = handle.read(132)
         if empty:
             raise ImageLoadError(
                 f"{name}: the file is empty (0 bytes); re-export or re-copy the image"
@@ -229,6 +229,15 @@ def _load_path(path: Path, name: str, limit: int) -> LoadedImage:
         if _is_dicom(head) or path.suffix.lower() in _DICOM_SUFFIXES:
             return _load_dicom(handle, name, limit)
         return _load_encoded(handle, name, limit)
+
+
+def _require_regular(mode: int, name: str) -> None:
+    """Refuse FIFOs, sockets and devices (reading them can block or never end)."""
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    raise ImageLoadError(f"{name}: is {kind}, which is never read; expected a regular image file")
 
 
 def _load_bytes(data: bytes, limit: int) -> LoadedImage:

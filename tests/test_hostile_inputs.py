@@ -450,8 +450,18 @@ def test_fifo_socket_and_device_are_refused_without_opening(tmp_path):
         sock.bind(str(tmp_path / "s.png"))
         with pytest.raises(ImageLoadError, match="is a socket"):
             load_image(tmp_path / "s.png")
-    with pytest.raises(ImageLoadError, match="is a device file, which is never opened"):
+    with pytest.raises(ImageLoadError, match="is a device file, which is never read"):
         load_image("/dev/zero")
+
+
+def test_fifo_swapped_in_after_the_check_is_refused_without_blocking(tmp_path, monkeypatch):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    regular = os.stat(__file__)
+    real_stat = Path.stat
+    monkeypatch.setattr(Path, "stat", lambda self, **k: regular if self == fifo else real_stat(self, **k))
+    with pytest.raises(ImageLoadError, match="is a FIFO"):
+        load_image(fifo)
 
 
 # -- 6. silently wrong values -----------------------------------------------------------------------
