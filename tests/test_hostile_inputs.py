@@ -495,8 +495,12 @@ def test_score_rejects_unknown_regions_and_fill_before_loading_a_model():
         score(result, [[0, 0, 4, 4]], regions="heatmapp")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="unknown fill 'zeroo'"):
         score(result, model="no-such-model", fill="zeroo")
-    with pytest.raises(DataError, match="batch_size must be None or an integer >= 1, got 0"):
-        score(result, model="no-such-model", batch_size=0)
+    for option, pattern in [({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+                            ({"steps": 2.5}, "steps must be an integer >= 1, got 2.5"),
+                            ({"n_random": 0}, "n_random must be an integer >= 1"),
+                            ({"fraction": 1.5}, r"fraction must be a number in \(0, 1\], got 1.5")]:
+        with pytest.raises(DataError, match=pattern):
+            score(result, model="no-such-model", **option)
 
 
 def test_phantom_sample_rejects_an_unknown_mode():

@@ -35,7 +35,7 @@ from cxr_attrib.frames import ResizePad
 from cxr_attrib.perturb import check_fill
 from cxr_attrib.result import Attribution
 from cxr_attrib.scoring.boxes import heatmap_to_boxes
-from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, faithfulness
+from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, _check_count, _check_fraction, faithfulness
 from cxr_attrib.scoring.localisation import as_boxes, energy, pointing_game, region_metrics
 from cxr_attrib.typing import BoxArray, GreyImage
 
@@ -252,11 +252,13 @@ def score(
     """
     meta = attribution.meta
     check_choice(regions, get_args(Regions), what="region source", argument="regions")
-    if model is not None:
+    if model is not None:  # every faithfulness option is checked before the model loads
         check_fill(fill)
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise DataError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+        _check_count("steps", steps, 1)
+        _check_count("n_random", n_random, 1)
+        _check_fraction(fraction)
+        if batch_size is not None:
+            _check_count("batch_size", batch_size, 1)
     height, width = _input_shape(attribution)
     values: dict[str, Any] = {}
     if ground_truth is not None:
