@@ -62,12 +62,13 @@ def check_outputs(
         []
     """
     sources = {Path(p).expanduser().resolve() for p in inputs}
+    identities = {_identity(p) for p in sources} - {None}  # also catches hard links
     seen: set[Path] = set()
     existing = []
     for raw in paths:
         path = Path(raw).expanduser()
         real = path.resolve()
-        if real in sources:
+        if real in sources or _identity(real) in identities:
             raise OutputError(
                 f"refusing to write {os.fspath(raw)!r}: it is the input file {str(real)!r}, which would be "
                 "overwritten; choose another output path"
@@ -85,6 +86,15 @@ def check_outputs(
                 )
             existing.append(path)
     return existing
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, else None."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _temporary(path: Path, payload: bytes) -> Path:

@@ -277,9 +277,10 @@ def test_cli_refuses_an_output_that_is_the_input_image(tmp_path):
     image = tmp_path / "x.png"
     Image.fromarray(np.full((16, 16), 90, np.uint8)).save(image)
     before = image.read_bytes()
-    link = tmp_path / "link.png"
+    link, hard = tmp_path / "link.png", tmp_path / "hard.png"
     link.symlink_to(image)
-    for out in (image, link):
+    os.link(image, hard)
+    for out in (image, link, hard):
         result = _cli(tmp_path, "--out", str(out), image=image)
         assert result.exit_code == 1 and "Error: refusing to write" in result.output and "input file" in result.output
     assert image.read_bytes() == before and not (tmp_path / "x.json").exists()
@@ -483,6 +484,7 @@ def test_constant_deep_image_is_recorded_and_warned():
     assert attribute("unused", np.eye(16), QUESTION, "center", answer="Yes").meta.warnings == ()
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_dicom_rescale_to_infinity_is_an_error():
     data = _dicom_bytes(np.array([[0, 4000], [100, 2000]]), RescaleSlope="1e308", RescaleIntercept="0")
     with pytest.raises(ImageLoadError, match="<bytes>: the Modality LUT .*infinity"):
