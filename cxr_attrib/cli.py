@@ -1,7 +1,9 @@
 """The ``cxr-attrib`` command line (click + rich).
 
-Errors the toolkit raises on purpose (:class:`~cxr_attrib.errors.CxrAttribError`)
-are printed as one line, without a traceback, and exit with status 1.
+Errors are printed as one ``Error:`` line, without a traceback, and exit with
+status 1: those the toolkit raises on purpose
+(:class:`~cxr_attrib.errors.CxrAttribError`) as they are, anything else as an
+internal error. ``cxr-attrib --debug ...`` shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -21,21 +24,34 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+_DEBUG = "cxr_attrib.debug"
+
+
 class _Group(click.Group):
-    """A click group that turns toolkit errors into one clean line."""
+    """A click group that turns every error into one clean line (``--debug``: the traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CxrAttribError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if ctx.meta.get(_DEBUG):
+                raise
+            text = str(exc) if isinstance(exc, CxrAttribError) else f"internal error: {type(exc).__name__}: {exc}"
+            hint = "" if isinstance(exc, CxrAttribError) else " (run `cxr-attrib --debug ...` for the traceback)"
+            err_console.print(f"[bold red]Error:[/] {escape(' '.join(text.split()))}{hint}",
+                              highlight=False, soft_wrap=True)
             ctx.exit(1)
 
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="cxr-attrib")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """Which part of a chest X-ray did a vision-language model use for its answer?"""
+    ctx.meta[_DEBUG] = debug
 
 
 @cli.command()
@@ -95,7 +111,10 @@ def _parse_param(text: str) -> tuple[str, Any]:
 @cli.command("attribute")
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--question", "-q", required=True, help="Base question, e.g. 'Is there evidence of nodule in the image?'.")
-@click.option("--model", "-m", "model", required=True, help="Registry key, Hugging Face id or local folder.")
+@click.option("--model", "-m", "model", required=True,
+              help="Registry key (see `cxr-attrib models`), Hugging Face id or local folder. `none` runs "
+                   "without a model: only a model-free method (`cxr-attrib methods` shows no 'model' "
+                   "in its needs) with --answer.")
 @click.option("--method", default=None, help="Method name (see `cxr-attrib methods`). Default: the toolkit's default method.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
 @click.option("--target", type=click.Choice(["answer", "response", "turn"]), default="answer", show_default=True,

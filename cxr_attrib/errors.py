@@ -17,6 +17,10 @@ __all__ = [
     "UnknownBenchmarkError",
     "DuplicateNameError",
     "PluginError",
+    "PluginSelectionError",
+    "MethodFailedError",
+    "InputError",
+    "LoadOptionsError",
     "MethodContractError",
     "MethodParameterError",
     "ImageLoadError",
@@ -100,11 +104,23 @@ class PluginError(CxrAttribError):
         super().__init__(f"plugin {plugin!r}{where}: {reason}")
 
 
+class PluginSelectionError(CxrAttribError):
+    """``CXR_ATTRIB_LOAD_PLUGINS`` names plugins that are not installed."""
+
+
+class MethodFailedError(CxrAttribError):
+    """A method raised inside ``attribute``; names the method and the plugin that ships it."""
+
+
+class InputError(CxrAttribError, ValueError):
+    """A caller argument (seed, question, answer...) that cannot be used; names it and the valid values."""
+
+
 class MethodContractError(CxrAttribError):
     """A method returned something the contract forbids (wrong shape, NaN, ...)."""
 
 
-class MethodParameterError(CxrAttribError, TypeError):
+class MethodParameterError(CxrAttribError, TypeError, ValueError):
     """A hyper-parameter a method does not declare, or a value it cannot use."""
 
 
@@ -114,6 +130,10 @@ class ImageLoadError(CxrAttribError, ValueError):
 
 class ModelLoadError(CxrAttribError):
     """A model that cannot be loaded (weights missing offline, unsupported config...)."""
+
+
+class LoadOptionsError(ModelLoadError, ValueError):
+    """A :class:`~cxr_attrib.adapter.LoadOptions` field with an unusable value."""
 
 
 class DataError(CxrAttribError, ValueError):

@@ -29,8 +29,10 @@ from . import hookspecs
 from .adapter import ModelCard
 from .benchmark import Benchmark
 from .errors import (
+    CxrAttribError,
     DuplicateNameError,
     PluginError,
+    PluginSelectionError,
     UnknownBenchmarkError,
     UnknownMethodError,
     UnknownNameError,
@@ -45,6 +47,7 @@ __all__ = [
     "register_plugin",
     "unregister_plugin",
     "plugin_report",
+    "registered_by",
     "add_plugin_commands",
     "methods",
     "get_method",
@@ -94,6 +97,13 @@ def _check_method(obj: Any) -> str | None:
         return f"method {obj.name!r} declares output={obj.output!r}; expected one of {_OUTPUT_KINDS}"
     if not isinstance(obj.defaults, Mapping):
         return f"method {obj.name!r} has defaults of type {type(obj.defaults).__name__}; expected a mapping"
+    undeclared = sorted(set(obj.param_types) - set(obj.defaults))
+    if undeclared:
+        return f"method {obj.name!r} declares param_types {undeclared} that are not in its defaults"
+    try:
+        obj.check_params({})
+    except CxrAttribError as exc:
+        return f"method {obj.name!r} has defaults that fail its own param_types: {exc}"
     if getattr(obj, "__abstractmethods__", None):
         return f"method {obj.name!r} does not implement {sorted(obj.__abstractmethods__)}"
     return None
@@ -138,14 +148,26 @@ class _State:
         self.infos: dict[str, PluginInfo] = {}
         self.entry_points_loaded = False
         self.collected: dict[str, dict[str, Any]] | None = None
+        self.owners: dict[tuple[str, str], str] = {}
 
     def load_entry_points(self, blocked: Iterable[str]) -> None:
         allow = _env_list("CXR_ATTRIB_LOAD_PLUGINS")
         block = set(_env_list("CXR_ATTRIB_BLOCK_PLUGINS") or ()) | set(blocked)
+        found = []
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
-            names = {ep.name, dist_name} - {None}
+            found.append((ep, dist, dist_name, {ep.name, dist_name} - {None}))
+        if allow:
+            known = set().union(*(names for *_, names in found))
+            unmatched = [name for name in allow if name not in known]
+            if unmatched:
+                raise PluginSelectionError(
+                    f"CXR_ATTRIB_LOAD_PLUGINS names {', '.join(map(repr, unmatched))}, which match no "
+                    f"installed plugin or distribution; installed: {', '.join(sorted(known)) or '(none)'}. "
+                    "Fix the names or unset the variable."
+                )
+        for ep, dist, dist_name, names in found:
             if (allow is not None and not names & set(allow)) or names & block:
                 continue
             if ep.name in self.infos:
@@ -210,6 +232,7 @@ class _State:
                     owners[(kind, key)] = info.name
                 info.registered[kind] = sorted(staged)
         self.collected = collected
+        self.owners = owners
         return collected
 
 
@@ -229,8 +252,8 @@ def load_plugins(*, entry_points: bool = True, blocked: Iterable[str] = ()) -> p
         The process-wide pluggy plugin manager.
     """
     if entry_points and not _state.entry_points_loaded:
-        _state.entry_points_loaded = True
         _state.load_entry_points(blocked)
+        _state.entry_points_loaded = True
     return _state.pm
 
 
@@ -281,6 +304,19 @@ def plugin_report() -> list[PluginInfo]:
     load_plugins()
     _state.collect()
     return sorted(_state.infos.values(), key=lambda info: info.name)
+
+
+def registered_by(kind: str, name: str) -> PluginInfo | None:
+    """The plugin that registered ``name`` as a ``kind`` ("methods", "models", "benchmarks").
+
+    Returns:
+        PluginInfo | None: its name, distribution and version; None when nothing
+        registered that name.
+    """
+    load_plugins()
+    _state.collect()
+    owner = _state.owners.get((kind, name))
+    return None if owner is None else _state.infos.get(owner)
 
 
 def _registry(kind: str) -> Mapping[str, Any]:

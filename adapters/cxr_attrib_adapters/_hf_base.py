@@ -61,7 +61,14 @@ from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.targets import TargetError, answer_char_span, validate_span_policy
 from cxr_attrib.typing import WorkingImage
 
-from ._loading import ProcessingParts, load_processing, load_step, read_model_type, resolve_device_dtype
+from ._loading import (
+    ProcessingParts,
+    check_hub_access,
+    load_processing,
+    load_step,
+    read_model_type,
+    resolve_device_dtype,
+)
 
 __all__ = ["HFAdapter", "area_resize", "grey_to_rgb", "square_side", "token_logprobs"]
 
@@ -208,6 +215,7 @@ class HFAdapter(Adapter):
 
         name = name or source
         kwargs = {"local_files_only": options.local_files_only}
+        check_hub_access(source, name, options.local_files_only)
         config = load_step(lambda: transformers.AutoConfig.from_pretrained(source, **kwargs), name, source)
         if config.model_type != cls.model_type:
             raise ModelLoadError(

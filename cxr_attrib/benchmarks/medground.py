@@ -212,6 +212,8 @@ def load_split(path: str | os.PathLike[str]) -> list[MedGroundRecord]:
         raise DataError(f"cannot read MedGround-Bench split {path}: {error}") from error
     except json.JSONDecodeError as error:
         raise DataError(f"{path} is not valid JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error}); save the split as UTF-8 JSON.") from error
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}.")
     if not data:
