@@ -10,11 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from .typing import GreyImage
+
+if TYPE_CHECKING:
+    from .filtering import CounterfactualProvider
 
 __all__ = ["Sample", "Benchmark"]
 
@@ -57,7 +60,9 @@ class Sample:
 class Benchmark(ABC):
     """A named, registered source of :class:`Sample` objects.
 
-    Subclasses set ``name`` and ``summary`` and implement :meth:`samples`.
+    Subclasses set ``name`` and ``summary`` and implement :meth:`samples`; a
+    benchmark that can make exact counterfactuals of its own samples (the causal
+    filter's edits) also overrides :meth:`counterfactual_provider`.
     """
 
     name: ClassVar[str]
@@ -67,3 +72,11 @@ class Benchmark(ABC):
     def samples(self, *, split: str | None = None, model: str | None = None) -> Iterator[Sample]:
         """Yield the samples of ``split`` (all splits when None), optionally only
         those verified for ``model`` (a registry key)."""
+
+    def counterfactual_provider(self) -> CounterfactualProvider | None:
+        """The exact counterfactuals this benchmark makes for its samples, or None.
+
+        ``cxr-attrib filter`` uses it when neither ``--counterfactuals`` nor
+        ``--inpaint`` is given. Default: None (edits must come from elsewhere).
+        """
+        return None

@@ -54,45 +54,80 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.meta[_DEBUG] = debug
 
 
-@cli.command()
-def methods() -> None:
-    """List the registered attribution methods."""
-    from .registry import methods as registered
+def _name_table(title: str, *columns: str) -> Table:
+    """A table whose first column (the names) never wraps or truncates."""
+    table = Table(title=title)
+    table.add_column(columns[0], no_wrap=True, overflow="fold", min_width=max(len(columns[0]), 8))
+    for column in columns[1:]:
+        table.add_column(column, overflow="fold")
+    return table
 
-    table = Table("method", "output", "needs", "defaults", "summary", title="Attribution methods")
-    for name, cls in registered().items():
-        needs = [flag for flag, on in (("gradients", cls.needs_gradients), ("attentions", cls.needs_attentions),
-                                       ("model", cls.uses_model)) if on]
-        defaults = ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items())
-        table.add_row(name, cls.output, ", ".join(needs) or "-", defaults or "-", cls.summary)
+
+def _show(rows: list[dict[str, Any]], as_json: bool, table: Table) -> None:
+    """Print ``rows`` as JSON (one list) or as ``table`` (one row per dict, in column order)."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        table.add_row(*(escape(_cell(value)) for value in row.values()))
     console.print(table)
 
 
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_cell(v)}" for k, v in value.items() if v) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "-"
+    return "-" if value in (None, "") else str(value)
+
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
 @cli.command()
-def models() -> None:
+@_JSON
+def methods(as_json: bool) -> None:
+    """List the registered attribution methods."""
+    from .registry import methods as registered
+    from .registry import registered_by
+
+    rows = []
+    for name, cls in registered().items():
+        info = registered_by("methods", name)
+        rows.append({
+            "method": name, "output": cls.output,
+            "needs": [flag for flag, on in (("gradients", cls.needs_gradients), ("attentions", cls.needs_attentions),
+                                            ("model", cls.uses_model)) if on],
+            "defaults": ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()),
+            "plugin": info.name if info else None, "summary": cls.summary,
+        })
+    _show(rows, as_json, _name_table("Attribution methods", "method", "output", "needs", "defaults", "plugin",
+                                     "summary"))
+
+
+@cli.command()
+@_JSON
+def models(as_json: bool) -> None:
     """List the registered model keys (any HF id or local folder also works)."""
     from .registry import model_cards
 
-    table = Table("key", "family", "source", "summary", title="Models")
-    for key, card in model_cards().items():
-        table.add_row(key, card.family, card.source, card.summary)
-    console.print(table)
+    rows = [{"key": key, "family": card.family, "source": card.source, "summary": card.summary}
+            for key, card in model_cards().items()]
+    _show(rows, as_json, _name_table("Models", "key", "family", "source", "summary"))
 
 
 @cli.command()
-def plugins() -> None:
+@_JSON
+def plugins(as_json: bool) -> None:
     """List every plugin, its version, what it registered and any error."""
     from .registry import plugin_report
 
-    table = Table("plugin", "distribution", "version", "registered", "status", title="Plugins")
-    failed = False
-    for info in plugin_report():
-        registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items() if names)
-        status = "[green]ok[/]" if not info.errors else "[red]" + " | ".join(e.reason for e in info.errors) + "[/]"
-        failed = failed or bool(info.errors)
-        table.add_row(info.name, info.distribution or "-", info.version or "-", registered or "-", status)
-    console.print(table)
-    if failed:
+    rows = [{"plugin": info.name, "distribution": info.distribution, "version": info.version,
+             "registered": {kind: names for kind, names in info.registered.items() if names},
+             "errors": [e.reason for e in info.errors]} for info in plugin_report()]
+    shown = rows if as_json else [{**row, "errors": " | ".join(row["errors"]) or "ok"} for row in rows]
+    _show(shown, as_json, _name_table("Plugins", "plugin", "distribution", "version", "registered", "status"))
+    if any(row["errors"] for row in rows):
         err_console.print("Some plugins failed to load; the others work. See the status column.")
 
 
@@ -155,7 +190,8 @@ def attribute_command(image: Path, question: str, model: str, method: str, mode:
 @click.option("--benchmark", "-b", "benchmark", required=True, help="Registered benchmark whose items are filtered.")
 @click.option("--split", default="direct", show_default=True, help="Benchmark split to read the items from.")
 @click.option("--counterfactuals", "counterfactuals", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of pre-computed edits: <dir>/<dataset>/<index>_edited[_kept[_normal]].png.")
+              help="Folder of pre-computed edits: <dir>/<dataset>/<index>_edited[_kept[_normal]].png. "
+                   "Default: the benchmark's own exact counterfactuals (e.g. phantom).")
 @click.option("--inpaint", is_flag=True, help="Use the approximate in-painting fallback instead of a folder.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -171,6 +207,7 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
 
     Each distinct (dataset, index) item of the split is asked once on the original and on
     its three counterfactuals; every item gets a record, with kept=true for survivors.
+    The edits come from --counterfactuals DIR, --inpaint, or else the benchmark itself.
     """
     from collections import Counter
     from itertools import islice
@@ -182,12 +219,17 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     from .models import load_adapter
     from .registry import get_benchmark
 
-    if (counterfactuals is None) == (not inpaint):
-        raise click.UsageError("pass exactly one of --counterfactuals DIR and --inpaint")
-    provider = InpaintProvider() if inpaint else FolderProvider(counterfactuals)
+    if counterfactuals is not None and inpaint:
+        raise click.UsageError("pass at most one of --counterfactuals DIR and --inpaint")
+    source = get_benchmark(benchmark)
+    provider = InpaintProvider() if inpaint else FolderProvider(counterfactuals) if counterfactuals else None
+    provider = provider or source.counterfactual_provider()
+    if provider is None:
+        raise click.UsageError(f"benchmark {benchmark!r} makes no counterfactuals of its own; "
+                               "pass --counterfactuals DIR or --inpaint")
     seen: set[tuple[str, int]] = set()
     items = []
-    for sample in get_benchmark(benchmark).samples(split=split):
+    for sample in source.samples(split=split):
         if (sample.dataset, sample.index) not in seen:
             seen.add((sample.dataset, sample.index))
             items.append(sample)
