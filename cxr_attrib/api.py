@@ -24,6 +24,7 @@ from .method import Method, MethodOutput, MethodRequest
 from .models import load_adapter, with_attentions
 from .registry import get_method, methods, registered_by
 from .result import Attribution, Concept, Meta, Target, TokenScore
+from .scoring.boxes import DERIVED_BOXES, input_heatmap_boxes
 from .targets import Mode, build_prompt, validate_span_policy, validate_text
 
 __all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "finish_result"]
@@ -139,6 +140,10 @@ def finish_result(
 ) -> Attribution:
     """Validate a method's working-frame output and express it in the input frame.
 
+    A heatmap method that gives no boxes gets the boxes the scorer would make of
+    its heatmap (:func:`~cxr_attrib.scoring.boxes.input_heatmap_boxes`), recorded
+    as ``meta.info["derived_boxes"]``.
+
     Args:
         method: the method class that produced ``out``.
         out: its working-frame output.
@@ -170,6 +175,10 @@ def finish_result(
             return ()
         return tuple(map(tuple, frame.boxes_to_input(np.asarray(boxes, dtype=float).reshape(-1, 4))))
 
+    boxes, info = to_input(out.boxes), dict(out.info)
+    if method.output == "heatmap" and not boxes and heat is not None:
+        boxes = tuple(map(tuple, input_heatmap_boxes(heat, frame)))
+        info["derived_boxes"] = DERIVED_BOXES
     concepts = {
         name: Concept(name, float(c.score), to_input(c.boxes)) for name, c in (out.concepts or {}).items()
     }
@@ -192,7 +201,7 @@ def finish_result(
         wall_time_s=wall_time_s,
         passes=passes,
         versions=_versions(method.name),
-        info=out.info,
+        info=info,
     )
     return Attribution(
         answer=target.text,
@@ -200,7 +209,7 @@ def finish_result(
         meta=meta,
         heatmap=heat,
         grid=grid,
-        boxes=to_input(out.boxes),
+        boxes=boxes,
         concepts=concepts,
         tokens=tokens,
         image=pixels,

@@ -95,3 +95,19 @@ def test_filter_on_a_benchmark_without_counterfactuals_asks_for_a_source(registe
     assert result.exit_code == 2
     assert "benchmark 'bare_stub' makes no counterfactuals of its own; pass --counterfactuals DIR or --inpaint" \
         in " ".join(result.output.split())
+
+
+def test_heatmap_method_gets_the_boxes_the_scorer_would_make(tiny_qwen_adapter):
+    from cxr_attrib.frames import ResizePad
+    from cxr_attrib.scoring.boxes import DERIVED_BOXES, input_heatmap_boxes
+
+    result = attribute(tiny_qwen_adapter, IMAGE, QUESTION, method="occlusion", tiles=4, answer="Yes")
+    assert result.meta.info["derived_boxes"] == DERIVED_BOXES and result.boxes
+    frame = ResizePad(*IMAGE.shape, size=224)
+    assert [list(b) for b in result.boxes] == input_heatmap_boxes(result.heatmap, frame).tolist()
+
+
+def test_a_method_that_gives_its_own_boxes_keeps_them():
+    result = attribute("none", IMAGE, QUESTION, method="center", answer="Yes", fraction=0.5)
+    assert "derived_boxes" not in result.meta.info
+    assert np.allclose(result.boxes, [(7.5, 10.0, 22.5, 30.0)], atol=1e-9)  # centre half of 30 x 40
