@@ -1,4 +1,4 @@
-"""Text side of the explained target (SPEC 3.5): prompts, span policies, yes/no verdicts.
+"""Text side of the explained target (see docs/user-guide.md): prompts, span policies, yes/no verdicts.
 
 The scalar every method explains is the teacher-forced log-probability of target
 tokens of the model's answer. This module owns the text rules that pick them:
@@ -75,7 +75,7 @@ Mode = Literal["direct", "reasoning"]
 """Prompt mode: ``"direct"`` asks for a bare yes/no, ``"reasoning"`` for steps first."""
 
 SpanPolicy = Literal["answer", "response", "turn"]
-"""Which response tokens form the target (SPEC 3.5): the yes/no answer word, every
+"""Which response tokens form the target (see docs/user-guide.md): the yes/no answer word, every
 generated token (template end-of-turn tokens excluded) or the whole assistant turn."""
 
 Verdict = Literal["yes", "no", "unparseable"]
@@ -128,7 +128,7 @@ def validate_mode(name: object) -> Mode:
 
 
 def validate_span_policy(name: object) -> SpanPolicy:
-    """Check a target span policy name (SPEC 3.5).
+    """Check a target span policy name (see docs/user-guide.md).
 
     Args:
         name (object): the policy asked for, e.g. from a CLI option.
@@ -214,7 +214,7 @@ def build_prompt(question: str, mode: Mode = "direct") -> str:
 
 
 def finding_question(finding: str) -> str:
-    """The base question asked about one finding (SPEC 3.5).
+    """The base question asked about one finding (see docs/user-guide.md).
 
     Args:
         finding (str): the finding as it should read in the sentence, e.g.

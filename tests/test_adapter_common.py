@@ -1,4 +1,4 @@
-"""Adapter contract checks run on both families' tiny models (SPEC 3.5, 4, 10)."""
+"""Adapter contract checks run on both families' tiny models (see docs/user-guide.md)."""
 
 from __future__ import annotations
 

@@ -176,3 +176,22 @@ def test_cheap_doc_command_lines_run(tmp_path, monkeypatch):
         assert result.exit_code == 0, f"{source}: cxr-attrib {' '.join(argv)} failed:\n{result.output}"
         ran.append(argv[0])
     assert {"methods", "models", "plugins", "filter"} <= set(ran), ran
+
+
+def test_no_references_to_the_product_spec_or_issue_numbers():
+    """The repository is its own reference: code and docs point to docs/, never elsewhere."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.toml"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    pattern = re.compile(r"\bSPEC\b(?! ?=)|\bissues? #?\d+|\bsee issue\b|phantom-suite issue")
+    hits = [f"{name}:{n}" for name in tracked if name != "tests/test_docs.py"
+            for n, line in enumerate((ROOT / name).read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, hits
+
+
+def test_requires_python_covers_what_the_code_uses():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"  # tomllib (tests, tools) is 3.11+

@@ -11,7 +11,7 @@ module does the rest:
   of the full text; the response starts right after it. The image placeholder is
   expanded to one token per image-grid cell, the text is tokenized once with
   character offsets, and the target tokens are those whose characters overlap the
-  span chosen by the policy (SPEC 3.5):
+  span chosen by the policy (see docs/user-guide.md):
 
   - ``answer``: the verdict word found by :func:`cxr_attrib.targets.answer_char_span`;
   - ``response``: the response characters (template end-of-turn tokens excluded);

@@ -1,4 +1,4 @@
-"""MedGround-Bench: causally verified CXR-VQA items on user-provided images (SPEC 8.1).
+"""MedGround-Bench: causally verified CXR-VQA items on user-provided images (see docs/benchmark-protocol.md).
 
 A split file lists, per model, the ``(dataset, index)`` items that survived the
 causal filter. The images and boxes are credentialed (PhysioNet, Kaggle), so users
