@@ -15,6 +15,7 @@ __all__ = [
     "UnknownMethodError",
     "UnknownModelError",
     "UnknownBenchmarkError",
+    "UnknownFamilyError",
     "DuplicateNameError",
     "PluginError",
     "PluginSelectionError",
@@ -43,6 +44,7 @@ class UnknownNameError(CxrAttribError, LookupError):
     """
 
     kind = "name"
+    plural = ""
 
     def __init__(self, name: str, choices: Iterable[str]) -> None:
         self.name = name
@@ -54,7 +56,8 @@ class UnknownNameError(CxrAttribError, LookupError):
             else ""
         )
         listed = ", ".join(self.choices) if self.choices else "(none registered)"
-        super().__init__(f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {listed}.")
+        plural = self.plural or f"{self.kind}s"
+        super().__init__(f"unknown {self.kind} {name!r}.{hint} Registered {plural}: {listed}.")
 
 
 class UnknownMethodError(UnknownNameError):
@@ -75,6 +78,13 @@ class UnknownModelError(UnknownNameError):
             + " A model may also be a Hugging Face id or a local checkpoint folder"
             " whose config.json names a supported model_type.",
         )
+
+
+class UnknownFamilyError(UnknownNameError, ValueError):
+    """A model family without a registered tiny-model recipe."""
+
+    kind = "tiny model family"
+    plural = "tiny model families"
 
 
 class UnknownBenchmarkError(UnknownNameError):

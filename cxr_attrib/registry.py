@@ -34,10 +34,12 @@ from .errors import (
     PluginError,
     PluginSelectionError,
     UnknownBenchmarkError,
+    UnknownFamilyError,
     UnknownMethodError,
     UnknownNameError,
 )
 from .method import Method
+from .tiny_recipe import TinyModelRecipe
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -54,6 +56,8 @@ __all__ = [
     "model_cards",
     "benchmarks",
     "get_benchmark",
+    "tiny_model_recipes",
+    "get_tiny_model_recipe",
 ]
 
 ENTRY_POINT_GROUP = "cxr_attrib"
@@ -117,6 +121,10 @@ def _check_benchmark(obj: Any) -> str | None:
     return None if isinstance(obj, Benchmark) else f"{obj!r} is not a cxr_attrib.benchmark.Benchmark"
 
 
+def _check_recipe(obj: Any) -> str | None:
+    return None if isinstance(obj, TinyModelRecipe) else f"{obj!r} is not a cxr_attrib.tiny_recipe.TinyModelRecipe"
+
+
 @dataclass(frozen=True)
 class _Kind:
     hook: str
@@ -129,6 +137,8 @@ _KINDS = {
     "methods": _Kind("register_methods", "method", _check_method, lambda obj: getattr(obj, "name", "")),
     "models": _Kind("register_adapters", "model", _check_card, lambda obj: getattr(obj, "key", "")),
     "benchmarks": _Kind("register_benchmarks", "benchmark", _check_benchmark, lambda obj: getattr(obj, "name", "")),
+    "tiny_models": _Kind("register_tiny_models", "tiny-model recipe", _check_recipe,
+                         lambda obj: getattr(obj, "family", "")),
 }
 
 
@@ -362,3 +372,17 @@ def get_benchmark(name: str) -> Benchmark:
         UnknownBenchmarkError: listing the registered names and the closest matches.
     """
     return _lookup("benchmarks", name, UnknownBenchmarkError)
+
+
+def tiny_model_recipes() -> Mapping[str, TinyModelRecipe]:
+    """Registered tiny-model recipes by family (sorted)."""
+    return _registry("tiny_models")
+
+
+def get_tiny_model_recipe(family: str) -> TinyModelRecipe:
+    """The tiny-model recipe of ``family``.
+
+    Raises:
+        UnknownFamilyError: listing the families that have one.
+    """
+    return _lookup("tiny_models", family, UnknownFamilyError)

@@ -195,3 +195,12 @@ def test_requires_python_covers_what_the_code_uses():
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=3.11"  # tomllib (tests, tools) is 3.11+
+
+
+def test_method_author_reference_shows_the_tested_examples():
+    blocks = _fenced_blocks((ROOT / "CONTRIBUTING.md").read_text(), "python")
+    assert (ROOT / "tests" / "example_methods.py").read_text() in blocks
+    tests = (ROOT / "tests" / "test_method_author_examples.py").read_text()
+    assert any(block in tests and "def test_gradient_example" in block for block in blocks)
+    for call in ("score(", "encode(", "pixel_inputs(", "score_pixels(", "pixels_to_working(", "generate("):
+        assert f"`adapter.{call}" in (ROOT / "CONTRIBUTING.md").read_text(), call
