@@ -95,8 +95,11 @@ def _doc_commands() -> list[tuple[str, list[str]]]:
         lines += re.findall(r"`(cxr-attrib [^`]+)`", text)
         for line in lines:
             match = re.search(r"(?:^|\s|/)cxr-attrib\s+(.*)", line.split(" # ")[0].split("   #")[0])
-            if match and match.group(1).strip():
-                found.append((path.name, shlex.split(match.group(1))))
+            argv = shlex.split(match.group(1)) if match else []
+            while argv and argv[0].startswith("-"):  # group options such as --debug
+                found.append((path.name, ["--group-option", argv.pop(0)]))
+            if argv and argv[0] != "...":
+                found.append((path.name, argv))
     return found
 
 
@@ -121,7 +124,11 @@ def test_docs_name_commands_and_options_that_exist():
     cli = _cli_with_plugins()
     commands = _doc_commands()
     assert len(commands) >= 10, commands
+    group_options = {opt for param in cli.params for opt in param.opts}
     for source, argv in commands:
+        if argv[0] == "--group-option":
+            assert argv[1] in group_options, f"{source}: `cxr-attrib {argv[1]}` is not an option of cxr-attrib"
+            continue
         command = cli.commands.get(argv[0])
         assert command is not None, f"{source}: `cxr-attrib {argv[0]}` is not a command"
         valid = {opt for param in command.params for opt in param.opts + param.secondary_opts} | {"--help"}
