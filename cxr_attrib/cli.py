@@ -258,5 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cxr-attrib`` console script."""
     from .registry import add_plugin_commands
 
-    add_plugin_commands(cli)
+    try:
+        add_plugin_commands(cli)
+    except CxrAttribError:
+        pass  # e.g. a bad CXR_ATTRIB_LOAD_PLUGINS: every command that needs plugins reports it
     cli.main(args=argv, prog_name="cxr-attrib")

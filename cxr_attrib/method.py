@@ -106,9 +106,11 @@ class Param:
             MethodParameterError: wrong type or out of range; names the method, the
                 parameter, the value and the valid values.
         """
+        given = value
+
         def fail() -> MethodParameterError:
             return MethodParameterError(
-                f"method {method!r} parameter {name!r} = {value!r} is invalid; expected "
+                f"method {method!r} parameter {name!r} = {given!r} is invalid; expected "
                 f"{self.describe(size)}"
             )
 

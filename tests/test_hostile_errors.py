@@ -426,3 +426,20 @@ def test_check_method_catches_a_grid_that_is_not_the_token_grid(registered_plugi
     registered_plugin(_plugin_of(_method("grid_stub", MethodOutput(grid=np.ones((4, 4))))))
     with pytest.raises(CxrAttribError, match=r"grid has shape \(4, 4\); expected \(8, 8\)"):
         check_method("grid_stub", tiny_qwen_adapter)
+
+
+def test_console_script_with_load_plugins_naming_nothing_is_one_error_line(monkeypatch, capsys):
+    from cxr_attrib.cli import main
+
+    monkeypatch.setattr(registry, "_state", registry._State())
+    monkeypatch.setenv("CXR_ATTRIB_LOAD_PLUGINS", "nosuch")
+    with pytest.raises(SystemExit) as caught:
+        main(["methods"])
+    assert caught.value.code == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: CXR_ATTRIB_LOAD_PLUGINS names 'nosuch'")
+
+
+def test_error_names_the_value_the_caller_gave_not_a_converted_one():
+    with pytest.raises(MethodParameterError, match=r"'fraction' = 2 is invalid; expected a number in \(0, 1\]"):
+        attribute("none", IMAGE, QUESTION, method="center", answer="Yes", fraction=2)
