@@ -75,7 +75,9 @@ def _check_seed(seed: Any) -> int:
 
 
 def _check_model_need(model: Any, method: type[Method], answer: str | None) -> None:
-    if not (isinstance(model, str) and model == NO_MODEL) or not (method.uses_model or answer is None):
+    """Refuse ``model="none"`` unless a model-free method explains a given answer."""
+    no_model = isinstance(model, str) and model == NO_MODEL
+    if not no_model or (not method.uses_model and answer is not None):
         return
     free = ", ".join(name for name, cls in methods().items() if not cls.uses_model) or "(none registered)"
     why = f"method {method.name!r} uses the model" if method.uses_model else "no answer was given to explain"
