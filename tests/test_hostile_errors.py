@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from cxr_attrib import hookimpl, registry
@@ -443,3 +445,26 @@ def test_console_script_with_load_plugins_naming_nothing_is_one_error_line(monke
 def test_error_names_the_value_the_caller_gave_not_a_converted_one():
     with pytest.raises(MethodParameterError, match=r"'fraction' = 2 is invalid; expected a number in \(0, 1\]"):
         attribute("none", IMAGE, QUESTION, method="center", answer="Yes", fraction=2)
+
+
+@given(st.integers(-50, 50), st.floats(-50, 50, allow_nan=False))
+def test_param_int_takes_exactly_the_integers_in_range(whole, real):
+    spec = Param(int, low=-10, high="size")
+    inside = -10 <= whole <= 20
+    if inside:
+        assert spec.check("m", "k", whole, size=20) == whole
+        assert spec.check("m", "k", np.int64(whole), size=20) == whole
+    else:
+        with pytest.raises(MethodParameterError, match=r"expected an integer in \[-10, 20\]"):
+            spec.check("m", "k", whole, size=20)
+    with pytest.raises(MethodParameterError):
+        spec.check("m", "k", real, size=20)  # a float is never an int, even 3.0
+
+
+def test_param_choices_and_strings():
+    spec = Param(str, choices=("zero", "mean"))
+    assert spec.check("m", "fill", "mean") == "mean"
+    with pytest.raises(MethodParameterError, match=r"'fill' = 'Mean' is invalid; expected one of 'zero', 'mean'"):
+        spec.check("m", "fill", "Mean")
+    with pytest.raises(MethodParameterError, match=r"expected a number in \[0, 1\]"):
+        Param(float, low=0, high=1).check("m", "p", float("inf"))
