@@ -40,7 +40,7 @@ by `python benchmarks/phantom_results.py` (the same protocol as the slow tests i
   counterfactuals), then occlusion (8x8 tiles) on every retained sample: is the
   map's peak inside the exact box?
 
-Targets (phantom-suite issue): direct accuracy >= 90% overall and >= 80% per finding;
+Targets (docs/phantom.md): direct accuracy >= 90% overall and >= 80% per finding;
 reasoning parses >= 95% and is correct >= 85%; the filter keeps >= 60% overall and
 >= 30% of every finding; occlusion's peak in the box on most retained samples.
 All figures in %.

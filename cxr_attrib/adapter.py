@@ -20,6 +20,7 @@ one by name.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .errors import LoadOptionsError
 from .targets import Mode, SpanPolicy
 from .typing import WorkingImage
 
@@ -167,6 +169,60 @@ class LoadOptions:
     max_pixels: int | None = None
     working_size: int = 224
     local_files_only: bool = False
+
+    DTYPES: ClassVar[tuple[str, ...]] = ("auto", "float32", "bfloat16", "float16")
+    MAX_WORKING_SIZE: ClassVar[int] = 4096
+
+    def __post_init__(self) -> None:
+        def fail(name: str, expected: str) -> LoadOptionsError:
+            return LoadOptionsError(f"LoadOptions {name}={getattr(self, name)!r} is invalid; expected {expected}")
+
+        if self.dtype not in self.DTYPES:
+            raise fail("dtype", "one of " + ", ".join(map(repr, self.DTYPES)))
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as exc:
+                raise fail("device", "None or a torch device such as 'cpu', 'cuda' or 'cuda:0'") from exc
+        if not (self.device_map is None or isinstance(self.device_map, (str, dict))):
+            raise fail("device_map", "None, a string such as 'auto' or a dict")
+        if not (self.attn_implementation is None or isinstance(self.attn_implementation, str)):
+            raise fail("attn_implementation", "None or a string such as 'eager' or 'sdpa'")
+        for name in ("min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise fail(name, "None or a positive integer")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise fail("min_pixels", f"at most max_pixels={self.max_pixels}")
+        size = self.working_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= self.MAX_WORKING_SIZE:
+            raise fail("working_size", f"an integer in [8, {self.MAX_WORKING_SIZE}] (pixels)")
+        if not isinstance(self.local_files_only, bool):
+            raise fail("local_files_only", "True or False")
+
+    def resolved(self) -> LoadOptions:
+        """These options with every automatic choice made, so equal meanings compare equal.
+
+        ``device=None`` becomes ``"cuda"`` when CUDA is available (else ``"cpu"``),
+        device names are written the way torch prints them, and ``dtype="auto"`` becomes
+        ``"bfloat16"`` on CUDA and ``"float32"`` elsewhere. With a ``device_map`` the
+        device stays None and ``"auto"`` follows CUDA availability.
+
+        Raises:
+            LoadOptionsError: a CUDA device asked for where CUDA is not available.
+        """
+        cuda = torch.cuda.is_available()
+        device = self.device
+        if self.device_map is None:
+            parsed = torch.device(device or ("cuda" if cuda else "cpu"))
+            if parsed.type == "cuda" and not cuda:
+                raise LoadOptionsError(
+                    f"LoadOptions device={device!r} needs CUDA, which is not available here "
+                    "(torch.cuda.is_available() is False); use device='cpu'."
+                )
+            device, cuda = str(parsed), parsed.type == "cuda"
+        dtype = ("bfloat16" if cuda else "float32") if self.dtype == "auto" else self.dtype
+        return dataclasses.replace(self, device=device, dtype=dtype)
 
 
 @dataclass(frozen=True)

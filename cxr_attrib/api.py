@@ -7,6 +7,7 @@ Pipeline: image (any supported form) -> input frame (H, W) grey -> working frame
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -16,24 +17,41 @@ from typing import Any
 import numpy as np
 
 from .adapter import Adapter, LoadOptions, Query
-from .errors import MethodContractError, MethodParameterError
+from .errors import CxrAttribError, InputError, MethodContractError, MethodFailedError
 from .frames import ResizePad, grid_to_working
 from .imageio import LoadedImage, load_image
 from .method import Method, MethodOutput, MethodRequest
 from .models import load_adapter, with_attentions
-from .registry import get_method
+from .registry import get_method, methods, registered_by
 from .result import Attribution, Concept, Meta, Target, TokenScore
-from .targets import Mode, build_prompt, validate_span_policy
+from .scoring.boxes import DERIVED_BOXES, input_heatmap_boxes
+from .targets import Mode, build_prompt, validate_span_policy, validate_text
 
-__all__ = ["DEFAULT_METHOD", "attribute", "finish_result"]
+__all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "finish_result"]
 
 DEFAULT_METHOD = "occlusion"
 """The method ``attribute()`` and ``cxr-attrib attribute`` use when none is named."""
 
+NO_MODEL = "none"
+"""Model reference meaning "no model": only a model-free method with a given answer runs."""
+
+MAX_SEED = 2**63 - 1
+"""Largest accepted seed (torch and numpy both take 0 .. 2**63 - 1)."""
+
 ImageSource = Any  # path, bytes, PIL image, numpy array or LoadedImage
 
 
-def _versions() -> dict[str, str]:
+def _plugin_label(method: str) -> str:
+    """``"<distribution> <version>"`` of the plugin that registered ``method`` (or its name)."""
+    info = registered_by("methods", method)
+    if info is None:
+        return "an unknown plugin"
+    if info.distribution:
+        return f"{info.distribution} {info.version or '(unknown version)'}"
+    return f"plugin {info.name!r} (registered in Python)"
+
+
+def _versions(method: str) -> dict[str, str]:
     import captum
     import torch
     import transformers
@@ -46,20 +64,32 @@ def _versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "captum": captum.__version__,
         "python": platform.python_version(),
+        "method_plugin": _plugin_label(method),
     }
 
 
-def _check_params(method: type[Method], params: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(params) - set(method.defaults))
-    if unknown:
-        valid = ", ".join(sorted(method.defaults)) or "(none)"
-        raise MethodParameterError(
-            f"method {method.name!r} has no parameter(s) {', '.join(map(repr, unknown))}; valid: {valid}"
-        )
-    return {**method.defaults, **params}
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"seed={seed!r} is invalid; expected an integer in [0, {MAX_SEED}]")
+    return int(seed)
 
 
-def _validate(method: str, out: Any, size: int, n_target: int | None) -> MethodOutput:
+def _check_model_need(model: Any, method: type[Method], answer: str | None) -> None:
+    """Refuse ``model="none"`` unless a model-free method explains a given answer."""
+    no_model = isinstance(model, str) and model == NO_MODEL
+    if not no_model or (not method.uses_model and answer is not None):
+        return
+    free = ", ".join(name for name, cls in methods().items() if not cls.uses_model) or "(none registered)"
+    why = f"method {method.name!r} uses the model" if method.uses_model else "no answer was given to explain"
+    raise InputError(
+        f"model {NO_MODEL!r} means no model, but {why}. Without a model only a model-free method "
+        f"({free}) with an answer (answer=... / --answer) can run; otherwise name a model."
+    )
+
+
+def _validate(
+    method: str, out: Any, size: int, n_target: int | None, grid_shape: tuple[int, int] | None
+) -> MethodOutput:
     def fail(problem: str) -> MethodContractError:
         return MethodContractError(f"method {method!r} broke the output contract: {problem}")
 
@@ -67,12 +97,13 @@ def _validate(method: str, out: Any, size: int, n_target: int | None) -> MethodO
         raise fail(f"returned {type(out).__name__}; expected MethodOutput")
     if out.heatmap is None and out.grid is None and out.boxes is None and out.concepts is None:
         raise fail("returned no heatmap, grid, boxes or concepts")
-    for name, arr, shape in (("heatmap", out.heatmap, (size, size)), ("grid", out.grid, None)):
+    for name, arr, shape in (("heatmap", out.heatmap, (size, size)), ("grid", out.grid, grid_shape)):
         if arr is None:
             continue
         arr = np.asarray(arr)
-        if arr.ndim != 2 or (shape is not None and arr.shape != shape):
-            raise fail(f"{name} has shape {arr.shape}; expected {shape or '(gh, gw)'} (working frame)")
+        if arr.ndim != 2 or (shape is not None and arr.shape != tuple(shape)):
+            where = "working frame" if name == "heatmap" else "the adapter's image-token grid"
+            raise fail(f"{name} has shape {arr.shape}; expected {tuple(shape) if shape else '(gh, gw)'} ({where})")
         if not np.all(np.isfinite(arr)):
             raise fail(f"{name} contains NaN or infinite values")
     boxes = [np.asarray(b, dtype=float) for b in (out.boxes or ())]
@@ -85,8 +116,14 @@ def _validate(method: str, out: Any, size: int, n_target: int | None) -> MethodO
             raise fail(f"box {box.tolist()} is not (x1, y1, x2, y2) with x2 >= x1, y2 >= y1")
     if out.token_scores is not None:
         scores = np.asarray(out.token_scores)
-        if not np.all(np.isfinite(scores)) or (n_target is not None and scores.shape != (n_target,)):
-            raise fail(f"token_scores has shape {scores.shape} or non-finite values; expected ({n_target},)")
+        if n_target is not None and scores.shape != (n_target,):
+            raise fail(f"token_scores has shape {scores.shape}; expected ({n_target},), one per target token")
+        if not np.all(np.isfinite(scores)):
+            raise fail("token_scores contains NaN or infinite values")
+    try:
+        json.dumps(dict(out.info), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise fail(f"info is not JSON-safe ({exc}); keep it to str, numbers, bools, lists and dicts") from exc
     return out
 
 
@@ -102,9 +139,31 @@ def finish_result(
     wall_time_s: float,
     passes: Mapping[str, int],
     warnings: tuple[str, ...] = (),
+    grid_shape: tuple[int, int] | None = None,
 ) -> Attribution:
-    """Validate a method's working-frame output and express it in the input frame."""
-    out = _validate(method.name, out, request.size, len(target.token_ids) or None)
+    """Validate a method's working-frame output and express it in the input frame.
+
+    A heatmap method that gives no boxes gets the boxes the scorer would make of
+    its heatmap (:func:`~cxr_attrib.scoring.boxes.input_heatmap_boxes`), recorded
+    as ``meta.info["derived_boxes"]``.
+
+    Args:
+        method: the method class that produced ``out``.
+        out: its working-frame output.
+        request: the request it was given.
+        frame: the input <-> working frame transform.
+        pixels: (H, W) uint8 input-frame image.
+        target: the explained tokens.
+        model_name: the model reference for ``meta``.
+        wall_time_s: seconds spent in the method.
+        passes: model pass counts for ``meta``.
+        grid_shape: (gh, gw) the adapter's image-token grid; a ``grid`` of another
+            shape is refused. None skips that check (no model).
+
+    Raises:
+        MethodContractError: the output breaks the contract (names what and why).
+    """
+    out = _validate(method.name, out, request.size, len(target.token_ids) or None, grid_shape)
     heat = None
     grid = None if out.grid is None else np.asarray(out.grid, dtype=np.float32)
     if out.heatmap is not None:
@@ -119,6 +178,10 @@ def finish_result(
             return ()
         return tuple(map(tuple, frame.boxes_to_input(np.asarray(boxes, dtype=float).reshape(-1, 4))))
 
+    boxes, info = to_input(out.boxes), dict(out.info)
+    if method.output == "heatmap" and not boxes and heat is not None:
+        boxes = tuple(map(tuple, input_heatmap_boxes(heat, frame)))
+        info["derived_boxes"] = DERIVED_BOXES
     concepts = {
         name: Concept(name, float(c.score), to_input(c.boxes)) for name, c in (out.concepts or {}).items()
     }
@@ -140,8 +203,8 @@ def finish_result(
         working_size=request.size,
         wall_time_s=wall_time_s,
         passes=passes,
-        versions=_versions(),
-        info=out.info,
+        versions=_versions(method.name),
+        info=info,
         warnings=warnings,
     )
     return Attribution(
@@ -150,7 +213,7 @@ def finish_result(
         meta=meta,
         heatmap=heat,
         grid=grid,
-        boxes=to_input(out.boxes),
+        boxes=boxes,
         concepts=concepts,
         tokens=tokens,
         image=pixels,
@@ -174,7 +237,8 @@ def attribute(
 
     Args:
         model (str | PathLike | Adapter): registry key (``cxr-attrib models``),
-            Hugging Face id, local checkpoint folder, or a loaded adapter.
+            Hugging Face id, local checkpoint folder, or a loaded adapter; ``"none"``
+            (:data:`NO_MODEL`) for a model-free method with a given ``answer``.
         image: path (PNG/JPEG/TIFF/DICOM), bytes, PIL image, numpy array (H, W) or
             (H, W, C), or a :class:`~cxr_attrib.imageio.LoadedImage`.
         question (str): the base question, e.g. "Is there evidence of nodule in the image?".
@@ -182,7 +246,7 @@ def attribute(
         mode (str): "direct" or "reasoning" prompt. Default: "direct".
         target (str): span policy "answer", "response" or "turn". Default: "answer".
         answer (str | None): the response to explain; None generates it greedily.
-        seed (int): seed for stochastic methods. Default: 0.
+        seed (int): seed for stochastic methods, in [0, 2**63 - 1]. Default: 0.
         load_options (LoadOptions | None): dtype / device settings. Default: None.
         **params: the method's hyper-parameters (see its ``defaults``).
 
@@ -191,17 +255,27 @@ def attribute(
 
     Raises:
         UnknownMethodError, UnknownModelError: with the closest registered names.
-        MethodParameterError: a parameter the method does not declare.
+        MethodParameterError: a parameter the method does not declare, or of the
+            wrong type or range (checked before any model is loaded).
+        InputError: a bad seed, or ``model="none"`` where a model is needed.
+        TargetError: an empty or non-UTF-8 question or answer, an unknown mode or target.
+        LoadOptionsError: unusable load options.
         ImageLoadError: an unreadable image.
+        MethodFailedError: the method raised (names it and its plugin's distribution).
         MethodContractError: the method returned something invalid.
     """
     method_cls = get_method(method)
-    checked_params = _check_params(method_cls, params)
+    options = load_options or LoadOptions()
+    size = model.working_size if isinstance(model, Adapter) else options.working_size
+    checked_params = method_cls.check_params(params, size=size)
+    seed = _check_seed(seed)
     policy = validate_span_policy(target)
     prompt = build_prompt(question, mode)
+    if answer is not None:
+        validate_text(answer, "the answer")
+    _check_model_need(model, method_cls, answer)
     loaded = image if isinstance(image, LoadedImage) else load_image(image)
     pixels = loaded.pixels
-    options = load_options or LoadOptions()
     if method_cls.needs_attentions:
         options = with_attentions(options)
     adapter = None
@@ -211,8 +285,11 @@ def attribute(
     frame = ResizePad(int(pixels.shape[0]), int(pixels.shape[1]), size=working_size)
     working = frame.image_to_working(pixels)
     working.setflags(write=False)
+    generated = 0
     if answer is None:
+        adapter.counter.reset()
         answer = adapter.generate(working, prompt).text
+        generated = adapter.counter.generate_calls
     query = Query(question=question, mode=mode, prompt=prompt, answer=answer, policy=policy)
     mask = frame.content_mask()
     mask.setflags(write=False)
@@ -224,8 +301,10 @@ def attribute(
         params=checked_params,
         seed=seed,
     )
+    grid_shape = None
     if adapter is not None:
         encoding = adapter.encode([request.image], query)
+        grid_shape = tuple(encoding.grid)
         target_info = Target(
             text=answer, policy=policy, mode=mode,
             token_ids=tuple(int(i) for i in encoding.target_ids), tokens=encoding.target_tokens,
@@ -234,12 +313,29 @@ def attribute(
     else:
         target_info = Target(text=answer, policy=policy, mode=mode)
     start = time.perf_counter()
-    out = method_cls().attribute(request)
+    out = _run_method(method_cls, request)
     wall = time.perf_counter() - start
     passes = adapter.counter.as_dict() if adapter is not None and method_cls.uses_model else {}
+    if generated:
+        passes["generate_calls"] = passes.get("generate_calls", 0) + generated
     model_name = model.name if isinstance(model, Adapter) else os.fspath(model)
     return finish_result(
         method_cls, out, request, frame, pixels=pixels, target=target_info,
         model_name=model_name, wall_time_s=wall, passes=passes,
         warnings=(str(loaded.meta["warning"]),) if "warning" in loaded.meta else (),
+        grid_shape=grid_shape if method_cls.uses_model else None,
     )
+
+
+def _run_method(method: type[Method], request: MethodRequest) -> MethodOutput:
+    """Call the method; an unexpected exception names the method and its plugin."""
+    try:
+        return method().attribute(request)
+    except CxrAttribError:
+        raise
+    except Exception as exc:
+        raise MethodFailedError(
+            f"method {method.name!r} (from {_plugin_label(method.name)}) failed: "
+            f"{type(exc).__name__}: {exc}. This is a bug in the method; report it to its authors "
+            "(run with --debug for the traceback)."
+        ) from exc

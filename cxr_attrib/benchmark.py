@@ -12,12 +12,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from .errors import DataError
 from .typing import GreyImage
+
+if TYPE_CHECKING:
+    from .filtering import CounterfactualProvider
 
 __all__ = ["Sample", "Benchmark", "path_under"]
 
@@ -106,7 +109,9 @@ class Sample:
 class Benchmark(ABC):
     """A named, registered source of :class:`Sample` objects.
 
-    Subclasses set ``name`` and ``summary`` and implement :meth:`samples`.
+    Subclasses set ``name`` and ``summary`` and implement :meth:`samples`; a
+    benchmark that can make exact counterfactuals of its own samples (the causal
+    filter's edits) also overrides :meth:`counterfactual_provider`.
     """
 
     name: ClassVar[str]
@@ -116,3 +121,11 @@ class Benchmark(ABC):
     def samples(self, *, split: str | None = None, model: str | None = None) -> Iterator[Sample]:
         """Yield the samples of ``split`` (all splits when None), optionally only
         those verified for ``model`` (a registry key)."""
+
+    def counterfactual_provider(self) -> CounterfactualProvider | None:
+        """The exact counterfactuals this benchmark makes for its samples, or None.
+
+        ``cxr-attrib filter`` uses it when neither ``--counterfactuals`` nor
+        ``--inpaint`` is given. Default: None (edits must come from elsewhere).
+        """
+        return None

@@ -1,7 +1,9 @@
 """The ``cxr-attrib`` command line (click + rich).
 
-Errors the toolkit raises on purpose (:class:`~cxr_attrib.errors.CxrAttribError`)
-are printed as one line, without a traceback, and exit with status 1.
+Errors are printed as one ``Error:`` line, without a traceback, and exit with
+status 1: those the toolkit raises on purpose
+(:class:`~cxr_attrib.errors.CxrAttribError`) as they are, anything else as an
+internal error. ``cxr-attrib --debug ...`` shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -47,72 +49,121 @@ def plain(value: object, style: str = "") -> Text:
 
 
 def _error_line(exc: BaseException) -> Text:
-    """``Error: <message>`` for one toolkit error; works whatever the message holds."""
+    """``Error: <message>`` on one line for any error; works whatever the message holds.
+
+    A toolkit error (:class:`CxrAttribError`) shows its message; anything else is an
+    internal error and says how to see its traceback.
+    """
     try:
-        message = str(exc)
+        message = " ".join(str(exc).split())
     except Exception:  # a broken __str__ must not hide the error itself
         message = f"{type(exc).__name__} (its message cannot be shown)"
+    if not isinstance(exc, CxrAttribError):
+        message = f"internal error: {type(exc).__name__}: {message} (run `cxr-attrib --debug ...` for the traceback)"
     return Text.assemble(("Error:", "bold red"), " ", plain(message))
 
 
+_DEBUG = "cxr_attrib.debug"
+
+
 class _Group(click.Group):
-    """A click group that turns toolkit errors into one clean line."""
+    """A click group that turns every error into one clean line (``--debug``: the traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CxrAttribError as exc:
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if ctx.meta.get(_DEBUG):
+                raise
             err_console.print(_error_line(exc), highlight=False, soft_wrap=True)
             ctx.exit(1)
 
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="cxr-attrib")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """Which part of a chest X-ray did a vision-language model use for its answer?"""
+    ctx.meta[_DEBUG] = debug
 
 
-@cli.command()
-def methods() -> None:
-    """List the registered attribution methods."""
-    from .registry import methods as registered
+def _name_table(title: str, *columns: str) -> Table:
+    """A table whose first column (the names) never wraps or truncates."""
+    table = Table(title=title)
+    table.add_column(columns[0], no_wrap=True, overflow="fold", min_width=max(len(columns[0]), 8))
+    for column in columns[1:]:
+        table.add_column(column, overflow="fold")
+    return table
 
-    table = Table("method", "output", "needs", "defaults", "summary", title="Attribution methods")
-    for name, cls in registered().items():
-        needs = [flag for flag, on in (("gradients", cls.needs_gradients), ("attentions", cls.needs_attentions),
-                                       ("model", cls.uses_model)) if on]
-        defaults = ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items())
-        table.add_row(*map(plain, (name, cls.output, ", ".join(needs) or "-", defaults or "-", cls.summary)))
+
+def _show(rows: list[dict[str, Any]], as_json: bool, table: Table) -> None:
+    """Print ``rows`` as JSON (one list) or as ``table`` (one row per dict, in column order)."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        table.add_row(*(plain(_cell(value)) for value in row.values()))
     console.print(table)
 
 
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_cell(v)}" for k, v in value.items() if v) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "-"
+    return "-" if value in (None, "") else str(value)
+
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
 @cli.command()
-def models() -> None:
+@_JSON
+def methods(as_json: bool) -> None:
+    """List the registered attribution methods."""
+    from .registry import methods as registered
+    from .registry import registered_by
+
+    rows = []
+    for name, cls in registered().items():
+        info = registered_by("methods", name)
+        rows.append({
+            "method": name, "output": cls.output,
+            "needs": [flag for flag, on in (("gradients", cls.needs_gradients), ("attentions", cls.needs_attentions),
+                                            ("model", cls.uses_model)) if on],
+            "defaults": ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()),
+            "plugin": info.name if info else None, "summary": cls.summary,
+        })
+    _show(rows, as_json, _name_table("Attribution methods", "method", "output", "needs", "defaults", "plugin",
+                                     "summary"))
+
+
+@cli.command()
+@_JSON
+def models(as_json: bool) -> None:
     """List the registered model keys (any HF id or local folder also works)."""
     from .registry import model_cards
 
-    table = Table("key", "family", "source", "summary", title="Models")
-    for key, card in model_cards().items():
-        table.add_row(*map(plain, (key, card.family, card.source, card.summary)))
-    console.print(table)
+    rows = [{"key": key, "family": card.family, "source": card.source, "summary": card.summary}
+            for key, card in model_cards().items()]
+    _show(rows, as_json, _name_table("Models", "key", "family", "source", "summary"))
 
 
 @cli.command()
-def plugins() -> None:
+@_JSON
+def plugins(as_json: bool) -> None:
     """List every plugin, its version, what it registered and any error."""
     from .registry import plugin_report
 
-    table = Table("plugin", "distribution", "version", "registered", "status", title="Plugins")
-    failed = False
-    for info in plugin_report():
-        registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items() if names)
-        status = plain(" | ".join(e.reason for e in info.errors) or "ok")
-        status.stylize("red" if info.errors else "green")
-        failed = failed or bool(info.errors)
-        cells = (info.name, info.distribution or "-", info.version or "-", registered or "-")
-        table.add_row(*map(plain, cells), status)
-    console.print(table)
-    if failed:
+    rows = [{"plugin": info.name, "distribution": info.distribution, "version": info.version,
+             "registered": {kind: names for kind, names in info.registered.items() if names},
+             "errors": [e.reason for e in info.errors]} for info in plugin_report()]
+    shown = rows if as_json else [{**row, "errors": " | ".join(row["errors"]) or "ok"} for row in rows]
+    _show(shown, as_json, _name_table("Plugins", "plugin", "distribution", "version", "registered", "status"))
+    if any(row["errors"] for row in rows):
         err_console.print("Some plugins failed to load; the others work. See the status column.")
 
 
@@ -131,7 +182,10 @@ def _parse_param(text: str) -> tuple[str, Any]:
 @cli.command("attribute")
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--question", "-q", required=True, help="Base question, e.g. 'Is there evidence of nodule in the image?'.")
-@click.option("--model", "-m", "model", required=True, help="Registry key, Hugging Face id or local folder.")
+@click.option("--model", "-m", "model", required=True,
+              help="Registry key (see `cxr-attrib models`), Hugging Face id or local folder. `none` runs "
+                   "without a model: only a model-free method (`cxr-attrib methods` shows no 'model' "
+                   "in its needs) with --answer.")
 @click.option("--method", default=None, help="Method name (see `cxr-attrib methods`). Default: the toolkit's default method.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
 @click.option("--target", type=click.Choice(["answer", "response", "turn"]), default="answer", show_default=True,
@@ -176,7 +230,8 @@ def attribute_command(image: Path, question: str, model: str, method: str, mode:
 @click.option("--benchmark", "-b", "benchmark", required=True, help="Registered benchmark whose items are filtered.")
 @click.option("--split", default="direct", show_default=True, help="Benchmark split to read the items from.")
 @click.option("--counterfactuals", "counterfactuals", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of pre-computed edits: <dir>/<dataset>/<index>_edited[_kept[_normal]].png.")
+              help="Folder of pre-computed edits: <dir>/<dataset>/<index>_edited[_kept[_normal]].png. "
+                   "Default: the benchmark's own exact counterfactuals (e.g. phantom).")
 @click.option("--inpaint", is_flag=True, help="Use the approximate in-painting fallback instead of a folder.")
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default="direct", show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -192,6 +247,7 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
 
     Each distinct (dataset, index) item of the split is asked once on the original and on
     its three counterfactuals; every item gets a record, with kept=true for survivors.
+    The edits come from --counterfactuals DIR, --inpaint, or else the benchmark itself.
     """
     from collections import Counter
     from itertools import islice
@@ -204,14 +260,19 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     from .models import load_adapter
     from .registry import get_benchmark
 
-    if (counterfactuals is None) == (not inpaint):
-        raise click.UsageError("pass exactly one of --counterfactuals DIR and --inpaint")
+    if counterfactuals is not None and inpaint:
+        raise click.UsageError("pass at most one of --counterfactuals DIR and --inpaint")
+    source = get_benchmark(benchmark)
+    provider = InpaintProvider() if inpaint else FolderProvider(counterfactuals) if counterfactuals else None
+    provider = provider or source.counterfactual_provider()
+    if provider is None:
+        raise click.UsageError(f"benchmark {benchmark!r} makes no counterfactuals of its own; "
+                               "pass --counterfactuals DIR or --inpaint")
     protected = [counterfactuals] if counterfactuals is not None else []
     check_records_path(out, protected=protected)
-    provider = InpaintProvider() if inpaint else FolderProvider(counterfactuals)
     seen: set[tuple[str, int]] = set()
     items = []
-    for sample in get_benchmark(benchmark).samples(split=split):
+    for sample in source.samples(split=split):
         if (sample.dataset, sample.index) not in seen:
             seen.add((sample.dataset, sample.index))
             items.append(sample)
@@ -237,9 +298,13 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     flag = " (approximate counterfactuals)" if any(r.approximate for r in records) else ""
     console.print(plain(f"kept {sum(kept.values())} of {len(records)} items{flag}; wrote {out}"))
 
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cxr-attrib`` console script."""
     from .registry import add_plugin_commands
 
-    add_plugin_commands(cli)
+    try:
+        add_plugin_commands(cli)
+    except CxrAttribError:
+        pass  # e.g. a bad CXR_ATTRIB_LOAD_PLUGINS: every command that needs plugins reports it
     cli.main(args=argv, prog_name="cxr-attrib")

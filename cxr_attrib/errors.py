@@ -15,8 +15,13 @@ __all__ = [
     "UnknownMethodError",
     "UnknownModelError",
     "UnknownBenchmarkError",
+    "UnknownFamilyError",
     "DuplicateNameError",
     "PluginError",
+    "PluginSelectionError",
+    "MethodFailedError",
+    "InputError",
+    "LoadOptionsError",
     "MethodContractError",
     "MethodParameterError",
     "ImageLoadError",
@@ -41,6 +46,7 @@ class UnknownNameError(CxrAttribError, LookupError):
     """
 
     kind = "name"
+    plural = ""
 
     def __init__(self, name: str, choices: Iterable[str]) -> None:
         self.name = name
@@ -52,7 +58,8 @@ class UnknownNameError(CxrAttribError, LookupError):
             else ""
         )
         listed = ", ".join(self.choices) if self.choices else "(none registered)"
-        super().__init__(f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {listed}.")
+        plural = self.plural or f"{self.kind}s"
+        super().__init__(f"unknown {self.kind} {name!r}.{hint} Registered {plural}: {listed}.")
 
 
 class UnknownMethodError(UnknownNameError):
@@ -73,6 +80,13 @@ class UnknownModelError(UnknownNameError):
             + " A model may also be a Hugging Face id or a local checkpoint folder"
             " whose config.json names a supported model_type.",
         )
+
+
+class UnknownFamilyError(UnknownNameError, ValueError):
+    """A model family without a registered tiny-model recipe."""
+
+    kind = "tiny model family"
+    plural = "tiny model families"
 
 
 class UnknownBenchmarkError(UnknownNameError):
@@ -102,11 +116,23 @@ class PluginError(CxrAttribError):
         super().__init__(f"plugin {plugin!r}{where}: {reason}")
 
 
+class PluginSelectionError(CxrAttribError):
+    """``CXR_ATTRIB_LOAD_PLUGINS`` names plugins that are not installed."""
+
+
+class MethodFailedError(CxrAttribError):
+    """A method raised inside ``attribute``; names the method and the plugin that ships it."""
+
+
+class InputError(CxrAttribError, ValueError):
+    """A caller argument (seed, question, answer...) that cannot be used; names it and the valid values."""
+
+
 class MethodContractError(CxrAttribError):
     """A method returned something the contract forbids (wrong shape, NaN, ...)."""
 
 
-class MethodParameterError(CxrAttribError, TypeError):
+class MethodParameterError(CxrAttribError, TypeError, ValueError):
     """A hyper-parameter a method does not declare, or a value it cannot use."""
 
 
@@ -116,6 +142,10 @@ class ImageLoadError(CxrAttribError, ValueError):
 
 class ModelLoadError(CxrAttribError):
     """A model that cannot be loaded (weights missing offline, unsupported config...)."""
+
+
+class LoadOptionsError(ModelLoadError, ValueError):
+    """A :class:`~cxr_attrib.adapter.LoadOptions` field with an unusable value."""
 
 
 class DataError(CxrAttribError, ValueError):

@@ -1,4 +1,4 @@
-"""The causal filter (SPEC 8.2): keep a sample only if its box really drives the answer.
+"""The causal filter (see docs/benchmark-protocol.md): keep a sample only if its box really drives the answer.
 
 A sample is kept iff the model answers "yes" on the original image, "no" once the
 finding is removed inside its box, and still "yes" on two edits made only outside the

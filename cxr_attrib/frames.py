@@ -1,4 +1,4 @@
-"""The input and working frames and the transforms between them (SPEC 3.4).
+"""The input and working frames and the transforms between them (see docs/user-guide.md).
 
 The *input* frame is the user's ``(H, W)`` image. The *working* frame is a square of
 side ``S`` (default 224): the image scaled so that its long side is ``S``, aspect

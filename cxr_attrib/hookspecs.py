@@ -54,6 +54,16 @@ def register_benchmarks(register: Register) -> None:
 
 
 @hookspec
+def register_tiny_models(register: Register) -> None:
+    """Register tiny-model recipes: how a family builds tiny random models for tests.
+
+    :param register: call ``register(recipe, name=None)`` with a
+        :class:`cxr_attrib.tiny_recipe.TinyModelRecipe`; the name defaults to its
+        ``family``.
+    """
+
+
+@hookspec
 def register_commands(cli: "click.Group") -> None:
     """Add sub-commands to the ``cxr-attrib`` command line.
 

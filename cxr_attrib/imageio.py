@@ -282,6 +282,11 @@ def _load_encoded(stream: BinaryIO, name: str, limit: int) -> LoadedImage:
 
 def _load_pil(image: Image.Image, name: str, fmt: str, limit: int) -> LoadedImage:
     """Check the size, decode (Pillow is lazy) and convert a PIL image to grey."""
+    if image.width < 1 or image.height < 1:
+        raise ImageLoadError(
+            f"{name}: the image is {image.width} x {image.height} pixels (width x height); "
+            "expected at least 1 x 1"
+        )
     _check_size(name, image.width, image.height, limit)
     try:
         image.load()

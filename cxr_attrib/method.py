@@ -3,7 +3,9 @@
 A method is a subclass of :class:`Method` that declares what it is (``name``,
 ``summary``, ``reference``), what it needs (``needs_gradients``,
 ``needs_attentions``, ``uses_model``), what it returns (``output``) and its
-hyper-parameters (``defaults``). The core calls :meth:`Method.attribute` with a
+hyper-parameters (``defaults``, with their declared types and ranges in
+``param_types``). The core validates the caller's parameters with
+:meth:`Method.check_params` before any model is loaded, then calls :meth:`Method.attribute` with a
 :class:`MethodRequest` whose image is already in the **working frame** and gets a
 :class:`MethodOutput` back, still in the working frame. Frames, normalisation,
 validation and the public result are the core's job, never the method's.
@@ -26,6 +28,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
@@ -33,11 +36,104 @@ import numpy as np
 import torch
 
 from .adapter import Adapter, Query
+from .errors import MethodParameterError
 from .typing import Heatmap, TokenGrid, WorkingImage
 
-__all__ = ["Method", "MethodRequest", "MethodOutput", "ConceptScore", "OutputKind"]
+__all__ = ["Method", "MethodRequest", "MethodOutput", "ConceptScore", "OutputKind", "Param"]
 
 OutputKind = Literal["heatmap", "boxes", "concepts"]
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """The declared type and range of one method hyper-parameter.
+
+    ``bool`` is never accepted as a number, and ``int`` only takes integers (``2.9``
+    is refused, never truncated); ``float`` takes integers and floats and returns a
+    float.
+
+    Attributes:
+        kind (type): ``int``, ``float``, ``str`` or ``bool``.
+        low (float | None): smallest allowed value (inclusive). Default: no bound.
+        high (float | str | None): largest allowed value (inclusive); the string
+            ``"size"`` means the working-frame side S. Default: no bound.
+        low_open (bool): ``low`` itself is excluded. Default: False.
+        choices (tuple | None): the only allowed values. Default: any.
+        doc (str): one line on what the parameter does.
+
+    Example::
+
+        >>> Param(int, low=1, high="size").check("occlusion", "tiles", 4, size=224)
+        4
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | str | None = None
+    low_open: bool = False
+    choices: tuple[Any, ...] | None = None
+    doc: str = ""
+
+    def describe(self, size: int | None = None) -> str:
+        """The valid values in words, e.g. ``"an integer in [1, 224]"``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(repr, self.choices))
+        high = size if self.high == "size" else self.high
+        text = _KIND_NAMES.get(self.kind, self.kind.__name__)
+        if self.low is None and high is None:
+            return text
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        upper = "inf" if high is None else (f"{high:g}" if isinstance(high, Real) else f"{high}")
+        return f"{text} in {'(' if self.low_open else '['}{low}, {upper}]"
+
+    def check(self, method: str, name: str, value: Any, *, size: int | None = None) -> Any:
+        """``value`` converted to the declared kind, or a clear error.
+
+        Args:
+            method (str): the method name (for the message).
+            name (str): the parameter name.
+            value: the caller's value.
+            size (int | None): working-frame side S for ``high="size"``; None skips
+                that bound.
+
+        Returns:
+            The value (an int accepted for a ``float`` parameter becomes a float).
+
+        Raises:
+            MethodParameterError: wrong type or out of range; names the method, the
+                parameter, the value and the valid values.
+        """
+        given = value
+
+        def fail() -> MethodParameterError:
+            return MethodParameterError(
+                f"method {method!r} parameter {name!r} = {given!r} is invalid; expected "
+                f"{self.describe(size)}"
+            )
+
+        if self.kind is bool:
+            ok = isinstance(value, bool)
+        elif self.kind is int:
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        elif self.kind is float:
+            ok = isinstance(value, Real) and not isinstance(value, bool) and bool(np.isfinite(value))
+        else:
+            ok = isinstance(value, self.kind)
+        if not ok:
+            raise fail()
+        if self.kind in (int, float):
+            value = self.kind(value)
+        if self.choices is not None and value not in self.choices:
+            raise fail()
+        if self.kind in (int, float):
+            high = size if self.high == "size" else self.high
+            below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+            if below or (isinstance(high, Real) and value > high):
+                raise fail()
+        return value
 
 
 @dataclass(frozen=True)
@@ -131,6 +227,10 @@ class Method(ABC):
         uses_model (bool): False for priors that never look at the model. Default: True.
         defaults (Mapping[str, Any]): hyper-parameters and their default values; the
             only keys a caller may pass.
+        param_types (Mapping[str, Param]): the declared type and range of each key
+            of ``defaults`` (the registry refuses a method whose defaults do not
+            pass their own declaration). A key without a declaration accepts any
+            value. Default: none.
     """
 
     name: ClassVar[str]
@@ -141,6 +241,35 @@ class Method(ABC):
     needs_attentions: ClassVar[bool] = False
     uses_model: ClassVar[bool] = True
     defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    param_types: ClassVar[Mapping[str, Param]] = MappingProxyType({})
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any], *, size: int | None = None) -> dict[str, Any]:
+        """The caller's parameters merged over ``defaults``, each checked.
+
+        Called by the core before any model is loaded. Override it (calling
+        ``super().check_params``) to add checks across parameters.
+
+        Args:
+            params: the caller's hyper-parameters.
+            size (int | None): the working-frame side S (for ``Param(high="size")``).
+
+        Returns:
+            dict: every hyper-parameter, defaults included, converted to its kind.
+
+        Raises:
+            MethodParameterError: an undeclared key, a wrong type or a value out of range.
+        """
+        unknown = sorted(set(params) - set(cls.defaults))
+        if unknown:
+            valid = ", ".join(sorted(cls.defaults)) or "(none)"
+            raise MethodParameterError(
+                f"method {cls.name!r} has no parameter(s) {', '.join(map(repr, unknown))}; valid: {valid}"
+            )
+        merged = {**cls.defaults, **params}
+        for key, spec in cls.param_types.items():
+            merged[key] = spec.check(cls.name, key, merged[key], size=size)
+        return merged
 
     @abstractmethod
     def attribute(self, request: MethodRequest) -> MethodOutput:

@@ -29,15 +29,18 @@ def load_adapter(reference: str | os.PathLike | Adapter, options: LoadOptions | 
 
     Returns:
         The adapter; the same object for the same reference and options within a
-        process (one model load per process).
+        process (one model load per process). Options are compared after
+        :meth:`LoadOptions.resolved`, so ``dtype="auto"`` on the CPU and
+        ``dtype="float32"`` share one entry.
 
     Raises:
         UnknownModelError: nothing resolves the reference (lists the registry keys).
         ModelLoadError: the model was recognised but could not be loaded.
+        LoadOptionsError: options that cannot be honoured here (CUDA absent).
     """
     if isinstance(reference, Adapter):
         return reference
-    options = options or LoadOptions()
+    options = (options or LoadOptions()).resolved()
     ref = os.fspath(reference)
     key = (ref, options)
     if key in _cache:

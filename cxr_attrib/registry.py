@@ -29,13 +29,17 @@ from . import hookspecs
 from .adapter import ModelCard
 from .benchmark import Benchmark
 from .errors import (
+    CxrAttribError,
     DuplicateNameError,
     PluginError,
+    PluginSelectionError,
     UnknownBenchmarkError,
+    UnknownFamilyError,
     UnknownMethodError,
     UnknownNameError,
 )
 from .method import Method
+from .tiny_recipe import TinyModelRecipe
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -45,12 +49,15 @@ __all__ = [
     "register_plugin",
     "unregister_plugin",
     "plugin_report",
+    "registered_by",
     "add_plugin_commands",
     "methods",
     "get_method",
     "model_cards",
     "benchmarks",
     "get_benchmark",
+    "tiny_model_recipes",
+    "get_tiny_model_recipe",
 ]
 
 ENTRY_POINT_GROUP = "cxr_attrib"
@@ -94,6 +101,13 @@ def _check_method(obj: Any) -> str | None:
         return f"method {obj.name!r} declares output={obj.output!r}; expected one of {_OUTPUT_KINDS}"
     if not isinstance(obj.defaults, Mapping):
         return f"method {obj.name!r} has defaults of type {type(obj.defaults).__name__}; expected a mapping"
+    undeclared = sorted(set(obj.param_types) - set(obj.defaults))
+    if undeclared:
+        return f"method {obj.name!r} declares param_types {undeclared} that are not in its defaults"
+    try:
+        obj.check_params({})
+    except CxrAttribError as exc:
+        return f"method {obj.name!r} has defaults that fail its own param_types: {exc}"
     if getattr(obj, "__abstractmethods__", None):
         return f"method {obj.name!r} does not implement {sorted(obj.__abstractmethods__)}"
     return None
@@ -105,6 +119,10 @@ def _check_card(obj: Any) -> str | None:
 
 def _check_benchmark(obj: Any) -> str | None:
     return None if isinstance(obj, Benchmark) else f"{obj!r} is not a cxr_attrib.benchmark.Benchmark"
+
+
+def _check_recipe(obj: Any) -> str | None:
+    return None if isinstance(obj, TinyModelRecipe) else f"{obj!r} is not a cxr_attrib.tiny_recipe.TinyModelRecipe"
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,8 @@ _KINDS = {
     "methods": _Kind("register_methods", "method", _check_method, lambda obj: getattr(obj, "name", "")),
     "models": _Kind("register_adapters", "model", _check_card, lambda obj: getattr(obj, "key", "")),
     "benchmarks": _Kind("register_benchmarks", "benchmark", _check_benchmark, lambda obj: getattr(obj, "name", "")),
+    "tiny_models": _Kind("register_tiny_models", "tiny-model recipe", _check_recipe,
+                         lambda obj: getattr(obj, "family", "")),
 }
 
 
@@ -138,14 +158,26 @@ class _State:
         self.infos: dict[str, PluginInfo] = {}
         self.entry_points_loaded = False
         self.collected: dict[str, dict[str, Any]] | None = None
+        self.owners: dict[tuple[str, str], str] = {}
 
     def load_entry_points(self, blocked: Iterable[str]) -> None:
         allow = _env_list("CXR_ATTRIB_LOAD_PLUGINS")
         block = set(_env_list("CXR_ATTRIB_BLOCK_PLUGINS") or ()) | set(blocked)
+        found = []
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
-            names = {ep.name, dist_name} - {None}
+            found.append((ep, dist, dist_name, {ep.name, dist_name} - {None}))
+        if allow:
+            known = set().union(*(names for *_, names in found))
+            unmatched = [name for name in allow if name not in known]
+            if unmatched:
+                raise PluginSelectionError(
+                    f"CXR_ATTRIB_LOAD_PLUGINS names {', '.join(map(repr, unmatched))}, which match no "
+                    f"installed plugin or distribution; installed: {', '.join(sorted(known)) or '(none)'}. "
+                    "Fix the names or unset the variable."
+                )
+        for ep, dist, dist_name, names in found:
             if (allow is not None and not names & set(allow)) or names & block:
                 continue
             if ep.name in self.infos:
@@ -210,6 +242,7 @@ class _State:
                     owners[(kind, key)] = info.name
                 info.registered[kind] = sorted(staged)
         self.collected = collected
+        self.owners = owners
         return collected
 
 
@@ -229,8 +262,8 @@ def load_plugins(*, entry_points: bool = True, blocked: Iterable[str] = ()) -> p
         The process-wide pluggy plugin manager.
     """
     if entry_points and not _state.entry_points_loaded:
-        _state.entry_points_loaded = True
         _state.load_entry_points(blocked)
+        _state.entry_points_loaded = True
     return _state.pm
 
 
@@ -283,6 +316,19 @@ def plugin_report() -> list[PluginInfo]:
     return sorted(_state.infos.values(), key=lambda info: info.name)
 
 
+def registered_by(kind: str, name: str) -> PluginInfo | None:
+    """The plugin that registered ``name`` as a ``kind`` ("methods", "models", "benchmarks").
+
+    Returns:
+        PluginInfo | None: its name, distribution and version; None when nothing
+        registered that name.
+    """
+    load_plugins()
+    _state.collect()
+    owner = _state.owners.get((kind, name))
+    return None if owner is None else _state.infos.get(owner)
+
+
 def _registry(kind: str) -> Mapping[str, Any]:
     load_plugins()
     return MappingProxyType(dict(sorted(_state.collect()[kind].items())))
@@ -326,3 +372,17 @@ def get_benchmark(name: str) -> Benchmark:
         UnknownBenchmarkError: listing the registered names and the closest matches.
     """
     return _lookup("benchmarks", name, UnknownBenchmarkError)
+
+
+def tiny_model_recipes() -> Mapping[str, TinyModelRecipe]:
+    """Registered tiny-model recipes by family (sorted)."""
+    return _registry("tiny_models")
+
+
+def get_tiny_model_recipe(family: str) -> TinyModelRecipe:
+    """The tiny-model recipe of ``family``.
+
+    Raises:
+        UnknownFamilyError: listing the families that have one.
+    """
+    return _lookup("tiny_models", family, UnknownFamilyError)

@@ -20,18 +20,20 @@ Example::
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import math
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import CxrAttribError
+from .errors import CxrAttribError, DataError
 from .typing import GreyImage, Heatmap, TokenGrid
 
 __all__ = ["Attribution", "Box", "Concept", "Target", "TokenScore", "Meta"]
@@ -97,8 +99,23 @@ def _decode_array(obj: Mapping[str, Any] | None, name: str = "array") -> np.ndar
     return np.frombuffer(raw, dtype=np.dtype("<" + dtype)).reshape(shape).astype(dtype)
 
 
+@contextmanager
+def _field(source: str, name: str) -> Iterator[None]:
+    """Turn any problem while reading field ``name`` of ``source`` into one DataError."""
+    try:
+        yield
+    except KeyError as exc:
+        raise DataError(f"{source}: field {name!r} is missing key {exc.args[0]!r}") from exc
+    except (CxrAttribError, TypeError, ValueError, AttributeError, zlib.error, binascii.Error) as exc:
+        raise DataError(f"{source}: field {name!r} is malformed ({type(exc).__name__}: {exc})") from exc
+
+
 def _boxes(boxes: Any) -> tuple[Box, ...]:
-    return tuple(tuple(float(v) for v in box) for box in boxes)  # type: ignore[misc]
+    out = tuple(tuple(float(v) for v in box) for box in boxes)
+    for box in out:
+        if len(box) != 4:
+            raise ValueError(f"box {list(box)} has {len(box)} values; expected 4 (x1, y1, x2, y2)")
+    return out  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -291,48 +308,65 @@ class Attribution:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Attribution:
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "result") -> Attribution:
         """Rebuild a result from :meth:`to_dict` output.
 
+        Args:
+            data: the dict.
+            source: where it came from, for messages (e.g. the file name).
+
         Raises:
-            CxrAttribError: unknown ``schema_version``.
+            DataError: not an object, an unknown ``schema_version``, or a missing or
+                malformed field (the message names ``source`` and the field).
         """
+        if not isinstance(data, Mapping):
+            raise DataError(f"{source}: expected a JSON object (an attribution result), got {type(data).__name__}")
         version = data.get("schema_version")
         if version != cls.schema_version:
-            raise CxrAttribError(
-                f"attribution schema_version {version!r} is not supported; expected {cls.schema_version}"
+            raise DataError(
+                f"{source}: attribution schema_version {version!r} is not supported; expected {cls.schema_version}"
             )
-        target = data["target"]
-        meta = dict(data["meta"])
-        meta["image_size"] = tuple(meta["image_size"])
-        return cls(
-            answer=data["answer"],
-            target=Target(
-                text=target["text"],
-                policy=target["policy"],
-                mode=target["mode"],
-                token_ids=tuple(target["token_ids"]),
-                tokens=tuple(target["tokens"]),
+        values: dict[str, Any] = {}
+        readers = {
+            "answer": lambda raw: _checked(raw, str),
+            "target": lambda raw: Target(
+                text=_checked(raw["text"], str), policy=_checked(raw["policy"], str), mode=_checked(raw["mode"], str),
+                token_ids=tuple(int(i) for i in raw["token_ids"]), tokens=tuple(_checked(t, str) for t in raw["tokens"]),
             ),
-            meta=Meta(**meta),
-            heatmap=_decode_array(data["heatmap"], "heatmap"),
-            grid=_decode_array(data["grid"], "grid"),
-            boxes=_boxes(data["boxes"]),
-            concepts={
-                c["name"]: Concept(c["name"], float(c["score"]), _boxes(c["boxes"])) for c in data["concepts"]
+            "meta": lambda raw: Meta(**{**raw, "image_size": tuple(raw["image_size"])}),
+            "heatmap": lambda raw: _decode_array(raw, "heatmap"),
+            "grid": lambda raw: _decode_array(raw, "grid"),
+            "boxes": _boxes,
+            "concepts": lambda raw: {
+                c["name"]: Concept(_checked(c["name"], str), float(c["score"]), _boxes(c["boxes"])) for c in raw
             },
-            tokens=tuple(TokenScore(t["token"], int(t["token_id"]), float(t["score"])) for t in data["tokens"]),
-            image=_decode_array(data["image"], "image"),
-        )
+            "tokens": lambda raw: tuple(
+                TokenScore(_checked(t["token"], str), int(t["token_id"]), float(t["score"])) for t in raw
+            ),
+            "image": lambda raw: _decode_array(raw, "image"),
+        }
+        for name, read in readers.items():
+            with _field(source, name):
+                values[name] = read(data[name])
+        with _field(source, "heatmap"):
+            return cls(**values)
 
     def to_json(self) -> str:
         """The result as a JSON string (non-finite floats are written as null)."""
         return json.dumps(_finite(self.to_dict()), allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str) -> Attribution:
-        """Inverse of :meth:`to_json`."""
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, *, source: str = "result JSON") -> Attribution:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            DataError: not JSON, or a missing or malformed field (names ``source``).
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{source} is not valid JSON ({exc})") from exc
+        return cls.from_dict(data, source=source)
 
     def save(self, path: str | os.PathLike, *more: str | os.PathLike, overwrite: bool = True) -> list[str]:
         """Write ``.json`` (the whole result) and / or ``.png`` (an overlay) files.
@@ -367,9 +401,18 @@ class Attribution:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Attribution:
-        """Read a result written by :meth:`save` (``.json``)."""
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_json(handle.read())
+        """Read a result written by :meth:`save` (``.json``).
+
+        Raises:
+            DataError: unreadable, not UTF-8 JSON, or a missing or malformed field
+                (names the file and the field).
+        """
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read result file {os.fspath(path)!r}: {exc}") from exc
+        return cls.from_json(text, source=repr(os.fspath(path)))
 
     # -- rendering -----------------------------------------------------------------
     def render(self):  # -> PIL.Image.Image
@@ -408,6 +451,12 @@ class Attribution:
         if self.image is not None:
             original = np.repeat(self.image[..., None].astype(np.float32) / 255.0, 3, axis=2)
         return self.heatmap[..., None].astype(np.float32), original
+
+
+def _checked(value: Any, kind: type) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
 
 
 def _finite(value: Any) -> Any:

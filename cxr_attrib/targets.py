@@ -1,4 +1,4 @@
-"""Text side of the explained target (SPEC 3.5): prompts, span policies, yes/no verdicts.
+"""Text side of the explained target (see docs/user-guide.md): prompts, span policies, yes/no verdicts.
 
 The scalar every method explains is the teacher-forced log-probability of target
 tokens of the model's answer. This module owns the text rules that pick them:
@@ -67,13 +67,14 @@ __all__ = [
     "parse_yes_no",
     "validate_mode",
     "validate_span_policy",
+    "validate_text",
 ]
 
 Mode = Literal["direct", "reasoning"]
 """Prompt mode: ``"direct"`` asks for a bare yes/no, ``"reasoning"`` for steps first."""
 
 SpanPolicy = Literal["answer", "response", "turn"]
-"""Which response tokens form the target (SPEC 3.5): the yes/no answer word, every
+"""Which response tokens form the target (see docs/user-guide.md): the yes/no answer word, every
 generated token (template end-of-turn tokens excluded) or the whole assistant turn."""
 
 Verdict = Literal["yes", "no", "unparseable"]
@@ -116,7 +117,7 @@ def validate_mode(name: object) -> Mode:
 
 
 def validate_span_policy(name: object) -> SpanPolicy:
-    """Check a target span policy name (SPEC 3.5).
+    """Check a target span policy name (see docs/user-guide.md).
 
     Args:
         name (object): the policy asked for, e.g. from a CLI option.
@@ -136,10 +137,45 @@ def validate_span_policy(name: object) -> SpanPolicy:
     return policy  # type: ignore[return-value]
 
 
+def validate_text(text: object, what: str) -> str:
+    """Check that ``text`` is a str that encodes as UTF-8.
+
+    Bytes that are not UTF-8 reach Python as lone surrogates (``sys.argv``, files
+    read with ``surrogateescape``); a tokenizer would fail on them deep in a model
+    pass, so they are refused here, naming the first bad byte and its position.
+
+    Args:
+        text (object): the text to check.
+        what (str): what it is, for the message (e.g. ``"the question"``).
+
+    Returns:
+        str: ``text`` unchanged.
+
+    Raises:
+        TargetError: not a str, or not valid UTF-8.
+
+    Examples::
+
+        >>> validate_text("Is it?", "the question")
+        'Is it?'
+    """
+    if not isinstance(text, str):
+        raise TargetError(f"expected {what} as a str, got {type(text).__name__}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        byte = f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else f"code point U+{ord(bad):04X}"
+        raise TargetError(
+            f"{what} is not valid UTF-8 text ({byte} at character {exc.start}); re-encode it as UTF-8."
+        ) from exc
+    return text
+
+
 def _non_empty(text: object, what: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise TargetError(f"expected {what} as a non-empty str, got {text!r}; pass some text.")
-    return text.strip()
+    return validate_text(text, what).strip()
 
 
 def build_prompt(question: str, mode: Mode = "direct") -> str:
@@ -167,7 +203,7 @@ def build_prompt(question: str, mode: Mode = "direct") -> str:
 
 
 def finding_question(finding: str) -> str:
-    """The base question asked about one finding (SPEC 3.5).
+    """The base question asked about one finding (see docs/user-guide.md).
 
     Args:
         finding (str): the finding as it should read in the sentence, e.g.

@@ -1,10 +1,10 @@
-"""The embedded phantom models on held-out seeds (SPEC 8.3; end to end, slow).
+"""The embedded phantom models on held-out seeds (see docs/phantom.md; end to end, slow).
 
 Every figure is measured through the public surface (adapter scoring and greedy
 generation, ``causal_filter`` with the phantom's exact counterfactuals, ``attribute``
 with occlusion) on seeds >= 10,000,000, which training never draws.
 
-The thresholds are the phantom-suite issue's targets: direct accuracy >= 90% overall
+The thresholds are the embedded models' targets (docs/phantom.md): direct accuracy >= 90% overall
 and >= 80% for every finding, specificity on normal phantoms (an always-"yes" model
 fails), reasoning answers that parse (>= 95%) and are right (>= 85%), causal-filter
 retention >= 60% overall and >= 30% for every finding, and occlusion's peak inside the

@@ -274,8 +274,11 @@ def test_cli_filter_writes_records_and_counts(registered_plugin, tmp_path: Path)
         limited = runner.invoke(cli, ["filter", "-m", "fake_region", "-b", "stub_filter", "--inpaint",
                                       "--limit", "1", "--out", str(out)])
         assert limited.exit_code == 0 and len(json.loads(out.read_text())) == 1
-        both = runner.invoke(cli, ["filter", "-m", "fake_region", "-b", "stub_filter", "--out", str(out)])
-        assert both.exit_code == 2 and "exactly one of --counterfactuals" in both.output
+        neither = runner.invoke(cli, ["filter", "-m", "fake_region", "-b", "stub_filter", "--out", str(out)])
+        assert neither.exit_code == 2 and "makes no counterfactuals of its own" in neither.output
+        both = runner.invoke(cli, ["filter", "-m", "fake_region", "-b", "stub_filter", "--inpaint",
+                                   "--counterfactuals", str(tmp_path), "--out", str(out)])
+        assert both.exit_code == 2 and "at most one of --counterfactuals DIR and --inpaint" in both.output
         missing = runner.invoke(cli, ["filter", "-m", "fake_region", "-b", "stub_filter", "--counterfactuals",
                                       str(tmp_path), "--out", str(tmp_path.parent / "r.json")])
         assert missing.exit_code == 1 and "missing counterfactual" in missing.output

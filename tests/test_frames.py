@@ -1,4 +1,4 @@
-"""Input <-> working frame transforms: hand-computed cases and properties (SPEC 3.4)."""
+"""Input <-> working frame transforms: hand-computed cases and properties (see docs/user-guide.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MedGround-Bench loaders (SPEC 8.1): joins checked against hand-computed values on
+"""MedGround-Bench loaders (see docs/benchmark-protocol.md): joins checked against hand-computed values on
 tiny fixtures written in each dataset's own format, error messages, and the released
 split's exact counts."""
 

@@ -13,7 +13,7 @@ from cxr_attrib import hookimpl, registry
 from cxr_attrib.adapter import ModelCard
 from cxr_attrib.benchmark import Benchmark, Sample
 from cxr_attrib.cli import cli
-from cxr_attrib.errors import UnknownMethodError, UnknownModelError
+from cxr_attrib.errors import ModelLoadError, UnknownMethodError, UnknownModelError
 from cxr_attrib.method import Method, MethodOutput
 from cxr_attrib.models import clear_adapter_cache, load_adapter
 
@@ -106,7 +106,9 @@ def test_hook_resolve_adapter(registered_plugin):
     registered_plugin(_plugin("resolve_adapter", lambda reference, options: "RESOLVED" if reference == "my/model" else None))
     clear_adapter_cache()
     assert load_adapter("my/model") == "RESOLVED"
-    with pytest.raises(UnknownModelError, match="unknown model 'no/such-model'"):
+    with pytest.raises(UnknownModelError, match="unknown model 'no-such-model'"):
+        load_adapter("no-such-model")
+    with pytest.raises(ModelLoadError, match="'no/such-model' .a Hugging Face id.: its files are not available locally"):
         load_adapter("no/such-model")
     clear_adapter_cache()
 

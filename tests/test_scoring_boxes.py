@@ -90,7 +90,7 @@ def test_blob_touching_the_border_reaches_the_image_size():
     [
         np.zeros((7, 9)),
         np.full((7, 9), 3.5),
-        -np.arange(63.0).reshape(7, 9),  # non-constant but all non-positive
+        -np.arange(63.0).reshape(7, 9),  # top decile: 7 px of row 0, under 16 px
         _dots(),
     ],
     ids=["zeros", "constant", "non_positive", "dots"],
@@ -100,11 +100,14 @@ def test_maps_that_localise_nothing_give_the_whole_image(heatmap):
     assert heatmap_to_boxes(heatmap).tolist() == whole_image_box(7, 9).tolist()
 
 
-def test_negative_scores_count_as_no_evidence():
+def test_signed_maps_are_thresholded_by_order_only():
     h = np.zeros((12, 12))
-    h[0:6, 0:6] = -5.0  # strongly negative region
+    h[0:6, 0:6] = -5.0  # strongly negative region: the minimum
     h[8:12, 6:10] = 1.0
-    assert heatmap_to_boxes(h, quantile=0.0).tolist() == [[6.0, 8.0, 10.0, 12.0]]
+    # Above the minimum: 92 zeros then 16 ones; position ceil(0.9 * 107) = 97 is a one.
+    assert heatmap_to_boxes(h).tolist() == [[6.0, 8.0, 10.0, 12.0]]
+    # quantile 0 keeps everything above the minimum: one component around the zeros and ones.
+    assert heatmap_to_boxes(h, quantile=0.0).tolist() == [[0.0, 0.0, 12.0, 12.0]]
 
 
 def test_max_boxes_keeps_the_hottest():
@@ -173,7 +176,7 @@ def test_boxes_are_valid_ranked_and_scale_invariant(h, min_px, max_boxes, q):
 
 def _reference_boxes(h: np.ndarray, quantile: float, min_px: int, max_boxes: int) -> list:
     """The protocol written plainly: min-max, np.quantile, label, find_objects."""
-    c = np.maximum(h.astype(np.float64), 0.0)
+    c = h.astype(np.float64)
     if c.max() == c.min():
         return [[0.0, 0.0, float(h.shape[1]), float(h.shape[0])]]
     n = (c - c.min()) / (c.max() - c.min())
@@ -212,3 +215,57 @@ def test_threshold_search_is_exact_even_when_the_sample_misleads(stride_trap):
     above = np.sort(values[values > 0.1])
     for k in (0, 1, above.size // 2, int(0.9 * above.size), above.size - 1):
         assert _kth_above(values, np.float32(0.1), above.size, k) == above[k]
+
+
+# -- content only: padding, constants and positive scales never change the boxes ----------------
+
+_maps = arrays(np.float64, st.tuples(st.integers(6, 24), st.integers(6, 24)),
+               elements=st.floats(-4.0, 4.0, allow_nan=False, width=32))
+
+
+@settings(max_examples=60)
+@given(_maps, st.floats(-100.0, 100.0, allow_nan=False), st.floats(0.1, 50.0))
+def test_adding_a_constant_or_scaling_never_changes_the_boxes(h, shift, scale):
+    expected = heatmap_to_boxes(h, min_component_px=4).tolist()
+    # Exact arithmetic keeps the order: shifts and scales by powers of two are exact in float64.
+    exact_shift, exact_scale = float(np.round(shift)), float(2.0 ** np.round(np.log2(scale)))
+    assert heatmap_to_boxes(h + exact_shift, min_component_px=4).tolist() == expected
+    assert heatmap_to_boxes(h * exact_scale, min_component_px=4).tolist() == expected
+
+
+@settings(max_examples=60)
+@given(_maps, st.integers(1, 5), st.integers(1, 5), st.floats(-1e3, 1e3, allow_nan=False))
+def test_values_outside_the_mask_never_change_the_boxes(h, pad_top, pad_left, pad_value):
+    """Boxes of a map pasted into padding (any value) are the map's own, shifted."""
+    height, width = h.shape
+    padded = np.full((height + 2 * pad_top, width + 2 * pad_left), pad_value)
+    padded[pad_top:pad_top + height, pad_left:pad_left + width] = h
+    mask = np.zeros(padded.shape, dtype=bool)
+    mask[pad_top:pad_top + height, pad_left:pad_left + width] = True
+    own = heatmap_to_boxes(h, min_component_px=4)
+    got = heatmap_to_boxes(padded, min_component_px=4, mask=mask)
+    assert got.tolist() == (own + [pad_left, pad_top, pad_left, pad_top]).tolist()
+
+
+@settings(max_examples=30)
+@given(st.integers(20, 120), st.integers(20, 120), st.integers(0, 2**32 - 1), st.integers(-20, 20))
+def test_non_square_input_boxes_ignore_the_padding_and_constants(height, width, seed, shift):
+    from cxr_attrib.frames import ResizePad
+    from cxr_attrib.scoring.boxes import input_heatmap_boxes
+
+    rng = np.random.default_rng(seed)
+    h = np.zeros((height, width), np.float32)
+    bh, bw = height // 2, width // 2
+    y, x = rng.integers(0, height - bh + 1), rng.integers(0, width - bw + 1)
+    h[y:y + bh, x:x + bw] = 1.0  # one hot blob on a cold, non-square image
+    frame = ResizePad(height, width, 112)
+    boxes = input_heatmap_boxes(h, frame)
+    assert input_heatmap_boxes(h + np.float32(shift), frame).tolist() == boxes.tolist()
+    assert input_heatmap_boxes(h + np.float32(abs(shift) + 5), frame).tolist() == boxes.tolist()
+    x1, y1, x2, y2 = boxes[0]
+    assert len(boxes) == 1 and x - 2 <= x1 < x2 <= x + bw + 2 and y - 2 <= y1 < y2 <= y + bh + 2
+
+
+def test_mask_of_the_wrong_shape_is_refused():
+    with pytest.raises(DataError, match=r"mask must be a bool array of the heatmap's shape \(4, 4\)"):
+        heatmap_to_boxes(np.zeros((4, 4)), mask=np.ones((4, 5), bool))

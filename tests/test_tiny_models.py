@@ -143,3 +143,46 @@ def test_wired_adapter_depends_only_on_its_region(family):
 def test_wired_region_must_align_with_the_token_grid():
     with pytest.raises(ValueError, match="whole token cells"):
         wired_adapter("gemma3", (10, 0, 112, 112))
+
+
+def test_hook_register_tiny_models(registered_plugin, tmp_path):
+    """A family's recipe registered through the hook is what save_tiny_model builds."""
+    import json
+
+    from cxr_attrib import hookimpl
+    from cxr_attrib.errors import UnknownFamilyError
+    from cxr_attrib.testing import tiny_families
+    from cxr_attrib_adapters.qwen2_5_vl_tiny import QwenTinyRecipe
+
+    class Narrow(QwenTinyRecipe):
+        family = "narrow_stub"
+
+        def config_values(self, tokenizer):
+            values = super().config_values(tokenizer)
+            values["text_config"]["intermediate_size"] = 96
+            return values
+
+    with pytest.raises(UnknownFamilyError, match="unknown tiny model family 'narrow_stub'.*gemma3, qwen2_5_vl"):
+        save_tiny_model("narrow_stub", tmp_path / "before")
+    registered_plugin(type("NarrowPlugin", (), {"register_tiny_models": staticmethod(
+        hookimpl(specname="register_tiny_models")(lambda register: register(Narrow())))}))
+    assert "narrow_stub" in tiny_families()
+    config = json.loads((save_tiny_model("narrow_stub", tmp_path / "m") / "config.json").read_text())
+    assert config["model_type"] == "qwen2_5_vl" and config["text_config"]["intermediate_size"] == 96
+
+
+def test_the_core_never_branches_on_a_model_family():
+    """No comparison in cxr_attrib/ against a family name: families live in adapters/."""
+    import ast
+    from pathlib import Path
+
+    import cxr_attrib
+
+    hits = []
+    for path in Path(cxr_attrib.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                names = [c.value for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+                if any(isinstance(v, str) and ("qwen" in v.lower() or "gemma" in v.lower()) for v in names):
+                    hits.append(f"{path.name}:{node.lineno}")
+    assert not hits, hits

@@ -1,4 +1,4 @@
-"""Train the embedded phantom models (SPEC 8.3): deterministic, on the CPU.
+"""Train the embedded phantom models (see docs/phantom.md): deterministic, on the CPU.
 
 A small model of the real ``Qwen2_5_VLForConditionalGeneration`` or
 ``Gemma3ForConditionalGeneration`` class is built with

@@ -12,7 +12,7 @@ module does the rest:
   expanded to one token per image-grid cell, the text is tokenized with character
   offsets, the prompt and answer as plain text (see :mod:`._text`: control tokens
   typed into them are never special tokens), and the target tokens are those whose
-  characters overlap the span chosen by the policy (SPEC 3.5):
+  characters overlap the span chosen by the policy (see docs/user-guide.md):
 
   - ``answer``: the verdict word found by :func:`cxr_attrib.targets.answer_char_span`;
   - ``response``: the response characters (template end-of-turn tokens excluded);
@@ -62,7 +62,14 @@ from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.targets import TargetError, answer_char_span, validate_span_policy
 from cxr_attrib.typing import WorkingImage
 
-from ._loading import ProcessingParts, load_processing, load_step, read_model_type, resolve_device_dtype
+from ._loading import (
+    ProcessingParts,
+    check_hub_access,
+    load_processing,
+    load_step,
+    read_model_type,
+    resolve_device_dtype,
+)
 from ._text import PlainText, encode_conversation, render_chat
 
 __all__ = ["HFAdapter", "area_resize", "grey_to_rgb", "square_side", "token_logprobs"]
@@ -213,6 +220,7 @@ class HFAdapter(Adapter):
 
         name = name or source
         kwargs = {"local_files_only": options.local_files_only}
+        check_hub_access(source, name, options.local_files_only)
         config = load_step(lambda: transformers.AutoConfig.from_pretrained(source, **kwargs), name, source)
         if config.model_type != cls.model_type:
             raise ModelLoadError(

@@ -12,7 +12,7 @@ Pixel packing: ``pixel_values`` are flattened patches, one row of C * T * P * P
 values (channel, temporal copy, patch row, patch column) per patch, rows stored
 merge window by merge window: for each merged token (row-major) its m x m patches
 consecutively. :meth:`QwenVLAdapter.pixels_to_working` undoes exactly that, so left
-and right halves never interleave (SPEC 11.5).
+and right halves never interleave (see docs/user-guide.md).
 """
 
 from __future__ import annotations

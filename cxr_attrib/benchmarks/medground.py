@@ -1,4 +1,4 @@
-"""MedGround-Bench: causally verified CXR-VQA items on user-provided images (SPEC 8.1).
+"""MedGround-Bench: causally verified CXR-VQA items on user-provided images (see docs/benchmark-protocol.md).
 
 A split file lists, per model, the ``(dataset, index)`` items that survived the
 causal filter. The images and boxes are credentialed (PhysioNet, Kaggle), so users
@@ -212,6 +212,8 @@ def load_split(path: str | os.PathLike[str]) -> list[MedGroundRecord]:
         raise DataError(f"cannot read MedGround-Bench split {path}: {error}") from error
     except json.JSONDecodeError as error:
         raise DataError(f"{path} is not valid JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error}); save the split as UTF-8 JSON.") from error
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}.")
     if not data:

@@ -2,27 +2,30 @@
 
 A heatmap is turned into at most ``max_boxes`` tight boxes around its hottest
 8-connected regions. Everything happens in the heatmap's own frame; mapping the
-boxes to another frame is the caller's job (``cxr_attrib`` frames).
+boxes to another frame is the caller's job (:func:`input_heatmap_boxes` does it
+for an input-frame heatmap and its :class:`~cxr_attrib.frames.ResizePad`).
 
 The paper's protocol: min-max normalise the map to [0, 1], threshold at the
 ``quantile`` (0.9) of the strictly positive values, keep 8-connected components
 of at least ``min_component_px`` (16) pixels, box at most ``max_boxes`` (10) of
 them ranked by mean heat; a map with nothing to threshold gives the whole image.
-Exactly, for an (H, W) heatmap ``h``:
+Only the image **content** takes part (``mask``: the working frame's padding is
+not part of the image), so padding a non-square image, or adding a constant to
+the map, or scaling it by a positive factor, never changes the boxes. Exactly,
+for an (H, W) heatmap ``h`` and content mask ``m`` (default: everywhere):
 
-1. **Clip.** Negative scores (evidence *against* the answer in signed methods)
-   count as no evidence: ``c = max(h, 0)``. If ``c`` is constant (all-zero, all
-   non-positive or constant maps) its normalisation is all zero, the map
-   localises nothing, and the result is the whole image ``[[0, 0, W, H]]``.
+1. **Contrast.** Let ``c`` be ``h`` on the content. If ``c`` is constant its
+   normalisation is all zero, the map localises nothing, and the result is the
+   whole image ``[[0, 0, W, H]]`` (with a mask: the tight box of the content).
 2. **Threshold.** Min-max normalisation ``n = (c - c.min()) / (c.max() - c.min())``
    is affine and increasing, so the rule is applied to ``c`` itself, which avoids
    rounding: the pixels with ``n > 0`` are those with ``c > c.min()``. Let ``v`` be
-   their values sorted ascending and ``m = len(v)``. Foreground pixels are those
-   with ``c >= v[ceil(quantile * (m - 1))]`` (``quantile * (m - 1)`` evaluated in
-   float64). This is ``n >= t`` with ``t`` numpy's default ``"linear"`` quantile
-   of the positive ``n``, minus its rounding: ``t`` lies between the consecutive
-   order statistics ``v[floor(.)]`` and ``v[ceil(.)]``, and no value lies strictly
-   between them.
+   their values sorted ascending and ``k = len(v)``. Foreground pixels are the
+   content pixels with ``c >= v[ceil(quantile * (k - 1))]`` (``quantile * (k - 1)``
+   evaluated in float64). This is ``n >= t`` with ``t`` numpy's default
+   ``"linear"`` quantile of the positive ``n``, minus its rounding: ``t`` lies
+   between the consecutive order statistics ``v[floor(.)]`` and ``v[ceil(.)]``,
+   and no value lies strictly between them.
 3. **Components.** 8-connected components of the foreground
    (:func:`scipy.ndimage.label`, 3x3 structure of ones); components with fewer
    than ``min_component_px`` pixels are dropped.
@@ -34,13 +37,16 @@ Exactly, for an (H, W) heatmap ``h``:
    exclusive ends (``x2 = last column + 1``). If no component survives the size
    filter, the map localises nothing and the result is the whole image.
 
-Floating-point heatmaps are processed in their own dtype (comparisons and
-selection are exact); other real dtypes are converted to float64.
+Signed maps (evidence against the answer below zero) are thresholded like any
+other: only the order of the scores matters. Floating-point heatmaps are
+processed in their own dtype (comparisons and selection are exact); other real
+dtypes are converted to float64.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -48,7 +54,16 @@ from scipy import ndimage
 from cxr_attrib.errors import DataError
 from cxr_attrib.typing import BoxArray
 
-__all__ = ["heatmap_to_boxes", "whole_image_box"]
+if TYPE_CHECKING:
+    from cxr_attrib.frames import ResizePad
+
+__all__ = ["DERIVED_BOXES", "heatmap_to_boxes", "input_heatmap_boxes", "whole_image_box"]
+
+DERIVED_BOXES = (
+    "heatmap_to_boxes(quantile=0.9, min_component_px=16, max_boxes=10) of the working-frame "
+    "heatmap, image content only"
+)
+"""How :func:`input_heatmap_boxes` makes boxes (recorded in ``meta.info`` when the core derives them)."""
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 _SAMPLE_STRIDE = 16  # the threshold's lower bound comes from every 16th value ...
@@ -166,6 +181,7 @@ def heatmap_to_boxes(
     quantile: float = 0.9,
     min_component_px: int = 16,
     max_boxes: int = 10,
+    mask: np.ndarray | None = None,
 ) -> BoxArray:
     """Boxes around the hottest 8-connected regions of a heatmap (paper protocol).
 
@@ -173,17 +189,19 @@ def heatmap_to_boxes(
 
     Args:
         heatmap (np.ndarray): (H, W) real attribution scores, any unit; only their
-            order and sign matter.
+            order matters.
         quantile (float): the threshold is this quantile of the strictly positive
             normalised scores; pixels at or above it are foreground. Default: 0.9.
         min_component_px (int): components with fewer pixels are dropped. Default: 16.
         max_boxes (int): at most this many boxes, by decreasing mean heat. Default: 10.
+        mask (np.ndarray | None): (H, W) bool, True on the image content; the rest
+            (padding) never takes part. Default: None (everything is content).
 
     Returns:
         BoxArray: (N, 4) float64 boxes ``x1, y1, x2, y2`` in the heatmap's pixels,
         exclusive ends, hottest first, ``1 <= N <= max_boxes``. A map without
-        positive contrast, or without a component of ``min_component_px`` pixels,
-        gives the whole image ``[[0, 0, W, H]]``.
+        contrast, or without a component of ``min_component_px`` pixels, gives the
+        whole image ``[[0, 0, W, H]]`` (with a ``mask``: the tight box of the content).
 
     Raises:
         DataError: a malformed heatmap (not 2-D, NaN, ...) or parameter.
@@ -200,15 +218,20 @@ def heatmap_to_boxes(
     _check_params(quantile, min_component_px, max_boxes)
     scores = _as_heatmap(heatmap)
     height, width = scores.shape
-    clipped = np.maximum(scores, 0)  # keeps a floating dtype
-    low, high = clipped.min(), clipped.max()
+    content = None if mask is None else _as_mask(mask, scores.shape)
+    flat = scores.ravel() if content is None else scores[content]
+    whole = whole_image_box(height, width) if content is None or not flat.size else _mask_box(content)
+    if flat.size == 0:
+        return whole
+    low, high = flat.min(), flat.max()
     if not high > low:
-        return whole_image_box(height, width)
+        return whole
 
-    flat = clipped.ravel()
     count = int(np.count_nonzero(flat > low))
     threshold = _kth_above(flat, low, count, math.ceil(quantile * (count - 1)))
-    foreground = clipped >= threshold
+    foreground = scores >= threshold
+    if content is not None:
+        foreground &= content
     # Label only the foreground's bounding rectangle (components cannot leave it).
     rows = np.flatnonzero(foreground.any(axis=1))
     cols = np.flatnonzero(foreground.any(axis=0))
@@ -218,14 +241,47 @@ def heatmap_to_boxes(
     labels, n_labels = ndimage.label(inside, structure=_EIGHT_CONNECTED)
     member = labels[inside]  # row-major order
     sizes = np.bincount(member, minlength=n_labels + 1)
-    heat = np.bincount(member, weights=clipped[crop][inside], minlength=n_labels + 1)
+    heat = np.bincount(member, weights=scores[crop][inside], minlength=n_labels + 1)
     kept = np.flatnonzero(sizes[1:] >= min_component_px) + 1  # label ids
     if kept.size == 0:
-        return whole_image_box(height, width)
+        return whole
 
     # Stable sort: equal means keep label order (row-major first pixel).
     ranked = kept[np.argsort(-(heat[kept] / sizes[kept]), kind="stable")][:max_boxes]
     return _component_boxes(inside, member, ranked, n_labels) + [left, top, left, top]
+
+
+def _as_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    content = np.asarray(mask)
+    if content.shape != shape or content.dtype != bool:
+        raise DataError(
+            f"mask must be a bool array of the heatmap's shape {shape}; received {content.dtype} {content.shape}"
+        )
+    return content
+
+
+def _mask_box(mask: np.ndarray) -> BoxArray:
+    """(1, 4) tight exclusive-end box of the True pixels of a non-empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return np.array([[cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]], dtype=np.float64)
+
+
+def input_heatmap_boxes(heatmap: np.ndarray, frame: ResizePad) -> BoxArray:
+    """Evidence boxes of an input-frame heatmap, made the way the scorer makes them.
+
+    The heatmap is mapped to ``frame``'s working frame, boxed there over the image
+    content only with the default :func:`heatmap_to_boxes` protocol, and the boxes
+    are mapped back (see :data:`DERIVED_BOXES`).
+
+    Args:
+        heatmap (np.ndarray): (H, W) scores in the input frame.
+        frame (ResizePad): the input <-> working frame transform of the result.
+
+    Returns:
+        BoxArray: (N, 4) float64 boxes in input pixels, exclusive ends, hottest first.
+    """
+    working = frame.heatmap_to_working(heatmap)
+    return frame.boxes_to_input(heatmap_to_boxes(working, mask=frame.content_mask()))
 
 
 def _component_boxes(

@@ -5,7 +5,7 @@ Two independent parts, each run when its inputs are given:
 * **Localisation** (``ground_truth`` boxes, native input pixels; the paper protocol):
   the input-frame heatmap is mapped to the working frame the method worked in
   (:class:`~cxr_attrib.frames.ResizePad` of ``meta.image_size`` and
-  ``meta.working_size``), turned into boxes there with
+  ``meta.working_size``), turned into boxes there, over the image content only, with
   :func:`~cxr_attrib.scoring.boxes.heatmap_to_boxes`, and the boxes are mapped back to
   the input frame, where :func:`~cxr_attrib.scoring.localisation.region_metrics`
   compares their union with the ground-truth union. A result without a heatmap is
@@ -34,7 +34,7 @@ from cxr_attrib.errors import DataError, check_choice
 from cxr_attrib.frames import ResizePad
 from cxr_attrib.perturb import check_fill
 from cxr_attrib.result import Attribution
-from cxr_attrib.scoring.boxes import heatmap_to_boxes
+from cxr_attrib.scoring.boxes import input_heatmap_boxes
 from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, _check_count, _check_fraction, faithfulness
 from cxr_attrib.scoring.localisation import as_boxes, energy, pointing_game, region_metrics
 from cxr_attrib.typing import BoxArray, GreyImage
@@ -161,8 +161,7 @@ def _predicted_boxes(attribution: Attribution, frame: ResizePad, regions: Region
                 f"regions='heatmap' but method {attribution.meta.method!r} produced no heatmap; "
                 "use regions='boxes' or 'auto'"
             )
-        working = frame.heatmap_to_working(attribution.heatmap)
-        return frame.boxes_to_input(heatmap_to_boxes(working))
+        return input_heatmap_boxes(attribution.heatmap, frame)
     return as_boxes(list(attribution.boxes), name="attribution boxes")
 
 

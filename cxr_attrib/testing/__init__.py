@@ -5,13 +5,15 @@ The pytest fixtures (``tiny_qwen_adapter``, ``tiny_gemma_adapter``, ``tiny_model
 live in :mod:`cxr_attrib.testing.pytest_plugin`, installed as a ``pytest11`` plugin.
 """
 
+from typing import Any
+
 from .conformance import check_method, conformance_images
 from .tiny_models import (
-    FAMILIES,
     build_tiny_adapter,
     load_tiny_adapter,
     save_tiny_model,
     tiny_config,
+    tiny_families,
     tiny_tokenizer,
     wired_adapter,
 )
@@ -24,6 +26,13 @@ __all__ = [
     "load_tiny_adapter",
     "save_tiny_model",
     "tiny_config",
+    "tiny_families",
     "tiny_tokenizer",
     "wired_adapter",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FAMILIES":  # families with a registered tiny-model recipe, looked up lazily
+        return tiny_families()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Phantom suite: procedural chest X-rays with exact masks, findings and counterfactuals.
 
-Ground truth by construction (SPEC 8.3): every phantom has exact masks for the 11
+Ground truth by construction (see docs/phantom.md): every phantom has exact masks for the 11
 MedFocus concepts, every finding an exact box, and every case its exact
 counterfactual images. Tiny models trained on phantom VQA items are the embedded
 default models, and every attribution method is checked against these boxes.

@@ -29,7 +29,7 @@ CONCEPTS: tuple[str, ...] = (
     "left_costophrenic_angle",
     "right_costophrenic_angle",
 )
-"""The 11 anatomical concepts of MedFocus (SPEC 6.2), in the paper's order."""
+"""The 11 anatomical concepts of MedFocus (see docs/phantom.md), in the paper's order."""
 
 COMPOSITES: dict[str, tuple[str, ...]] = {
     "bilateral_lungs": ("left_lung", "right_lung"),

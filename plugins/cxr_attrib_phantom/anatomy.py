@@ -1,4 +1,4 @@
-"""Procedural frontal chest X-ray phantoms with exact anatomical masks (SPEC 8.3, 6).
+"""Procedural frontal chest X-ray phantoms with exact anatomical masks (see docs/phantom.md).
 
 A phantom is drawn from a seed: random anatomy (:class:`Anatomy`) is rendered into a
 density image, blurred, then passed through an imaging chain (gain, bias, noise).

@@ -1,4 +1,4 @@
-"""Causal filter and attribution peak of a model on the ``phantom`` benchmark (SPEC 8.2, 8.3).
+"""Causal filter and attribution peak of a model on the ``phantom`` benchmark (see docs/benchmark-protocol.md, docs/phantom.md).
 
 :func:`filter_and_localise` runs the causal filter with the phantom's exact
 counterfactuals over held-out positives, then attributes every retained sample with

@@ -73,7 +73,7 @@ def phantom_sample(seed: int, finding: str, *, size: int = 224, mode: str = "dir
 
 
 class PhantomBench(Benchmark):
-    """Procedural chest X-ray phantoms with exact finding boxes (SPEC 8.3).
+    """Procedural chest X-ray phantoms with exact finding boxes (see docs/phantom.md).
 
     Args:
         n_per_finding: cases per finding. Default: 20.
@@ -98,6 +98,10 @@ class PhantomBench(Benchmark):
             for i in range(self.n_per_finding * len(FINDINGS)):
                 finding = FINDINGS[i % len(FINDINGS)]
                 yield phantom_sample(self.start + i, finding, size=self.size, mode=mode)
+
+    def counterfactual_provider(self) -> PhantomCounterfactuals:
+        """The phantom's exact counterfactuals (``cxr-attrib filter --benchmark phantom``)."""
+        return PhantomCounterfactuals()
 
 
 class PhantomCounterfactuals(CounterfactualProvider):

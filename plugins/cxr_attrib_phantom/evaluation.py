@@ -1,4 +1,4 @@
-"""Held-out evaluation of phantom models through the adapter contract (SPEC 8.3).
+"""Held-out evaluation of phantom models through the adapter contract (see docs/phantom.md).
 
 Everything goes through :meth:`~cxr_attrib.adapter.Adapter.score` and
 :meth:`~cxr_attrib.adapter.Adapter.generate`, so any adapter (the embedded phantom
@@ -7,14 +7,14 @@ models, a tiny test model, a real checkpoint) can be measured the same way.
 * **Direct mode.** For every finding, ``n`` positives and ``n`` negatives (``n / 2``
   normal phantoms, ``n / 2`` phantoms showing a different finding) are asked the
   direct prompt. The verdict is ``yes`` when the teacher-forced log-probability of
-  the response ``"Yes"`` exceeds that of ``"No"`` (the answer-span target of SPEC
-  3.5). Reported per finding: accuracy (over the ``2 n`` items), sensitivity,
+  the response ``"Yes"`` exceeds that of ``"No"`` (the answer-span target, see
+  docs/user-guide.md). Reported per finding: accuracy (over the ``2 n`` items), sensitivity,
   specificity on normal phantoms and specificity on other-finding phantoms.
 * **Reasoning mode.** For every finding, ``r`` positives and ``r`` negatives (half
   normal, half other) are answered greedily with the reasoning prompt; the generated
   text is read by :func:`~cxr_attrib.targets.parse_yes_no`. Reported: the fraction
   that parses and the fraction answered correctly.
-* **Causal filter** (SPEC 8.2) with the phantom's exact counterfactuals: a positive
+* **Causal filter** (see docs/benchmark-protocol.md) with the phantom's exact counterfactuals: a positive
   is kept when the direct verdict is yes on the image, no on ``removed`` and yes on
   both ``kept`` and ``kept_normal``. Retention = kept / positives.
 

@@ -1,4 +1,4 @@
-"""Findings drawn into phantoms, with exact boxes and exact counterfactuals (SPEC 8.2, 8.3).
+"""Findings drawn into phantoms, with exact boxes and exact counterfactuals (see docs/benchmark-protocol.md, docs/phantom.md).
 
 A finding is an edit of the phantom's clean density (or, for cardiomegaly, of its
 anatomy) confined to a bounded neighbourhood. After the imaging chain, pixels that

@@ -324,7 +324,7 @@ def vqa_items(
 
 
 def reference_pool(n: int = 16, seed: int = 0, size: int = 224) -> list[Phantom]:
-    """Normal phantoms with exact concept masks: a MedFocus reference pool (SPEC 6.2).
+    """Normal phantoms with exact concept masks: a MedFocus reference pool (see docs/phantom.md).
 
     Args:
         n (int, optional): number of references (the paper used 16). Default: ``16``.

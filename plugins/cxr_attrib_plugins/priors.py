@@ -12,7 +12,7 @@ from types import MappingProxyType
 import numpy as np
 
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest
+from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 
 
 def _content_box(mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -45,11 +45,12 @@ class Center(Method):
     output = "boxes"
     uses_model = False
     defaults = MappingProxyType({"fraction": 0.5})
+    param_types = MappingProxyType({
+        "fraction": Param(float, low=0.0, high=1.0, low_open=True, doc="box side as a fraction of the image side"),
+    })
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
-        fraction = float(request.params["fraction"])
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"center: fraction must be in (0, 1], got {fraction}")
+        fraction = request.params["fraction"]
         x1, y1, x2, y2 = _content_box(request.content_mask)
         cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
         ys, xs = np.mgrid[0 : request.size, 0 : request.size].astype(np.float32) + 0.5

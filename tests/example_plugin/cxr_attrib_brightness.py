@@ -5,7 +5,7 @@ from types import MappingProxyType
 import numpy as np
 
 from cxr_attrib import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest
+from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 
 
 class Brightness(Method):
@@ -16,6 +16,7 @@ class Brightness(Method):
     reference = "cxr-attrib plugin tutorial (CONTRIBUTING.md)."
     uses_model = False
     defaults = MappingProxyType({"threshold": 0.5})
+    param_types = MappingProxyType({"threshold": Param(float, low=0.0, high=1.0, doc="grey level cut")})
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         image = request.image  # (S, S) float32 in [0, 1], working frame

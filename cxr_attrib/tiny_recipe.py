@@ -1,0 +1,67 @@
+"""How an adapter family builds tiny random models of its real classes (for tests).
+
+The core's test helpers (:mod:`cxr_attrib.testing`) never branch on a model family:
+each adapter plugin registers a :class:`TinyModelRecipe` through the
+``register_tiny_models`` hook, and :func:`cxr_attrib.testing.save_tiny_model`,
+:func:`~cxr_attrib.testing.wired_adapter` and the pytest fixtures look the family
+up in the registry. The core trains the shared byte-level BPE tokenizer, seeds the
+weights and writes the folder; the recipe supplies everything family-specific.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+__all__ = ["TinyModelRecipe"]
+
+
+class TinyModelRecipe(ABC):
+    """The family-specific half of a tiny offline model.
+
+    Class attributes:
+        family (str): adapter family, e.g. ``"qwen2_5_vl"`` (the registry name).
+        special_tokens (tuple[str, ...]): the family's special tokens, in the order of
+            its real vocabulary (they get ids 0..k-1).
+        stop_tokens (tuple[str, ...]): tokens that end a generated turn.
+        chat_template (str): a Jinja chat template that renders like the family's own.
+    """
+
+    family: ClassVar[str]
+    special_tokens: ClassVar[tuple[str, ...]]
+    stop_tokens: ClassVar[tuple[str, ...]]
+    chat_template: ClassVar[str]
+
+    @abstractmethod
+    def tokenizer_roles(self) -> dict[str, Any]:
+        """Keyword arguments of ``PreTrainedTokenizerFast`` naming the special-token roles
+        (``eos_token``, ``pad_token``, ``extra_special_tokens``...)."""
+
+    @abstractmethod
+    def config_values(self, tokenizer: Any) -> dict[str, Any]:
+        """The default tiny configuration as nested dicts (token ids from ``tokenizer``)."""
+
+    @abstractmethod
+    def build_config(self, values: Mapping[str, Any]) -> Any:
+        """The family's ``PretrainedConfig`` from :meth:`config_values` merged with overrides."""
+
+    @abstractmethod
+    def build_model(self, config: Any) -> torch.nn.Module:
+        """A randomly initialised ``*ForConditionalGeneration`` (the caller seeds torch)."""
+
+    @abstractmethod
+    def save_processing(self, folder: Path, tokenizer: Any, config: Any) -> None:
+        """Write the tokenizer, chat template and image processor files into ``folder``."""
+
+    @abstractmethod
+    def isolate_vision_tokens(self, model: torch.nn.Module) -> None:
+        """Zero the vision attention outputs so each image token sees only its own cell."""
+
+    @abstractmethod
+    def gate_image_features(self, model: torch.nn.Module, gains: torch.Tensor) -> None:
+        """Multiply the features of image token ``i`` (row-major over the token grid) by
+        ``gains[i]`` (a forward hook on the image-feature output)."""
