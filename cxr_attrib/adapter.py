@@ -21,9 +21,9 @@ one by name.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -32,6 +32,9 @@ from .typing import WorkingImage
 
 __all__ = [
     "Adapter",
+    "AttentionMaps",
+    "AttentionSurface",
+    "Relevance",
     "Encoding",
     "Generation",
     "LoadOptions",
@@ -186,6 +189,116 @@ class ModelCard:
     family: str
     summary: str
     load: Callable[[str, LoadOptions], "Adapter"] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """Decoder attention captured in one forward, reduced while it was computed.
+
+    Attributes:
+        maps (Mapping[int, torch.Tensor]): decoder layer (0-based) -> (R, L) float32
+            attention weights of the R query rows over the L sequence positions, averaged
+            over heads (or one head); with ``gradient=True`` instead
+            ``mean_h ReLU(dF/dA_h) * A_h`` where F is the summed target log-prob.
+        rows (torch.Tensor): (R,) long query positions of the rows of every map.
+        image_positions (torch.Tensor): (N,) long positions of the image tokens,
+            row-major over ``grid``.
+        grid (tuple[int, int]): (gh, gw) image-token grid; gh * gw == N.
+        predictor_positions (torch.Tensor): (T,) long positions whose outputs predict
+            the target tokens (target positions - 1).
+        logprobs (torch.Tensor): (T,) float32 target log-probs of this forward.
+    """
+
+    maps: Mapping[int, torch.Tensor]
+    rows: torch.Tensor
+    image_positions: torch.Tensor
+    grid: tuple[int, int]
+    predictor_positions: torch.Tensor
+    logprobs: torch.Tensor
+
+    def image_columns(self, matrix: torch.Tensor) -> torch.Tensor:
+        """(R, L) rows over the sequence -> (R, gh, gw) over the image-token grid."""
+        return matrix[:, self.image_positions].reshape(-1, *self.grid)
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """Relevance of every input embedding for the summed target logits (LRP).
+
+    Attributes:
+        positions (torch.Tensor): (L,) float32 relevance of each sequence position
+            (input x modified gradient, summed over the embedding dimension).
+        explained (float): the explained quantity, the sum of the target tokens'
+            logits at their predictor rows.
+        image_positions (torch.Tensor): (N,) long positions of the image tokens,
+            row-major over ``grid``.
+        grid (tuple[int, int]): (gh, gw) image-token grid.
+    """
+
+    positions: torch.Tensor
+    explained: float
+    image_positions: torch.Tensor
+    grid: tuple[int, int]
+
+    @property
+    def image_grid(self) -> torch.Tensor:
+        """(gh, gw) relevance of the image tokens."""
+        return self.positions[self.image_positions].reshape(self.grid)
+
+    @property
+    def conservation_error(self) -> float:
+        """|sum of relevance - explained| / |explained| (0 = perfectly conservative)."""
+        total = float(self.positions.sum())
+        return abs(total - self.explained) / max(abs(self.explained), 1e-12)
+
+
+class AttentionSurface(ABC):
+    """Decoder attention and relevance of one image, switched on for one forward.
+
+    The model stays as loaded: eager attention is used only inside these calls.
+    Each call counts its forward (and backward) pass in the adapter's counter.
+    """
+
+    @property
+    @abstractmethod
+    def num_decoder_layers(self) -> int:
+        """Number of decoder layers L of the language model."""
+
+    @property
+    @abstractmethod
+    def num_attention_heads(self) -> int:
+        """Number of attention heads per decoder layer."""
+
+    @abstractmethod
+    def attention(
+        self,
+        image: WorkingImage,
+        query: Query,
+        *,
+        layers: Sequence[int],
+        rows: Literal["predictor", "all"] = "predictor",
+        head: int | None = None,
+        gradient: bool = False,
+    ) -> AttentionMaps:
+        """Attention weights of ``layers`` for one image, reduced on the fly.
+
+        Args:
+            image: (S, S) float32 working-frame image in [0, 1].
+            query: the text and target.
+            layers (Sequence[int]): 0-based decoder layers to keep.
+            rows (str): ``"predictor"`` keeps the T predictor rows, ``"all"`` every row.
+                Default: "predictor".
+            head (int | None): keep one head; None averages over heads. Default: None.
+            gradient (bool): run one backward pass of the summed target log-prob and
+                keep ``mean_h ReLU(dF/dA_h) * A_h``. Default: False.
+
+        Returns:
+            AttentionMaps: one forward (and with ``gradient`` one backward) counted.
+        """
+
+    @abstractmethod
+    def relevance(self, image: WorkingImage, query: Query) -> Relevance:
+        """Conservative relevance propagation of the summed target logits (one forward + backward)."""
 
 
 class Adapter(ABC):

@@ -20,7 +20,7 @@ from .errors import MethodContractError, MethodParameterError
 from .frames import ResizePad, grid_to_working
 from .imageio import LoadedImage, load_image
 from .method import Method, MethodOutput, MethodRequest
-from .models import load_adapter, with_attentions
+from .models import load_adapter
 from .registry import get_method
 from .result import Attribution, Concept, Meta, Target, TokenScore
 from .targets import Mode, build_prompt, validate_span_policy
@@ -200,8 +200,6 @@ def attribute(
     loaded = image if isinstance(image, LoadedImage) else load_image(image)
     pixels = loaded.pixels
     options = load_options or LoadOptions()
-    if method_cls.needs_attentions:
-        options = with_attentions(options)
     adapter = None
     if method_cls.uses_model or answer is None:
         adapter = load_adapter(model, options)

@@ -8,7 +8,6 @@ A reference is, in order of precedence: an already loaded
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from .adapter import Adapter, LoadOptions
@@ -57,11 +56,6 @@ def load_adapter(reference: str | os.PathLike | Adapter, options: LoadOptions | 
             raise UnknownModelError(ref, cards)
     _cache[key] = adapter
     return adapter
-
-
-def with_attentions(options: LoadOptions) -> LoadOptions:
-    """``options`` switched to eager attention, so attention weights can be read."""
-    return dataclasses.replace(options, attn_implementation="eager")
 
 
 def clear_adapter_cache() -> None:

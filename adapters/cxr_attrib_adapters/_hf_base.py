@@ -56,12 +56,24 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from cxr_attrib.adapter import Adapter, Encoding, Generation, LoadOptions, ModelCard, Query
+from cxr_attrib.adapter import (
+    Adapter,
+    AttentionMaps,
+    AttentionSurface,
+    Encoding,
+    Generation,
+    LoadOptions,
+    ModelCard,
+    Query,
+    Relevance,
+)
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.targets import TargetError, answer_char_span, validate_span_policy
 from cxr_attrib.typing import WorkingImage
 
+from ._attention import AttentionRecorder, capturing
 from ._loading import ProcessingParts, load_processing, load_step, read_model_type, resolve_device_dtype
+from ._lrp import conservative_rules
 
 __all__ = ["HFAdapter", "area_resize", "grey_to_rgb", "square_side", "token_logprobs"]
 
@@ -152,7 +164,7 @@ def grey_to_rgb(images: Sequence[WorkingImage], size: int) -> list[np.ndarray]:
     return out
 
 
-class HFAdapter(Adapter):
+class HFAdapter(Adapter, AttentionSurface):
     """Shared Hugging Face adapter; subclasses add one family's image handling.
 
     Attributes:
@@ -453,6 +465,70 @@ class HFAdapter(Adapter):
     def decoder_layers(self) -> Sequence[torch.nn.Module]:
         """The language model's decoder layers, first to last."""
         return list(self.model.model.language_model.layers)
+
+    # -- attention and relevance ---------------------------------------------------------
+
+    @property
+    def num_decoder_layers(self) -> int:
+        """Number of decoder layers of the language model."""
+        return len(self.model.model.language_model.layers)
+
+    @property
+    def num_attention_heads(self) -> int:
+        """Attention heads per decoder layer."""
+        return int(self.model.config.get_text_config().num_attention_heads)
+
+    def attention(
+        self,
+        image: WorkingImage,
+        query: Query,
+        *,
+        layers: Sequence[int],
+        rows: str = "predictor",
+        head: int | None = None,
+        gradient: bool = False,
+    ) -> AttentionMaps:
+        """See :meth:`cxr_attrib.adapter.AttentionSurface.attention`."""
+        if rows not in ("predictor", "all"):
+            raise ValueError(f"rows must be 'predictor' or 'all'; got {rows!r}")
+        layout = self._layout(query)
+        predictors = layout.target_positions - 1
+        kept = predictors if rows == "predictor" else torch.arange(layout.input_ids.numel())
+        recorder = AttentionRecorder(layers=frozenset(layers), rows=kept if rows == "predictor" else None,
+                                     head=head, gradient=gradient)
+        pixels = self.pixel_inputs([image])
+        with capturing(self.model, recorder), torch.set_grad_enabled(gradient):
+            logprobs = self._target_logprobs(layout.input_ids, pixels, layout.target_positions, layout.target_ids)
+            if gradient:
+                logprobs.sum().backward()
+                self.counter.backward_calls += 1
+                self.counter.backward_sequences += 1
+        return AttentionMaps(
+            maps={layer: recorder.maps[layer][0].cpu() for layer in sorted(recorder.maps)},
+            rows=kept, image_positions=layout.image_positions, grid=self.grid, predictor_positions=predictors,
+            logprobs=logprobs.detach()[0].cpu(),
+        )
+
+    def relevance(self, image: WorkingImage, query: Query) -> Relevance:
+        """See :meth:`cxr_attrib.adapter.AttentionSurface.relevance` (rules: :mod:`._lrp`)."""
+        layout = self._layout(query)
+        inputs = self._model_inputs(layout.input_ids, self.pixel_inputs([image]))
+        decoder = self.model.model.language_model
+        constant = AttentionRecorder(layers=frozenset(), constant=True)
+        with torch.enable_grad(), capturing(self.model, constant), conservative_rules(decoder, decoder.layers) as tap:
+            hidden = self.model.model(**inputs, use_cache=False).last_hidden_state
+            rows = hidden[0, layout.target_positions.to(hidden.device) - 1].float()
+            head = self.model.get_output_embeddings().weight
+            logits = (rows * head[layout.target_ids.to(head.device)].float()).sum()
+            logits.backward()
+        self.counter.forward_calls += 1
+        self.counter.forward_sequences += 1
+        self.counter.backward_calls += 1
+        self.counter.backward_sequences += 1
+        embeddings = tap.embeddings
+        positions = (embeddings.detach().float() * embeddings.grad.float()).sum(-1)[0]
+        return Relevance(positions=positions.cpu(), explained=float(logits.detach()),
+                         image_positions=layout.image_positions, grid=self.grid)
 
     def describe(self) -> dict[str, Any]:
         """Family, name, class, dtype, device, grid and how processing was built."""
