@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .adapter import Adapter, LoadOptions, Query
+from .adapter import LoadOptions, Query, Scorer
 from .errors import MethodContractError, MethodParameterError
 from .frames import ResizePad, grid_to_working
 from .imageio import LoadedImage, load_image
-from .method import Method, MethodOutput, MethodRequest
+from .method import Method, MethodOutput, MethodRequest, gradient_surface
 from .models import load_adapter
 from .registry import get_method
 from .result import Attribution, Concept, Meta, Target, TokenScore
@@ -156,7 +156,7 @@ def finish_result(
 
 
 def attribute(
-    model: str | os.PathLike | Adapter,
+    model: str | os.PathLike | Scorer,
     image: ImageSource,
     question: str,
     method: str = DEFAULT_METHOD,
@@ -171,7 +171,7 @@ def attribute(
     """Explain which part of ``image`` the model used to answer ``question``.
 
     Args:
-        model (str | PathLike | Adapter): registry key (``cxr-attrib models``),
+        model (str | PathLike | Scorer): registry key (``cxr-attrib models``),
             Hugging Face id, local checkpoint folder, or a loaded adapter.
         image: path (PNG/JPEG/TIFF/DICOM), bytes, PIL image, numpy array (H, W) or
             (H, W, C), or a :class:`~cxr_attrib.imageio.LoadedImage`.
@@ -189,7 +189,9 @@ def attribute(
 
     Raises:
         UnknownMethodError, UnknownModelError: with the closest registered names.
-        MethodParameterError: a parameter the method does not declare.
+        MethodParameterError: a parameter the method does not declare, or a value it
+            cannot use (raised before any model pass).
+        ModelCapabilityError: a gradient method on a model without gradient support.
         ImageLoadError: an unreadable image.
         MethodContractError: the method returned something invalid.
     """
@@ -203,6 +205,9 @@ def attribute(
     adapter = None
     if method_cls.uses_model or answer is None:
         adapter = load_adapter(model, options)
+    if method_cls.needs_gradients:
+        gradient_surface(adapter, method_cls.name)
+    method_cls.validate(checked_params, adapter if method_cls.uses_model else None)
     working_size = adapter.working_size if adapter is not None else options.working_size
     frame = ResizePad(int(pixels.shape[0]), int(pixels.shape[1]), size=working_size)
     working = frame.image_to_working(pixels)
@@ -233,7 +238,7 @@ def attribute(
     out = method_cls().attribute(request)
     wall = time.perf_counter() - start
     passes = adapter.counter.as_dict() if adapter is not None and method_cls.uses_model else {}
-    model_name = model.name if isinstance(model, Adapter) else os.fspath(model)
+    model_name = model.name if isinstance(model, Scorer) else os.fspath(model)
     return finish_result(
         method_cls, out, request, frame, pixels=pixels, target=target_info,
         model_name=model_name, wall_time_s=wall, passes=passes,

@@ -21,6 +21,7 @@ __all__ = [
     "MethodParameterError",
     "ImageLoadError",
     "ModelLoadError",
+    "ModelCapabilityError",
     "DataError",
 ]
 
@@ -114,6 +115,10 @@ class ImageLoadError(CxrAttribError, ValueError):
 
 class ModelLoadError(CxrAttribError):
     """A model that cannot be loaded (weights missing offline, unsupported config...)."""
+
+
+class ModelCapabilityError(CxrAttribError):
+    """A loaded model lacks what a method needs (gradients, attention weights)."""
 
 
 class DataError(CxrAttribError, ValueError):

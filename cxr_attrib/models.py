@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .adapter import Adapter, LoadOptions
+from .adapter import Adapter, LoadOptions, Scorer
 from .errors import ModelLoadError, UnknownModelError
 from .registry import model_cards, plugin_manager
 
@@ -19,11 +19,12 @@ __all__ = ["load_adapter", "clear_adapter_cache"]
 _cache: dict[tuple[str, LoadOptions], Adapter] = {}
 
 
-def load_adapter(reference: str | os.PathLike | Adapter, options: LoadOptions | None = None) -> Adapter:
+def load_adapter(reference: str | os.PathLike | Scorer, options: LoadOptions | None = None) -> Scorer:
     """Load (or reuse) the adapter for ``reference``.
 
     Args:
-        reference: registry key, Hugging Face id, local folder, or an adapter.
+        reference: registry key, Hugging Face id, local folder, or a loaded adapter
+            (any :class:`~cxr_attrib.adapter.Scorer`, returned as is).
         options: how to load. Default: ``LoadOptions()``.
 
     Returns:
@@ -34,7 +35,7 @@ def load_adapter(reference: str | os.PathLike | Adapter, options: LoadOptions | 
         UnknownModelError: nothing resolves the reference (lists the registry keys).
         ModelLoadError: the model was recognised but could not be loaded.
     """
-    if isinstance(reference, Adapter):
+    if isinstance(reference, Scorer):
         return reference
     options = options or LoadOptions()
     ref = os.fspath(reference)
