@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cxr_attrib import attribute
+from cxr_attrib.adapter import Scorer
 from cxr_attrib.errors import MethodParameterError, ModelCapabilityError
 from cxr_attrib.testing import check_method, wired_adapter
 from cxr_attrib_adapters._hf_base import HFAdapter
@@ -142,3 +143,23 @@ def test_a_model_without_gradient_support_is_refused_before_any_pass(tiny, metho
     with pytest.raises(ModelCapabilityError, match=rf"method '{method}' needs gradients.*without gradient support"):
         attribute(tiny, _image(), Q, method=method)
     assert set(tiny.counter.as_dict().values()) == {0}
+
+
+class _ScoreOnly(Scorer):
+    """A model with no gradient surface: only the black-box side of the contract."""
+
+    family = "score_only"
+
+    def encode(self, images, query):
+        raise AssertionError("no model pass may run")
+
+    def score(self, images, query, *, batch_size=None):
+        raise AssertionError("no model pass may run")
+
+    def generate(self, image, prompt, *, max_new_tokens=256):
+        raise AssertionError("no model pass may run")
+
+
+def test_a_scorer_without_gradient_surface_is_refused():
+    with pytest.raises(ModelCapabilityError, match=r"method 'gradcam' needs gradients.*'score-only'"):
+        attribute(_ScoreOnly("score-only"), _image(), Q, method="gradcam")
