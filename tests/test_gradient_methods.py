@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from cxr_attrib import attribute
-from cxr_attrib.adapter import Scorer
+from cxr_attrib.adapter import ForwardResult, Geometry, GradientSurface, PassCounter, Query, Scorer
 from cxr_attrib.errors import MethodParameterError, ModelCapabilityError
+from cxr_attrib.frames import cells_to_working
+from cxr_attrib.method import MethodRequest
 from cxr_attrib.testing import check_method, wired_adapter
 from cxr_attrib_adapters._hf_base import HFAdapter
-from cxr_attrib_plugins.gradcam import gradcam_weights
+from cxr_attrib_plugins.gradcam import GradCAM, gradcam_weights
 from cxr_attrib_plugins.gradcampp import gradcampp_weights
 
 Q = "Is there evidence of nodule in the image?"
@@ -163,3 +165,56 @@ class _ScoreOnly(Scorer):
 def test_a_scorer_without_gradient_surface_is_refused():
     with pytest.raises(ModelCapabilityError, match=r"method 'gradcam' needs gradients.*'score-only'"):
         attribute(_ScoreOnly("score-only"), _image(), Q, method="gradcam")
+
+
+class _LinearSurface(GradientSurface):
+    """Hidden states A (1, L, D) of one decoder layer, target = sum over image rows of A @ c.
+
+    The gradient at every image row is c, so Grad-CAM's weights are c and its map is
+    ReLU(A[n] @ c) per image token; rows outside the image carry large values that a
+    method reading the wrong positions would pick up.
+    """
+
+    def __init__(self, hidden: torch.Tensor, image_positions: torch.Tensor, c: torch.Tensor) -> None:
+        self.hidden, self.positions, self.c = hidden, image_positions, c
+        self.counter = PassCounter()
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(4, (4, 4), 2, (2, 2), (2, 2), (1, 1), torch.arange(4))
+
+    def decoder_layers(self):
+        return [torch.nn.Identity()] * 3
+
+    def forward(self, images, query, *, hidden=(), vision=(), attentions=(), grad=False):
+        states = self.hidden.clone().requires_grad_(True)
+        states.retain_grad()
+        logprobs = (states[:, self.positions] @ self.c).sum(1, keepdim=True)
+        return ForwardResult(logprobs, {i: states for i in hidden}, {}, {}, self.positions, torch.tensor([0]))
+
+    def to_working(self, values, space, reduce):
+        assert (space, reduce) == ("token", "mean")
+        return cells_to_working(values.reshape(-1, 2, 2), 4, reduce)
+
+    def pixel_inputs(self, images):
+        raise AssertionError("not used")
+
+    def pixel_values(self, images):
+        raise AssertionError("not used")
+
+    def vision_layers(self):
+        raise AssertionError("not used")
+
+
+def test_grad_cam_map_by_hand_on_a_linear_surface():
+    hidden = torch.tensor([[[9.0, 9.0], [1.0, 2.0], [3.0, -4.0], [0.5, 0.5], [-1.0, 0.0], [9.0, -9.0]]])
+    surface = _LinearSurface(hidden, torch.tensor([1, 2, 3, 4]), c=torch.tensor([2.0, 1.0]))
+    request = MethodRequest(
+        adapter=surface, image=np.zeros((4, 4), np.float32), content_mask=np.ones((4, 4), bool),
+        query=Query(Q, "direct", Q, "Yes", "answer"), params={"layer": 1},
+    )
+    out = GradCAM().attribute(request)
+    # A[n] @ c over the image rows: 4, 2, 1.5, -2 -> ReLU
+    np.testing.assert_allclose(out.grid, [[4.0, 2.0], [1.5, 0.0]])
+    np.testing.assert_allclose(out.heatmap, np.kron([[4.0, 2.0], [1.5, 0.0]], np.ones((2, 2))))
+    assert out.info["layer"] == 1
