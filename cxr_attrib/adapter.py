@@ -377,6 +377,11 @@ class GradientSurface(ABC):
         """Whether gradients can flow through the model (False e.g. for quantised weights)."""
         return True
 
+    @property
+    def supports_attentions(self) -> bool:
+        """Whether :meth:`forward` can capture attention weights (eager attention)."""
+        return False
+
     @abstractmethod
     def pixel_inputs(self, images: Sequence[WorkingImage]) -> torch.Tensor:
         """The processor's pixel values (reference path, no gradient): (B, ...) float32."""
@@ -424,6 +429,8 @@ class GradientSurface(ABC):
 
         Raises:
             IndexError: a layer index outside the model.
+            ModelCapabilityError: attention weights asked of a model without
+                :attr:`supports_attentions` (raised before the pass).
         """
 
     @abstractmethod

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cxr_attrib.adapter import Adapter, LoadOptions, Query
-from cxr_attrib.errors import ModelLoadError
+from cxr_attrib.errors import ModelCapabilityError, ModelLoadError
 from cxr_attrib.models import load_adapter
 from cxr_attrib.registry import model_cards
 from cxr_attrib.targets import TargetError, build_prompt
@@ -319,3 +319,25 @@ def test_a_gradient_confined_to_the_top_right_corner_comes_back_there(family, mo
         corner = space[:56, 168:]
         assert space.abs().sum() == corner.abs().sum() > 0, "all gradient lies in the corner"
         assert (corner.abs().reshape(2, 28, 2, 28).sum(dim=(1, 3)) > 0).all(), "in each of its 4 token cells"
+
+
+def test_forward_captures_attention_weights_only_with_eager_attention(family, tiny_model_dir):
+    eager = load_tiny_adapter(tiny_model_dir(family), LoadOptions(dtype="float32", device="cpu",
+                                                                  attn_implementation="eager"))
+    q = query("Yes.")
+    working = torch.from_numpy(np.stack(images(2, seed=9)))
+    result = eager.forward(working, q, attentions=(-1,), grad=True, hidden=(0,))
+    weights = result.attentions[-1]
+    length = eager.encode(images(1), q).inputs["input_ids"].shape[1]
+    heads = eager.model.config.get_text_config().num_attention_heads
+    assert weights.shape == (2, heads, length, length)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, heads, length))
+    result.backward()
+    assert weights.grad is not None and weights.grad[:, :, result.predictor_positions].abs().sum() > 0
+    sdpa = load_tiny_adapter(tiny_model_dir(family), LoadOptions(dtype="float32", device="cpu",
+                                                                 attn_implementation="sdpa"))
+    assert eager.supports_attentions and not sdpa.supports_attentions
+    sdpa.counter.reset()
+    with pytest.raises(ModelCapabilityError, match="attn_implementation='eager'"):
+        sdpa.forward(working, q, attentions=(0,))
+    assert sdpa.counter.forward_calls == 0

@@ -489,6 +489,11 @@ class HFAdapter(Adapter):
         """True when every weight is a float tensor (quantised weights carry no gradient)."""
         return all(p.dtype.is_floating_point for p in self.model.parameters())
 
+    @property
+    def supports_attentions(self) -> bool:
+        """True when the language model runs eager attention (the only kind that returns weights)."""
+        return self.model.config.get_text_config()._attn_implementation == "eager"
+
     def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
         """See :meth:`cxr_attrib.adapter.GradientSurface.pixel_values`.
 
@@ -529,6 +534,8 @@ class HFAdapter(Adapter):
         _check_indices("hidden", hidden, len(decoder), "decoder layers")
         _check_indices("attentions", attentions, len(decoder), "decoder layers")
         _check_indices("vision", vision, len(blocks), "vision blocks")
+        if attentions and not self.supports_attentions:
+            raise ModelCapabilityError(_NO_ATTENTIONS.format(name=self.name))
         batch = int(images.shape[0])
         kept: dict[str, dict[int, torch.Tensor]] = {"hidden": {}, "vision": {}, "attentions": {}}
         handles = [decoder[i].register_forward_hook(_capture(kept["hidden"], i, batch, grad)) for i in hidden]
@@ -606,6 +613,10 @@ def _load_card(
     return adapter_cls.load(source, options, name=key)
 
 
+_NO_ATTENTIONS = (
+    "model {name!r} returns no attention weights; load it with "
+    "LoadOptions(attn_implementation='eager') (cxr_attrib.models.with_attentions)."
+)
 _RESAMPLE_MODES = {2: "bilinear", 3: "bicubic"}
 """PIL resample codes of the image processors -> torch interpolation modes."""
 
@@ -651,10 +662,7 @@ def _capture_weights(
     def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is None:
-            raise ModelCapabilityError(
-                f"model {name!r} returned no attention weights; load it with "
-                "LoadOptions(attn_implementation='eager') (cxr_attrib.models.with_attentions)."
-            )
+            raise ModelCapabilityError(_NO_ATTENTIONS.format(name=name))
         if grad and weights.requires_grad:
             weights.retain_grad()
         store[key] = weights
