@@ -326,7 +326,7 @@ def test_forward_captures_attention_weights_only_with_eager_attention(family, ti
                                                                   attn_implementation="eager"))
     q = query("Yes.")
     working = torch.from_numpy(np.stack(images(2, seed=9)))
-    result = eager.forward(working, q, attentions=(-1,), grad=True, hidden=(0,))
+    result = eager.forward(working, q, attentions=(-1,), grad=True)
     weights = result.attentions[-1]
     length = eager.encode(images(1), q).inputs["input_ids"].shape[1]
     heads = eager.model.config.get_text_config().num_attention_heads

@@ -547,6 +547,8 @@ class HFAdapter(Adapter):
             decoder[i].self_attn.register_forward_hook(_capture_weights(kept["attentions"], i, grad, self.name))
             for i in attentions
         ]
+        if grad and attentions:  # weights are no module output to start a graph from: start it below them
+            handles.append(self.model.model.language_model.register_forward_pre_hook(_embeds_leaf, with_kwargs=True))
         try:
             with torch.enable_grad() if grad else contextlib.nullcontext():
                 pixels = self.pixel_values(images)
@@ -655,6 +657,14 @@ def _capture(
         return (passed, *output[1:]) if isinstance(output, tuple) else passed
 
     return hook
+
+
+def _embeds_leaf(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Forward pre-hook: the language model's input embeddings start the graph when nothing before does."""
+    embeds = kwargs.get("inputs_embeds")
+    if embeds is not None and not embeds.requires_grad:
+        kwargs = {**kwargs, "inputs_embeds": embeds.detach().requires_grad_(True)}
+    return args, kwargs
 
 
 def _capture_weights(
