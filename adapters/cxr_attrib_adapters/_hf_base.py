@@ -57,7 +57,7 @@ import contextlib
 import dataclasses
 import math
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
@@ -81,6 +81,7 @@ from cxr_attrib.frames import cells_to_working
 from cxr_attrib.targets import TargetError, answer_char_span, validate_span_policy
 from cxr_attrib.typing import WorkingImage
 
+from ._hooks import NO_ATTENTIONS, capture_output, capture_weights, check_indices, embeds_leaf
 from ._loading import ProcessingParts, load_processing, load_step, read_model_type, resolve_device_dtype
 
 __all__ = ["HFAdapter", "grey_to_rgb", "square_side", "token_logprobs"]
@@ -534,21 +535,21 @@ class HFAdapter(Adapter):
         """See :meth:`cxr_attrib.adapter.GradientSurface.forward`."""
         layout = self._layout(query)
         decoder, blocks = self.decoder_layers(), self.vision_layers()
-        _check_indices("hidden", hidden, len(decoder), "decoder layers")
-        _check_indices("attentions", attentions, len(decoder), "decoder layers")
-        _check_indices("vision", vision, len(blocks), "vision blocks")
+        check_indices("hidden", hidden, len(decoder), "decoder layers")
+        check_indices("attentions", attentions, len(decoder), "decoder layers")
+        check_indices("vision", vision, len(blocks), "vision blocks")
         if attentions and not self.supports_attentions:
-            raise ModelCapabilityError(_NO_ATTENTIONS.format(name=self.name))
+            raise ModelCapabilityError(NO_ATTENTIONS.format(name=self.name))
         batch = int(images.shape[0])
         kept: dict[str, dict[int, torch.Tensor]] = {"hidden": {}, "vision": {}, "attentions": {}}
-        handles = [decoder[i].register_forward_hook(_capture(kept["hidden"], i, batch, grad)) for i in hidden]
-        handles += [blocks[i].register_forward_hook(_capture(kept["vision"], i, batch, grad)) for i in vision]
+        handles = [decoder[i].register_forward_hook(capture_output(kept["hidden"], i, batch, grad)) for i in hidden]
+        handles += [blocks[i].register_forward_hook(capture_output(kept["vision"], i, batch, grad)) for i in vision]
         handles += [
-            decoder[i].self_attn.register_forward_hook(_capture_weights(kept["attentions"], i, grad, self.name))
+            decoder[i].self_attn.register_forward_hook(capture_weights(kept["attentions"], i, grad, self.name))
             for i in attentions
         ]
         if grad and attentions:  # weights are no module output to start a graph from: start it below them
-            handles.append(self.model.model.language_model.register_forward_pre_hook(_embeds_leaf, with_kwargs=True))
+            handles.append(self.model.model.language_model.register_forward_pre_hook(embeds_leaf, with_kwargs=True))
         try:
             with torch.enable_grad() if grad else contextlib.nullcontext():
                 pixels = self.pixel_values(images)
@@ -610,77 +611,16 @@ class HFAdapter(Adapter):
         }
 
 
+_RESAMPLE_MODES = {2: "bilinear", 3: "bicubic"}
+"""PIL resample codes of the image processors -> torch interpolation modes."""
+
+
 def _load_card(
     adapter_cls: type[HFAdapter], key: str, local_files_only: bool, source: str, options: LoadOptions
 ) -> HFAdapter:
     if local_files_only:
         options = dataclasses.replace(options, local_files_only=True)
     return adapter_cls.load(source, options, name=key)
-
-
-_NO_ATTENTIONS = (
-    "model {name!r} returns no attention weights; load it with "
-    "LoadOptions(attn_implementation='eager') (cxr_attrib.models.with_attentions)."
-)
-_RESAMPLE_MODES = {2: "bilinear", 3: "bicubic"}
-"""PIL resample codes of the image processors -> torch interpolation modes."""
-
-
-def _check_indices(what: str, indices: Sequence[int], count: int, kind: str) -> None:
-    for index in indices:
-        if not -count <= int(index) < count:
-            raise IndexError(
-                f"{what} layer {index} is out of range: the model has {count} {kind}; "
-                f"expected an index in [{-count}, {count - 1}]."
-            )
-
-
-def _capture(
-    store: dict[int, torch.Tensor], key: int, batch: int, grad: bool
-) -> Callable[[torch.nn.Module, Any, Any], Any]:
-    """Forward hook keeping a module's output as (B, n, D); with ``grad``, its ``.grad`` too.
-
-    The kept tensor is a (B, n, D) view that the model's own computation continues
-    from, so gradients reach it; the first captured module of a graph without
-    gradients becomes its leaf.
-    """
-
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-        tensor = output[0] if isinstance(output, tuple) else output
-        if grad and not tensor.requires_grad:
-            tensor = tensor.detach().requires_grad_(True)
-        shaped = tensor.reshape(batch, -1, tensor.shape[-1])
-        if grad:
-            shaped.retain_grad()
-        store[key] = shaped
-        passed = shaped.reshape(tensor.shape)
-        return (passed, *output[1:]) if isinstance(output, tuple) else passed
-
-    return hook
-
-
-def _embeds_leaf(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Forward pre-hook: the language model's input embeddings start the graph when nothing before does."""
-    embeds = kwargs.get("inputs_embeds")
-    if embeds is not None and not embeds.requires_grad:
-        kwargs = {**kwargs, "inputs_embeds": embeds.detach().requires_grad_(True)}
-    return args, kwargs
-
-
-def _capture_weights(
-    store: dict[int, torch.Tensor], key: int, grad: bool, name: str
-) -> Callable[[torch.nn.Module, Any, Any], None]:
-    """Forward hook keeping an attention module's (B, heads, L, L) weights."""
-
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-        if weights is None:
-            raise ModelCapabilityError(_NO_ATTENTIONS.format(name=name))
-        if grad and weights.requires_grad:
-            weights.retain_grad()
-        store[key] = weights
-
-    return hook
 
 
 def square_side(count: int, what: str) -> int:
