@@ -43,7 +43,7 @@ class IntegratedGradients(Method):
         "https://arxiv.org/abs/1703.01365"
     )
     needs_gradients = True
-    defaults = MappingProxyType({"baseline": "black", "steps": 24, "internal_batch_size": 8})
+    defaults = MappingProxyType({"baseline": "black", "steps": 24, "internal_batch_size": 4})
 
     @classmethod
     def validate(cls, params: Mapping[str, Any], adapter: Scorer | None) -> None:
