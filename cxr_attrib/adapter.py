@@ -474,9 +474,16 @@ class GradientSurface(ABC):
     """The differentiable side of a model: pixels, captures, gradients, maps back.
 
     Subclasses also derive from :class:`Scorer` (they count passes in ``counter``).
+
+    Attributes:
+        default_layer (int): the decoder layer whose image-token hidden states layer
+            methods (Grad-CAM) read by default, negative = from the end (class
+            attribute, chosen per family). Never the last layer: its image-token outputs
+            feed no later layer, so their gradient to the target is exactly zero.
     """
 
     counter: PassCounter
+    default_layer: ClassVar[int] = -2
 
     @property
     @abstractmethod

@@ -53,6 +53,10 @@ class Gemma3Adapter(HFAdapter):
     model_type = "gemma3"
     model_class_name = "Gemma3ForConditionalGeneration"
     end_of_turn = "<end_of_turn>"
+    default_layer = -2
+    """Penultimate decoder layer: the deepest whose image-token states reach the predictor
+    rows, through the last layer (a 1,024-token sliding-window layer in the 4B checkpoints);
+    see docs/methods/gradcam.md."""
 
     def __init__(self, name: str, model: torch.nn.Module, options: LoadOptions, parts: ProcessingParts) -> None:
         super().__init__(name, model, options, parts)

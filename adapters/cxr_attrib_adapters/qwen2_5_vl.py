@@ -87,6 +87,9 @@ class QwenVLAdapter(HFAdapter):
     model_type = "qwen2_5_vl"
     model_class_name = "Qwen2_5_VLForConditionalGeneration"
     end_of_turn = "<|im_end|>"
+    default_layer = -2
+    """Penultimate decoder layer: the deepest whose image-token states reach the predictor
+    rows (through the last layer's causal attention); see docs/methods/gradcam.md."""
 
     def __init__(self, name: str, model: torch.nn.Module, options: LoadOptions, parts: ProcessingParts) -> None:
         super().__init__(name, model, options, parts)
