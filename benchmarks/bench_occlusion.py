@@ -31,7 +31,8 @@ from cxr_attrib.testing.tiny_models import load_tiny_adapter, save_tiny_model
 QUESTION = "Is there evidence of pleural effusion in the image?"
 
 
-def build(size: int):
+def build_folder(size: int, folder: str):
+    """Save the mid-size model (working frame ``size`` px) into ``folder``; returns its path."""
     overrides = {
         "text_config": {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 8,
                         "num_attention_heads": 8, "num_key_value_heads": 4,
@@ -40,9 +41,14 @@ def build(size: int):
         "vision_config": {"hidden_size": 256, "intermediate_size": 512, "depth": 4, "num_heads": 4,
                           "out_hidden_size": 512, "fullatt_block_indexes": [3]},
     }
+    return save_tiny_model("qwen2_5_vl", folder, seed=0, **overrides)
+
+
+def build(size: int):
+    """The mid-size model loaded at a ``size`` px working frame (float32, CPU)."""
     options = LoadOptions(dtype="float32", device="cpu", working_size=size, local_files_only=True)
     with tempfile.TemporaryDirectory() as folder:
-        return load_tiny_adapter(save_tiny_model("qwen2_5_vl", folder, seed=0, **overrides), options)
+        return load_tiny_adapter(build_folder(size, folder), options)
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ _EXPORTS = {
     "MethodRequest": "method",
     "ConceptScore": "method",
     "Adapter": "adapter",
+    "Scorer": "adapter",
+    "GradientSurface": "adapter",
     "LoadOptions": "adapter",
     "ModelCard": "adapter",
     "Query": "adapter",

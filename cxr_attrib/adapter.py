@@ -1,17 +1,41 @@
 """The model-adapter contract every attribution method relies on.
 
 An adapter wraps one loaded vision-language model and hides its family's details
-(chat template, image-token layout, pixel packing) behind one surface:
+(chat template, image-token layout, pixel packing) behind two surfaces, so a fake
+model in a test implements only the one it needs:
 
-* :meth:`Adapter.encode` builds model inputs for a batch of working-frame images
+:class:`Scorer` (black-box methods, the scorer, the phantom evaluation):
+
+* :meth:`Scorer.encode` builds model inputs for a batch of working-frame images
   and ONE text (prompt + teacher-forced answer) and says where the image tokens
   and the target tokens are;
-* :meth:`Adapter.score` returns per-token target log-probs in float32 for a batch
+* :meth:`Scorer.score` returns per-token target log-probs in float32 for a batch
   of images (the scalar every gradient / perturbation method explains is their sum);
-* :meth:`Adapter.generate` answers greedily;
-* :meth:`Adapter.pixel_inputs` / :meth:`Adapter.score_pixels` /
-  :meth:`Adapter.pixels_to_working` give gradient methods a differentiable
-  pixels -> target function with the batch on dimension 0 and a way back to space.
+* :meth:`Scorer.generate` answers greedily.
+
+:class:`GradientSurface` (gradient, activation and attention methods):
+
+* :attr:`GradientSurface.geometry`: the model frame, the vision patch grid, the
+  image-token grid and how patches become tokens (:class:`Geometry`);
+* :meth:`GradientSurface.pixel_values`: a differentiable torch path from
+  working-frame images to the model's pixel values (equal to the processor's);
+* :meth:`GradientSurface.forward`: one forward from working-frame images to the
+  float32 target log-probs, capturing hidden states of named decoder layers and
+  vision-encoder blocks, with gradients when asked; the adapter counts every
+  backward pass that reaches its log-probs;
+* :meth:`GradientSurface.to_working`: maps from pixel, patch or token space back to
+  the working frame that either **sum** (gradients, relevance: totals preserved)
+  or **average** (activations: levels preserved).
+
+:class:`AttentionSurface` (attention and relevance methods):
+
+* :meth:`AttentionSurface.attention`: decoder attention of one image, eager only
+  for that forward, reduced while computed (head mean or one head, chosen rows),
+  optionally gradient-weighted;
+* :meth:`AttentionSurface.relevance`: conservative relevance propagation (LRP) of
+  the target logits to the input embeddings.
+
+:class:`Adapter` is all three; the Hugging Face families implement it.
 
 Adapters are registered by families in plugins (``register_adapters``) and resolved
 from any model reference with the ``resolve_adapter`` hook; the core never imports
@@ -22,9 +46,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -34,13 +58,31 @@ from .typing import WorkingImage
 
 __all__ = [
     "Adapter",
+    "AttentionMaps",
+    "AttentionSurface",
     "Encoding",
+    "ForwardResult",
     "Generation",
+    "Geometry",
+    "GradientSurface",
     "LoadOptions",
     "ModelCard",
     "PassCounter",
     "Query",
+    "Reduction",
+    "Relevance",
+    "Scorer",
+    "Space",
 ]
+
+Reduction = Literal["sum", "mean"]
+"""How model-space values combine into working-frame pixels: ``"sum"`` preserves the
+total (gradients, attributions, relevance), ``"mean"`` preserves the level (activations)."""
+
+Space = Literal["pixel", "patch", "token"]
+"""Where a tensor lives: ``"pixel"`` = the model's ``pixel_values`` layout, ``"patch"`` =
+one value per vision patch in the vision encoder's sequence order, ``"token"`` = one
+value per image token, row-major over the token grid."""
 
 
 @dataclass(frozen=True)
@@ -244,34 +286,203 @@ class ModelCard:
     load: Callable[[str, LoadOptions], "Adapter"] = field(repr=False, compare=False)
 
 
-class Adapter(ABC):
-    """One loaded vision-language model behind the surface methods use.
+@dataclass(frozen=True)
+class Geometry:
+    """Where a working-frame image lands inside the model.
+
+    The working image (S, S) is resized by the processor to the **model frame**
+    (H, W), cut into P x P vision patches (a ``(ph, pw)`` patch grid), and groups of
+    ``(kh, kw)`` patches become one image token of the ``(gh, gw)`` token grid
+    (Qwen2.5-VL: a 2 x 2 merge window; Gemma 3: the projector's k x k average pool).
+
+    Attributes:
+        working_size (int): side S of the working frame, pixels.
+        model_size (tuple[int, int]): (H, W) of the model frame, pixels.
+        patch_size (int): side P of a vision patch in model-frame pixels.
+        patch_grid (tuple[int, int]): (ph, pw) = (H / P, W / P).
+        token_grid (tuple[int, int]): (gh, gw) image tokens, row-major in the prompt.
+        patches_per_token (tuple[int, int]): (kh, kw) = (ph / gh, pw / gw).
+        patch_order (torch.Tensor): (ph * pw,) long; entry i is the row-major patch
+            index (``row * pw + col``) of position i of the vision encoder's sequence
+            (Qwen2.5-VL: window-attention order of its 2 x 2 merge windows; Gemma 3:
+            row-major, the identity).
+    """
+
+    working_size: int
+    model_size: tuple[int, int]
+    patch_size: int
+    patch_grid: tuple[int, int]
+    token_grid: tuple[int, int]
+    patches_per_token: tuple[int, int]
+    patch_order: torch.Tensor = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    """What one :meth:`GradientSurface.forward` returns.
+
+    Attributes:
+        logprobs (torch.Tensor): (B, T) float32 natural-log probabilities of the T
+            target tokens (teacher forced), differentiable when the forward was.
+        hidden (Mapping[int, torch.Tensor]): requested decoder layer (as requested,
+            negative indices kept) -> (B, L, D) output hidden states of that layer.
+        vision (Mapping[int, torch.Tensor]): requested vision-encoder block -> (B, Np, Dv)
+            block outputs, patches in :attr:`Geometry.patch_order`.
+        image_positions (torch.Tensor): (N,) long sequence positions of the image tokens,
+            row-major over the token grid.
+        predictor_positions (torch.Tensor): (T,) long positions whose outputs predict the
+            target tokens (target positions - 1).
+
+    With ``grad=True`` every captured tensor keeps its ``.grad`` after :meth:`backward`.
+    """
+
+    logprobs: torch.Tensor
+    hidden: Mapping[int, torch.Tensor]
+    vision: Mapping[int, torch.Tensor]
+    image_positions: torch.Tensor
+    predictor_positions: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        """(B,) float32 summed target log-prob of each image: the scalar methods explain."""
+        return self.logprobs.sum(-1)
+
+    def backward(self) -> None:
+        """Back-propagate the sum of :attr:`total` over the batch (counted by the adapter)."""
+        self.total.sum().backward()
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """Decoder attention captured in one forward, reduced while it was computed.
+
+    Attributes:
+        maps (Mapping[int, torch.Tensor]): decoder layer (0-based) -> (R, L) float32
+            attention weights of the R query rows over the L sequence positions, averaged
+            over heads (or one head); with ``gradient=True`` instead
+            ``mean_h ReLU(dF/dA_h) * A_h`` where F is the summed target log-prob.
+        rows (torch.Tensor): (R,) long query positions of the rows of every map.
+        image_positions (torch.Tensor): (N,) long positions of the image tokens,
+            row-major over ``grid``.
+        grid (tuple[int, int]): (gh, gw) image-token grid; gh * gw == N.
+        predictor_positions (torch.Tensor): (T,) long positions whose outputs predict
+            the target tokens (target positions - 1).
+        logprobs (torch.Tensor): (T,) float32 target log-probs of this forward.
+    """
+
+    maps: Mapping[int, torch.Tensor]
+    rows: torch.Tensor
+    image_positions: torch.Tensor
+    grid: tuple[int, int]
+    predictor_positions: torch.Tensor
+    logprobs: torch.Tensor
+
+    def image_columns(self, matrix: torch.Tensor) -> torch.Tensor:
+        """(R, L) rows over the sequence -> (R, gh, gw) over the image-token grid."""
+        return matrix[:, self.image_positions].reshape(-1, *self.grid)
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """Relevance of every input embedding for the summed target logits (LRP).
+
+    Attributes:
+        positions (torch.Tensor): (L,) float32 relevance of each sequence position
+            (input x modified gradient, summed over the embedding dimension).
+        explained (float): the explained quantity, the sum of the target tokens'
+            logits at their predictor rows.
+        image_positions (torch.Tensor): (N,) long positions of the image tokens,
+            row-major over ``grid``.
+        grid (tuple[int, int]): (gh, gw) image-token grid.
+    """
+
+    positions: torch.Tensor
+    explained: float
+    image_positions: torch.Tensor
+    grid: tuple[int, int]
+
+    @property
+    def image_grid(self) -> torch.Tensor:
+        """(gh, gw) relevance of the image tokens."""
+        return self.positions[self.image_positions].reshape(self.grid)
+
+    @property
+    def conservation_error(self) -> float:
+        """|sum of relevance - explained| / |explained| (0 = perfectly conservative)."""
+        total = float(self.positions.sum())
+        return abs(total - self.explained) / max(abs(self.explained), 1e-12)
+
+
+class AttentionSurface(ABC):
+    """Decoder attention and relevance of one image, switched on for one forward.
+
+    The model stays as loaded: eager attention is used only inside these calls.
+    Each call counts its forward (and backward) pass in the adapter's counter.
+    """
+
+    @property
+    @abstractmethod
+    def num_decoder_layers(self) -> int:
+        """Number of decoder layers L of the language model."""
+
+    @property
+    @abstractmethod
+    def num_attention_heads(self) -> int:
+        """Number of attention heads per decoder layer."""
+
+    @abstractmethod
+    def attention(
+        self,
+        image: WorkingImage,
+        query: Query,
+        *,
+        layers: Sequence[int],
+        rows: Literal["predictor", "all"] = "predictor",
+        head: int | None = None,
+        gradient: bool = False,
+    ) -> AttentionMaps:
+        """Attention weights of ``layers`` for one image, reduced on the fly.
+
+        Args:
+            image: (S, S) float32 working-frame image in [0, 1].
+            query: the text and target.
+            layers (Sequence[int]): 0-based decoder layers to keep.
+            rows (str): ``"predictor"`` keeps the T predictor rows, ``"all"`` every row.
+                Default: "predictor".
+            head (int | None): keep one head; None averages over heads. Default: None.
+            gradient (bool): run one backward pass of the summed target log-prob and
+                keep ``mean_h ReLU(dF/dA_h) * A_h``. Default: False.
+
+        Returns:
+            AttentionMaps: one forward (and with ``gradient`` one backward) counted.
+        """
+
+    @abstractmethod
+    def relevance(self, image: WorkingImage, query: Query) -> Relevance:
+        """Conservative relevance propagation of the summed target logits (one forward + backward)."""
+
+
+class Scorer(ABC):
+    """A model that scores and answers: everything black-box methods need.
 
     Attributes:
         family (str): adapter family name (class attribute).
         name (str): the reference it was loaded from (registry key, id or folder).
-        model (torch.nn.Module): the underlying HF model (eval mode).
         options (LoadOptions): the options it was loaded with.
         counter (PassCounter): pass counts since the last reset.
     """
 
     family: ClassVar[str]
 
-    def __init__(self, name: str, model: torch.nn.Module, options: LoadOptions) -> None:
+    def __init__(self, name: str, options: LoadOptions | None = None) -> None:
         self.name = name
-        self.model = model
-        self.options = options
+        self.options = options if options is not None else LoadOptions()
         self.counter = PassCounter()
 
     @property
     def working_size(self) -> int:
         """Side S of the square working frame the adapter expects."""
         return self.options.working_size
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the model's input embeddings."""
-        return next(self.model.parameters()).device
 
     @abstractmethod
     def encode(self, images: Sequence[WorkingImage], query: Query) -> Encoding:
@@ -310,34 +521,119 @@ class Adapter(ABC):
             max_new_tokens: generation budget. Default: 256.
         """
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe facts recorded in result meta."""
+        return {"family": self.family, "name": self.name}
+
+
+class GradientSurface(ABC):
+    """The differentiable side of a model: pixels, captures, gradients, maps back.
+
+    Subclasses also derive from :class:`Scorer` (they count passes in ``counter``).
+
+    Attributes:
+        default_layer (int): the decoder layer whose image-token hidden states layer
+            methods (Grad-CAM) read by default, negative = from the end (class
+            attribute, chosen per family). Never the last layer: its image-token outputs
+            feed no later layer, so their gradient to the target is exactly zero.
+    """
+
+    counter: PassCounter
+    default_layer: ClassVar[int] = -2
+
+    @property
+    @abstractmethod
+    def geometry(self) -> Geometry:
+        """The model frame, patch grid, token grid and patch order of a working image."""
+
+    @property
+    def supports_gradients(self) -> bool:
+        """Whether gradients can flow through the model (False e.g. for quantised weights)."""
+        return True
+
     @abstractmethod
     def pixel_inputs(self, images: Sequence[WorkingImage]) -> torch.Tensor:
-        """Processed pixel values with the batch on dimension 0: (B, ...) float32."""
+        """The processor's pixel values (reference path, no gradient): (B, ...) float32."""
 
     @abstractmethod
-    def score_pixels(self, pixels: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """Differentiable target scalar from processed pixels.
+    def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        """Differentiable model pixel values of working-frame images.
 
         Args:
-            pixels: (B', ...) as returned by :meth:`pixel_inputs` (B' may differ from
-                ``encoding.batch_size``; the text is repeated).
-            encoding: an encoding of the query (any batch size).
+            images (torch.Tensor): (B, S, S) float grey working-frame images in [0, 1].
 
         Returns:
-            (B',) float32 sum of target-token log-probs, differentiable w.r.t. ``pixels``.
+            torch.Tensor: (B, ...) float32, the layout of :meth:`pixel_inputs` and equal
+            to it within 1e-5 when the model frame is the working frame.
         """
 
     @abstractmethod
-    def pixels_to_working(self, attribution: torch.Tensor) -> torch.Tensor:
-        """Map a pixel-space attribution (B, ...) back to space: (B, S, S) float32.
+    def forward(
+        self,
+        images: torch.Tensor,
+        query: Query,
+        *,
+        hidden: Sequence[int] = (),
+        vision: Sequence[int] = (),
+        grad: bool = False,
+    ) -> ForwardResult:
+        """One forward pass: target log-probs plus the captures a method asks for.
 
-        Channels are summed; family-specific packing (Qwen's 2x2 merge windows) is undone.
+        Args:
+            images (torch.Tensor): (B, S, S) working-frame images in [0, 1]; when they
+                require grad, the log-probs are differentiable with respect to them.
+            query (Query): the text and target.
+            hidden (Sequence[int]): decoder layers whose output hidden states to keep
+                (negative = from the end). Default: none.
+            vision (Sequence[int]): vision-encoder blocks whose outputs to keep. Default: none.
+            grad (bool): build the graph and keep ``.grad`` on every capture. Default: False.
+
+        Returns:
+            ForwardResult: one forward call of B sequences is counted; every backward pass
+            through its log-probs is counted too (whoever runs it: Captum or
+            :meth:`ForwardResult.backward`).
+
+        Raises:
+            IndexError: a layer index outside the model.
+        """
+
+    @abstractmethod
+    def to_working(self, values: torch.Tensor, space: Space, reduce: Reduction) -> torch.Tensor:
+        """Map model-space values back to the working frame.
+
+        Args:
+            values (torch.Tensor): ``"pixel"``: (B, ...) in the :meth:`pixel_values`
+                layout (channels and copies reduced too); ``"patch"``: (B, ph * pw) in
+                :attr:`Geometry.patch_order`; ``"token"``: (B, gh * gw) row-major.
+            space (str): ``"pixel"``, ``"patch"`` or ``"token"``.
+            reduce (str): ``"sum"`` (totals preserved: gradients, relevance) or
+                ``"mean"`` (levels preserved: activations).
+
+        Returns:
+            torch.Tensor: (B, S, S) float32 in the working frame.
         """
 
     @abstractmethod
     def decoder_layers(self) -> Sequence[torch.nn.Module]:
-        """The language model's decoder layers, first to last (for hooks)."""
+        """The language model's decoder layers, first to last."""
 
-    def describe(self) -> dict[str, Any]:
-        """JSON-safe facts recorded in result meta."""
-        return {"family": self.family, "name": self.name}
+    @abstractmethod
+    def vision_layers(self) -> Sequence[torch.nn.Module]:
+        """The vision encoder's blocks, first to last."""
+
+
+class Adapter(Scorer, GradientSurface, AttentionSurface):
+    """One loaded vision-language model behind the three surfaces.
+
+    Attributes:
+        model (torch.nn.Module): the underlying model (eval mode, parameters frozen).
+    """
+
+    def __init__(self, name: str, model: torch.nn.Module, options: LoadOptions) -> None:
+        super().__init__(name, options)
+        self.model = model
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters (where inputs go)."""
+        return next(self.model.parameters()).device

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .adapter import Adapter, LoadOptions, Query
+from .adapter import LoadOptions, Query, Scorer
 from .errors import CxrAttribError, InputError, MethodContractError, MethodFailedError
 from .frames import ResizePad, grid_to_working
 from .imageio import LoadedImage, load_image
-from .method import Method, MethodOutput, MethodRequest
-from .models import load_adapter, with_attentions
+from .method import Method, MethodOutput, MethodRequest, gradient_surface
+from .models import load_adapter
 from .registry import get_method, methods, registered_by
 from .result import Attribution, Concept, Meta, Target, TokenScore
 from .scoring.boxes import DERIVED_BOXES, input_heatmap_boxes
@@ -221,7 +221,7 @@ def finish_result(
 
 
 def attribute(
-    model: str | os.PathLike | Adapter,
+    model: str | os.PathLike | Scorer,
     image: ImageSource,
     question: str,
     method: str = DEFAULT_METHOD,
@@ -236,7 +236,7 @@ def attribute(
     """Explain which part of ``image`` the model used to answer ``question``.
 
     Args:
-        model (str | PathLike | Adapter): registry key (``cxr-attrib models``),
+        model (str | PathLike | Scorer): registry key (``cxr-attrib models``),
             Hugging Face id, local checkpoint folder, or a loaded adapter; ``"none"``
             (:data:`NO_MODEL`) for a model-free method with a given ``answer``.
         image: path (PNG/JPEG/TIFF/DICOM), bytes, PIL image, numpy array (H, W) or
@@ -260,13 +260,14 @@ def attribute(
         InputError: a bad seed, or ``model="none"`` where a model is needed.
         TargetError: an empty or non-UTF-8 question or answer, an unknown mode or target.
         LoadOptionsError: unusable load options.
+        ModelCapabilityError: a gradient method on a model without gradient support.
         ImageLoadError: an unreadable image.
         MethodFailedError: the method raised (names it and its plugin's distribution).
         MethodContractError: the method returned something invalid.
     """
     method_cls = get_method(method)
     options = load_options or LoadOptions()
-    size = model.working_size if isinstance(model, Adapter) else options.working_size
+    size = model.working_size if isinstance(model, Scorer) else options.working_size
     checked_params = method_cls.check_params(params, size=size)
     seed = _check_seed(seed)
     policy = validate_span_policy(target)
@@ -276,11 +277,12 @@ def attribute(
     _check_model_need(model, method_cls, answer)
     loaded = image if isinstance(image, LoadedImage) else load_image(image)
     pixels = loaded.pixels
-    if method_cls.needs_attentions:
-        options = with_attentions(options)
     adapter = None
     if method_cls.uses_model or answer is None:
         adapter = load_adapter(model, options)
+    if method_cls.needs_gradients:
+        gradient_surface(adapter, method_cls.name)
+    method_cls.validate(checked_params, adapter if method_cls.uses_model else None)
     working_size = adapter.working_size if adapter is not None else options.working_size
     frame = ResizePad(int(pixels.shape[0]), int(pixels.shape[1]), size=working_size)
     working = frame.image_to_working(pixels)
@@ -318,7 +320,7 @@ def attribute(
     passes = adapter.counter.as_dict() if adapter is not None and method_cls.uses_model else {}
     if generated:
         passes["generate_calls"] = passes.get("generate_calls", 0) + generated
-    model_name = model.name if isinstance(model, Adapter) else os.fspath(model)
+    model_name = model.name if isinstance(model, Scorer) else os.fspath(model)
     return finish_result(
         method_cls, out, request, frame, pixels=pixels, target=target_info,
         model_name=model_name, wall_time_s=wall, passes=passes,

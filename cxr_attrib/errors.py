@@ -26,6 +26,7 @@ __all__ = [
     "MethodParameterError",
     "ImageLoadError",
     "ModelLoadError",
+    "ModelCapabilityError",
     "DataError",
     "OutputError",
     "check_choice",
@@ -146,6 +147,10 @@ class ModelLoadError(CxrAttribError):
 
 class LoadOptionsError(ModelLoadError, ValueError):
     """A :class:`~cxr_attrib.adapter.LoadOptions` field with an unusable value."""
+
+
+class ModelCapabilityError(CxrAttribError):
+    """A loaded model lacks what a method needs (gradients, attention weights)."""
 
 
 class DataError(CxrAttribError, ValueError):

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import torch
 from PIL import Image
 
 from cxr_attrib.errors import ImageLoadError
 from cxr_attrib.typing import BoxArray, GreyImage, Heatmap, TokenGrid, WorkingImage
 
-__all__ = ["DEFAULT_SIZE", "ResizePad", "grid_to_working"]
+__all__ = ["DEFAULT_SIZE", "ResizePad", "cells_to_working", "grid_to_working", "overlap_matrix"]
 
 DEFAULT_SIZE = 224
 """Side of the square working frame, in pixels (the paper's 224)."""
@@ -298,6 +299,71 @@ def grid_to_working(grid: npt.ArrayLike, size: int = DEFAULT_SIZE) -> Heatmap:
     rows = _block_index(scores.shape[0], side)
     cols = _block_index(scores.shape[1], side)
     return scores[rows[:, None], cols[None, :]]
+
+
+def overlap_matrix(cells: int, size: int, reduce: str) -> torch.Tensor:
+    """Exact 1-D resampling weights from ``cells`` equal cells onto ``size`` pixels.
+
+    Cells and pixels tile the same segment. ``O[i, j]`` is the overlap of pixel ``i``
+    with cell ``j`` as a fraction of the segment; ``"sum"`` scales it so every cell's
+    value is shared out in proportion (each column sums to 1: totals preserved),
+    ``"mean"`` so every pixel is the overlap-weighted mean of its cells (each row
+    sums to 1: levels preserved).
+
+    Args:
+        cells (int): number of input cells (>= 1).
+        size (int): number of output pixels (>= 1).
+        reduce (str): ``"sum"`` or ``"mean"``.
+
+    Returns:
+        torch.Tensor: (size, cells) float64 weights.
+
+    Examples::
+
+        >>> overlap_matrix(2, 4, "sum").tolist()
+        [[0.5, 0.0], [0.5, 0.0], [0.0, 0.5], [0.0, 0.5]]
+        >>> overlap_matrix(4, 2, "mean").tolist()
+        [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]]
+    """
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    cells, size = _positive_int("cells", cells), _positive_int("size", size)
+    # exact rational edges on a common grid of cells * size units
+    pixel = torch.arange(size + 1, dtype=torch.float64) * cells
+    cell = torch.arange(cells + 1, dtype=torch.float64) * size
+    low = torch.maximum(pixel[:-1, None], cell[None, :-1])
+    high = torch.minimum(pixel[1:, None], cell[None, 1:])
+    overlap = (high - low).clamp(min=0) / (cells * size)
+    return overlap * (cells if reduce == "sum" else size)
+
+
+def cells_to_working(values: torch.Tensor, size: int, reduce: str) -> torch.Tensor:
+    """Resample (B, h, w) cell maps that tile the frame onto (B, S, S) pixels, exactly.
+
+    Args:
+        values (torch.Tensor): (B, h, w) one value per cell (model pixels, patches or
+            tokens); the cells tile the whole working frame.
+        size (int): side S of the working frame.
+        reduce (str): ``"sum"``: a cell's value is shared among the pixels it covers
+            (the map's total is preserved: gradients, relevance); ``"mean"``: a pixel
+            takes the overlap-weighted mean of its cells (activations).
+
+    Returns:
+        torch.Tensor: (B, S, S) float32 (differentiable).
+
+    Examples::
+
+        >>> cells_to_working(torch.tensor([[[4.0]]]), 2, "sum").tolist()
+        [[[1.0, 1.0], [1.0, 1.0]]]
+        >>> cells_to_working(torch.tensor([[[4.0]]]), 2, "mean").tolist()
+        [[[4.0, 4.0], [4.0, 4.0]]]
+    """
+    if values.ndim != 3:
+        raise ValueError(f"expected (B, h, w) cell maps, got shape {tuple(values.shape)}")
+    rows = overlap_matrix(values.shape[1], size, reduce).to(values.device)
+    cols = overlap_matrix(values.shape[2], size, reduce).to(values.device)
+    out = rows @ values.to(torch.float64) @ cols.T
+    return out.float()
 
 
 def _block_index(cells: int, side: int) -> npt.NDArray[np.intp]:

@@ -35,11 +35,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from .adapter import Adapter, Query
-from .errors import MethodParameterError
+from .adapter import GradientSurface, Query, Scorer
+from .errors import MethodParameterError, ModelCapabilityError
 from .typing import Heatmap, TokenGrid, WorkingImage
 
-__all__ = ["Method", "MethodRequest", "MethodOutput", "ConceptScore", "OutputKind", "Param"]
+__all__ = ["Method", "MethodRequest", "MethodOutput", "ConceptScore", "OutputKind", "Param", "gradient_surface"]
 
 OutputKind = Literal["heatmap", "boxes", "concepts"]
 
@@ -141,8 +141,8 @@ class MethodRequest:
     """Everything a method gets for one attribution.
 
     Attributes:
-        adapter (Adapter | None): the loaded model; None when the method declares
-            ``uses_model = False``.
+        adapter (Scorer | None): the loaded model (an :class:`~cxr_attrib.adapter.Adapter`
+            for the built-in families); None when the method declares ``uses_model = False``.
         image (np.ndarray): (S, S) float32 working-frame grey image in [0, 1]
             (read-only; copy before changing it).
         content_mask (np.ndarray): (S, S) bool, True on the image, False on padding.
@@ -152,7 +152,7 @@ class MethodRequest:
         seed (int): seed for every random choice the method makes.
     """
 
-    adapter: Adapter | None
+    adapter: Scorer | None
     image: WorkingImage
     content_mask: np.ndarray
     query: Query
@@ -271,6 +271,18 @@ class Method(ABC):
             merged[key] = spec.check(cls.name, key, merged[key], size=size)
         return merged
 
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], adapter: Scorer | None) -> None:
+        """Reject parameter values the method cannot use; the core calls it before any model pass.
+
+        Args:
+            params: the method's ``defaults`` updated with the caller's values.
+            adapter: the loaded model (no pass has run yet), or None for priors.
+
+        Raises:
+            MethodParameterError: naming the parameter, the value and the valid range.
+        """
+
     @abstractmethod
     def attribute(self, request: MethodRequest) -> MethodOutput:
         """Explain ``request.query`` for ``request.image``.
@@ -281,3 +293,24 @@ class Method(ABC):
         Returns:
             Scores in the working frame (see :class:`MethodOutput`).
         """
+
+
+def gradient_surface(adapter: Scorer | None, method: str) -> GradientSurface:
+    """``adapter`` as a :class:`~cxr_attrib.adapter.GradientSurface` that supports gradients.
+
+    Args:
+        adapter: the loaded model.
+        method (str): the method's name, for the message.
+
+    Raises:
+        ModelCapabilityError: the model has no differentiable surface or its weights
+            carry no gradient (e.g. quantised).
+    """
+    if not isinstance(adapter, GradientSurface) or not adapter.supports_gradients:
+        name = getattr(adapter, "name", repr(adapter))
+        raise ModelCapabilityError(
+            f"method {method!r} needs gradients, but model {name!r} was loaded without gradient support "
+            "(no differentiable adapter surface, or non-float weights); load it with a float dtype "
+            "(LoadOptions(dtype='float32' or 'bfloat16')) through an adapter family that supports gradients."
+        )
+    return adapter

@@ -8,10 +8,9 @@ A reference is, in order of precedence: an already loaded
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
-from .adapter import Adapter, LoadOptions
+from .adapter import Adapter, LoadOptions, Scorer
 from .errors import ModelLoadError, UnknownModelError
 from .registry import model_cards, plugin_manager
 
@@ -20,11 +19,12 @@ __all__ = ["load_adapter", "clear_adapter_cache"]
 _cache: dict[tuple[str, LoadOptions], Adapter] = {}
 
 
-def load_adapter(reference: str | os.PathLike | Adapter, options: LoadOptions | None = None) -> Adapter:
+def load_adapter(reference: str | os.PathLike | Scorer, options: LoadOptions | None = None) -> Scorer:
     """Load (or reuse) the adapter for ``reference``.
 
     Args:
-        reference: registry key, Hugging Face id, local folder, or an adapter.
+        reference: registry key, Hugging Face id, local folder, or a loaded adapter
+            (any :class:`~cxr_attrib.adapter.Scorer`, returned as is).
         options: how to load. Default: ``LoadOptions()``.
 
     Returns:
@@ -38,7 +38,7 @@ def load_adapter(reference: str | os.PathLike | Adapter, options: LoadOptions | 
         ModelLoadError: the model was recognised but could not be loaded.
         LoadOptionsError: options that cannot be honoured here (CUDA absent).
     """
-    if isinstance(reference, Adapter):
+    if isinstance(reference, Scorer):
         return reference
     options = (options or LoadOptions()).resolved()
     ref = os.fspath(reference)
@@ -60,11 +60,6 @@ def load_adapter(reference: str | os.PathLike | Adapter, options: LoadOptions | 
             raise UnknownModelError(ref, cards)
     _cache[key] = adapter
     return adapter
-
-
-def with_attentions(options: LoadOptions) -> LoadOptions:
-    """``options`` switched to eager attention, so attention weights can be read."""
-    return dataclasses.replace(options, attn_implementation="eager")
 
 
 def clear_adapter_cache() -> None:

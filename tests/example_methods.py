@@ -31,20 +31,17 @@ class CentreOcclusion(Method):
 
 
 class GradientTimesInput(Method):
-    """Gradient of the answer log-prob with respect to the processed pixels, times the pixels."""
+    """Gradient of the answer log-prob with respect to the working image, times the image."""
 
     name = "gradient_x_input"
-    summary = "|gradient x input| of the answer log-prob, channels summed, in the working frame."
+    summary = "|gradient x input| of the answer log-prob with respect to the working-frame image."
     reference = "Shrikumar et al., 'Not Just a Black Box', arXiv:1605.01713, 2016."
     needs_gradients = True
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         adapter = request.adapter
-        encoding = adapter.encode([request.image], request.query)
-        pixels = adapter.pixel_inputs([request.image]).requires_grad_(True)  # (1, ...) float32
-        total = adapter.score_pixels(pixels, encoding)  # (1,) summed target log-prob, differentiable
-        (grad,) = torch.autograd.grad(total.sum(), pixels)
-        adapter.counter.backward_calls += 1  # methods count their own backward passes
-        adapter.counter.backward_sequences += pixels.shape[0]
-        heat = adapter.pixels_to_working((grad * pixels).detach())[0]  # (S, S) float32
+        image = torch.tensor(np.array(request.image))[None].requires_grad_(True)  # (1, S, S) working frame
+        result = adapter.forward(image, request.query, grad=True)  # one forward: (1, T) target log-probs
+        (grad,) = torch.autograd.grad(result.total.sum(), image)  # the adapter counts this backward pass
+        heat = (grad * image).detach()[0]  # (S, S) float32, already in the working frame
         return MethodOutput(heatmap=heat.abs().cpu().numpy(), unit="|gradient x input| (log-prob)")

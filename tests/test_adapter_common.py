@@ -11,7 +11,7 @@ from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.models import load_adapter
 from cxr_attrib.registry import model_cards
 from cxr_attrib.targets import TargetError, build_prompt
-from cxr_attrib.testing import load_tiny_adapter
+from cxr_attrib.testing import load_tiny_adapter, wired_adapter
 from cxr_attrib_adapters import _hf_base
 
 FAMILIES = ["qwen2_5_vl", "gemma3"]
@@ -111,18 +111,70 @@ def test_batched_scoring_equals_one_by_one_and_counts_passes(adapter):
     adapter.counter.reset()
 
 
-def test_score_pixels_equals_score_sum_and_is_differentiable(adapter):
+def test_forward_equals_score_and_counts_each_backward(adapter):
     pics = images(3, seed=3)
     q = query("Yes.", policy="turn")
-    enc = adapter.encode(pics[:1], q)
-    pixels = adapter.pixel_inputs(pics).requires_grad_(True)
-    assert pixels.dtype == torch.float32 and pixels.shape[0] == 3
-    total = adapter.score_pixels(pixels, enc)
-    torch.testing.assert_close(total.detach(), adapter.score(pics, q).sum(-1), atol=1e-5, rtol=0)
-    total.sum().backward()
-    space = adapter.pixels_to_working(pixels.grad)
-    assert space.shape == (3, 224, 224) and space.dtype == torch.float32
-    assert torch.isfinite(space).all() and space.abs().sum() > 0
+    working = torch.from_numpy(np.stack(pics)).requires_grad_(True)
+    adapter.counter.reset()
+    result = adapter.forward(working, q)
+    assert result.logprobs.dtype == torch.float32 and result.logprobs.shape == (3, 4)
+    torch.testing.assert_close(result.logprobs.detach(), adapter.score(pics, q), atol=1e-5, rtol=0)
+    result.backward()
+    torch.autograd.grad(adapter.forward(working[:1], q).total.sum(), working)  # as Captum runs it
+    assert adapter.counter.as_dict() == {
+        "forward_calls": 3, "forward_sequences": 7, "backward_calls": 2, "backward_sequences": 4, "generate_calls": 0,
+    }
+    assert working.grad.shape == (3, 224, 224) and torch.isfinite(working.grad).all()
+    assert (working.grad.abs().sum(dim=(1, 2)) > 0).all()
+    adapter.counter.reset()
+
+
+def test_torch_pixel_path_equals_the_processor(adapter):
+    pics = images(2, seed=7) + [np.random.default_rng(3).random((224, 224), dtype=np.float32)]
+    expected = adapter.pixel_inputs(pics)
+    got = adapter.pixel_values(torch.from_numpy(np.stack(pics)))
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_forward_captures_layers_with_their_gradients(adapter):
+    q = query("Yes.")
+    result = adapter.forward(torch.from_numpy(np.stack(images(2, seed=8))), q, hidden=(0, -1), vision=(-1,), grad=True)
+    length = adapter.encode(images(1), q).inputs["input_ids"].shape[1]
+    (ph, pw) = adapter.geometry.patch_grid
+    width = adapter.model.config.get_text_config().hidden_size
+    assert result.hidden[0].shape == result.hidden[-1].shape == (2, length, width)
+    assert result.vision[-1].shape[:2] == (2, ph * pw)
+    result.backward()
+    for capture in (result.hidden[0], result.hidden[-1], result.vision[-1]):
+        assert capture.grad is not None and capture.grad.shape == capture.shape
+    # the last layer's output reaches the target only through the predictor rows
+    last = result.hidden[-1].grad
+    assert last[:, result.image_positions].abs().max() == 0
+    assert last[:, result.predictor_positions].abs().sum() > 0
+    assert result.hidden[0].grad[:, result.image_positions].abs().sum() > 0
+
+
+@pytest.mark.parametrize(("field", "index"), [("hidden", 2), ("hidden", -3), ("vision", 5)])
+def test_forward_rejects_layers_outside_the_model(adapter, field, index):
+    with pytest.raises(IndexError, match=rf"{field} layer {index} is out of range"):
+        adapter.forward(torch.zeros(1, 224, 224), query("Yes."), **{field: (index,)})
+
+
+@pytest.mark.parametrize("space", ["pixel", "patch", "token"])
+def test_maps_back_sum_preserves_totals_and_mean_preserves_levels(adapter, space):
+    geometry = adapter.geometry
+    shape = {
+        "pixel": tuple(adapter.pixel_values(torch.zeros(2, 224, 224)).shape),
+        "patch": (2, geometry.patch_grid[0] * geometry.patch_grid[1]),
+        "token": (2, geometry.token_grid[0] * geometry.token_grid[1]),
+    }[space]
+    values = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    summed = adapter.to_working(values, space, "sum")
+    assert summed.shape == (2, 224, 224) and summed.dtype == torch.float32
+    torch.testing.assert_close(summed.sum(dim=(1, 2)), values.flatten(1).sum(1), rtol=1e-5, atol=0)
+    level = adapter.to_working(torch.full(shape, 0.25), space, "mean")
+    torch.testing.assert_close(level, torch.full((2, 224, 224), 0.25))
 
 
 def test_generation_scores_equal_teacher_forced_scores(family, tiny_model_dir):
@@ -174,8 +226,17 @@ def test_token_logprobs_chunks_match_a_full_log_softmax(monkeypatch):
 def test_decoder_layers_and_describe(adapter):
     layers = adapter.decoder_layers()
     assert len(layers) == adapter.model.config.get_text_config().num_hidden_layers == 2
+    assert len(adapter.vision_layers()) == 2 and adapter.supports_gradients
     facts = adapter.describe()
     assert facts["dtype"] == "float32" and facts["grid"] == [8, 8] and facts["family"] == adapter.family
+    assert facts["patch_grid"] == [16, 16]
+
+
+def test_geometry_of_the_tiny_models(adapter):
+    geometry = adapter.geometry
+    assert (geometry.working_size, geometry.model_size, geometry.patch_size) == (224, (224, 224), 14)
+    assert (geometry.patch_grid, geometry.token_grid, geometry.patches_per_token) == ((16, 16), (8, 8), (2, 2))
+    assert sorted(geometry.patch_order.tolist()) == list(range(256))
 
 
 def test_encode_rejects_images_outside_the_working_frame(adapter):
@@ -236,3 +297,25 @@ def test_load_options_pick_device_and_dtype(monkeypatch):
     assert resolve_device_dtype(LoadOptions(device="cpu", dtype="float16")) == (torch.device("cpu"), torch.float16)
     with pytest.raises(ModelLoadError, match="dtype='fp8' is invalid; expected one of 'auto'"):
         resolve_device_dtype(LoadOptions(dtype="fp8"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_gradient_confined_to_the_top_right_corner_comes_back_there(family, monkeypatch):
+    """Qwen's merge-window storage order is undone, Gemma's map is not spread across cells."""
+    adapter = wired_adapter(family, (168, 0, 224, 56))  # the top-right 2 x 2 token cells
+    kept = []
+    packed = adapter.pixel_values
+
+    def keep(images: torch.Tensor) -> torch.Tensor:
+        pixels = packed(images)
+        pixels.retain_grad()
+        kept.append(pixels)
+        return pixels
+
+    monkeypatch.setattr(adapter, "pixel_values", keep)
+    working = torch.from_numpy(np.stack(images(1, seed=6))).requires_grad_(True)
+    adapter.forward(working, query("Yes.", policy="turn")).backward()
+    for space in (working.grad[0], adapter.to_working(kept[0].grad, "pixel", "sum")[0]):
+        corner = space[:56, 168:]
+        assert space.abs().sum() == corner.abs().sum() > 0, "all gradient lies in the corner"
+        assert (corner.abs().reshape(2, 28, 2, 28).sum(dim=(1, 3)) > 0).all(), "in each of its 4 token cells"

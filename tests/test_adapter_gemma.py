@@ -79,20 +79,35 @@ def test_token_type_ids_mark_exactly_the_image_tokens(tiny_gemma_adapter):
 
 
 @pytest.mark.parametrize("working_size", [112, 224, 448])
-def test_pixels_map_back_by_channel_sum_and_area_resize(tiny_model_dir, working_size):
+def test_pixels_map_back_by_channel_reduction_and_exact_resampling(tiny_model_dir, working_size):
     options = LoadOptions(dtype="float32", device="cpu", working_size=working_size)
     adapter = load_tiny_adapter(tiny_model_dir(FAMILY), options)
     assert adapter.pixel_inputs([image(working_size)]).shape == (1, 3, 224, 224)
     assert adapter.encode([image(working_size)], QUERY).grid == (8, 8)
     attribution = torch.zeros(1, 3, 224, 224)
     attribution[0, 0, :2, :2] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    attribution[0, 2, :2, :2] = 1.0
-    back = adapter.pixels_to_working(attribution)[0]
-    assert back.shape == (working_size, working_size)
+    attribution[0, 2, :2, :2] = 1.0  # channel sums [[2, 3], [4, 5]], channel means a third of that
+    summed = adapter.to_working(attribution, "pixel", "sum")[0]
+    mean = adapter.to_working(attribution, "pixel", "mean")[0]
+    assert summed.shape == mean.shape == (working_size, working_size)
+    assert float(summed.sum()) == pytest.approx(14.0)  # gradients keep their total
     if working_size == 112:
-        assert back[0, 0] == pytest.approx((2 + 3 + 4 + 5) / 4)
-        assert back[1:].abs().sum() == 0 and back[0, 1:].abs().sum() == 0
+        assert summed[0, 0] == pytest.approx(14.0) and mean[0, 0] == pytest.approx(14.0 / 12)
     elif working_size == 224:
-        assert torch.equal(back[:2, :2], torch.tensor([[2.0, 3.0], [4.0, 5.0]])) and back.sum() == 14
+        assert torch.equal(summed[:2, :2], torch.tensor([[2.0, 3.0], [4.0, 5.0]]))
     else:
-        assert torch.equal(back[:4, :4], torch.tensor([[2.0, 2, 3, 3], [2, 2, 3, 3], [4, 4, 5, 5], [4, 4, 5, 5]]))
+        quarter = torch.tensor([[2.0, 2, 3, 3], [2, 2, 3, 3], [4, 4, 5, 5], [4, 4, 5, 5]])
+        torch.testing.assert_close(summed[:4, :4], quarter / 4)
+        torch.testing.assert_close(mean[:4, :4], quarter / 3)
+    nonzero = 1 if working_size == 112 else (2 if working_size == 224 else 4)
+    assert summed[nonzero:].abs().sum() == 0 and summed[:, nonzero:].abs().sum() == 0
+
+
+def test_torch_path_resizes_like_the_processor(tiny_model_dir):
+    """Working 112 -> model 224: PIL resizes an 8-bit copy, so they agree to about one grey level."""
+    adapter = load_tiny_adapter(tiny_model_dir(FAMILY), LoadOptions(dtype="float32", device="cpu", working_size=112))
+    picture = (np.round(image(112, seed=4) * 255) / 255).astype(np.float32)
+    expected = adapter.pixel_inputs([picture])
+    got = adapter.pixel_values(torch.from_numpy(picture[None]))
+    assert got.shape == expected.shape == (1, 3, 224, 224)
+    torch.testing.assert_close(got, expected, atol=2 * 2 / 255, rtol=0)  # std 0.5: one grey level = 2/255

@@ -8,7 +8,7 @@ import torch
 
 from cxr_attrib.adapter import LoadOptions, Query
 from cxr_attrib.targets import build_prompt
-from cxr_attrib.testing import load_tiny_adapter, wired_adapter
+from cxr_attrib.testing import load_tiny_adapter
 from cxr_attrib_adapters.qwen2_5_vl import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, token_grid
 
 QUESTION = "Is there evidence of nodule in the image?"
@@ -76,7 +76,7 @@ def test_working_sizes_give_the_processor_grid(tiny_model_dir, working_size, max
     assert enc.inputs["image_grid_thw"].tolist() == [[1, 2 * grid[0], 2 * grid[1]]] * 2
     assert enc.inputs["pixel_values"].shape == (2 * patches, 3 * 2 * 14 * 14)
     assert adapter.pixel_inputs([image(working_size)]).shape == (1, patches, 1176)
-    back = adapter.pixels_to_working(adapter.pixel_inputs([image(working_size)]))
+    back = adapter.to_working(adapter.pixel_inputs([image(working_size)]), "pixel", "sum")
     assert back.shape == (1, working_size, working_size)
     scores = adapter.score([image(working_size)], QUERY)
     assert torch.isfinite(scores).all()
@@ -98,33 +98,43 @@ def test_mm_token_type_ids_give_3d_positions_in_grid_order(tiny_qwen_adapter):
     assert torch.equal(cols, torch.arange(8)[None, :].expand(8, 8))
 
 
-def test_pixels_to_working_rebuilds_the_image_exactly(tiny_qwen_adapter):
+def test_pixel_map_rebuilds_the_image_exactly(tiny_qwen_adapter):
     picture = image(seed=5)
     picture[:112, 112:] = 1.0  # a bright top-right quadrant: must come back top-right
-    back = tiny_qwen_adapter.pixels_to_working(tiny_qwen_adapter.pixel_inputs([picture]))[0]
+    pixels = tiny_qwen_adapter.pixel_inputs([picture])
     processor = tiny_qwen_adapter.image_processor
     expected = sum(2 * (picture - m) / s for m, s in zip(processor.image_mean, processor.image_std))
+    back = tiny_qwen_adapter.to_working(pixels, "pixel", "sum")[0]
     torch.testing.assert_close(back, torch.from_numpy(expected.astype(np.float32)), atol=1e-4, rtol=0)
+    level = tiny_qwen_adapter.to_working(pixels, "pixel", "mean")[0]
+    torch.testing.assert_close(level, torch.from_numpy(expected.astype(np.float32)) / 6, atol=1e-5, rtol=0)
 
 
 def test_merge_window_storage_order_is_undone(tiny_qwen_adapter):
     attribution = torch.zeros(1, 256, 1176)
     attribution[0, 0:4] = 1.0  # the 4 patches of merged token (0, 0)
     attribution[0, 4 + 2] = 1.0  # patch (row 1, col 0) of merged token (0, 1)
-    back = tiny_qwen_adapter.pixels_to_working(attribution)[0]
+    back = tiny_qwen_adapter.to_working(attribution, "pixel", "sum")[0]
     expected = torch.zeros(224, 224)
     expected[0:28, 0:28] = 3 * 2  # channels x temporal copies
     expected[14:28, 28:42] = 3 * 2
     assert torch.equal(back, expected)
 
 
-def test_gradient_in_the_top_right_quadrant_comes_back_there():
-    adapter = wired_adapter(FAMILY, (112, 0, 224, 112))
-    enc = adapter.encode([image(seed=6)], QUERY)
-    pixels = adapter.pixel_inputs([image(seed=6)]).requires_grad_(True)
-    adapter.score_pixels(pixels, enc).sum().backward()
-    space = adapter.pixels_to_working(pixels.grad)[0]
-    assert space[:, :112].abs().max() == 0, "left half must not receive the right half's gradient"
-    assert space[112:].abs().max() == 0
-    quadrant = space[:112, 112:].abs()
-    assert (quadrant.view(4, 28, 4, 28).sum(dim=(1, 3)) > 0).all(), "every token cell of the quadrant"
+def test_vision_blocks_follow_the_geometry_patch_order(tiny_model_dir):
+    adapter = load_tiny_adapter(tiny_model_dir(FAMILY))
+    with torch.no_grad():
+        for block in adapter.model.model.visual.blocks:
+            block.attn.proj.weight.zero_()
+            block.attn.proj.bias.zero_()
+    base = image(seed=2)
+    changed = base.copy()
+    changed[70:84, 196:210] = 0.0  # patch (row 5, col 14)
+    outputs = [
+        adapter.forward(torch.from_numpy(x[None]), QUERY, vision=(-1,)).vision[-1][0] for x in (base, changed)
+    ]
+    moved = (outputs[0] - outputs[1]).abs().sum(-1)
+    assert adapter.geometry.patch_order[torch.nonzero(moved)[:, 0]].tolist() == [5 * 16 + 14]
+    back = adapter.to_working(moved[None], "patch", "sum")[0]
+    assert torch.nonzero(back.sum(0)).flatten().tolist() == list(range(196, 210))
+    assert torch.nonzero(back.sum(1)).flatten().tolist() == list(range(70, 84))

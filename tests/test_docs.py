@@ -209,5 +209,6 @@ def test_method_author_reference_shows_the_tested_examples():
     assert (ROOT / "tests" / "example_methods.py").read_text() in blocks
     tests = (ROOT / "tests" / "test_method_author_examples.py").read_text()
     assert any(block in tests and "def test_gradient_example" in block for block in blocks)
-    for call in ("score(", "encode(", "pixel_inputs(", "score_pixels(", "pixels_to_working(", "generate("):
+    for call in ("score(", "encode(", "pixel_inputs(", "pixel_values(", "forward(", "to_working(", "attention(",
+                 "relevance(", "generate("):
         assert f"`adapter.{call}" in (ROOT / "CONTRIBUTING.md").read_text(), call

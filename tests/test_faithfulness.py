@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_attrib.adapter import Adapter, Encoding, Generation, LoadOptions, Query
+from cxr_attrib.adapter import Adapter, Encoding, Generation, LoadOptions, Query, Scorer
 from cxr_attrib.errors import DataError
 from cxr_attrib.scoring.faithfulness import (
     MIN_SPAN,
@@ -31,7 +31,7 @@ QUERY = Query(
 )
 
 
-class RegionAdapter(Adapter):
+class RegionAdapter(Scorer):
     """Target log-prob ``slope * (mean of region pixels - 1)`` (nats); answers by a threshold.
 
     Args:
@@ -45,7 +45,7 @@ class RegionAdapter(Adapter):
 
     def __init__(self, region: tuple[int, int, int, int], *, size: int = 16, slope: float = 2.0,
                  threshold: float = 0.6, name: str = "fake-region") -> None:
-        super().__init__(name, torch.nn.Linear(1, 1), LoadOptions(working_size=size, device="cpu"))
+        super().__init__(name, LoadOptions(working_size=size, device="cpu"))
         self.region, self.slope, self.threshold = region, slope, threshold
         self.batches: list[list[np.ndarray]] = []
         self.queries: list[Query] = []
@@ -69,25 +69,12 @@ class RegionAdapter(Adapter):
         self.prompts.append(prompt)
         return Generation("Yes." if self._mean(image) > self.threshold else "No.", (), ())
 
-    def pixel_inputs(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([np.asarray(i, dtype=np.float32) for i in images]))[:, None]
-
     def encode(self, images: Sequence[np.ndarray], query: Query) -> Encoding:
         return Encoding(
-            inputs={"pixel_values": self.pixel_inputs(images)}, image_positions=torch.arange(1), grid=(1, 1),
+            inputs={}, image_positions=torch.arange(1), grid=(1, 1),
             target_positions=torch.tensor([1]), target_ids=torch.tensor([0]), target_tokens=(query.answer,),
             batch_size=len(images),
         )
-
-    def score_pixels(self, pixels: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        x1, y1, x2, y2 = self.region
-        return self.slope * (pixels[:, 0, y1:y2, x1:x2].mean(dim=(-1, -2)) - 1.0)
-
-    def pixels_to_working(self, attribution: torch.Tensor) -> torch.Tensor:
-        return attribution.sum(dim=1)
-
-    def decoder_layers(self) -> Sequence[torch.nn.Module]:
-        return ()
 
 
 REGION = (4, 8, 8, 12)  # 4 x 4 = 16 pixels = 1/16 of a 16 x 16 frame

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cxr_attrib.errors import ImageLoadError
-from cxr_attrib.frames import DEFAULT_SIZE, ResizePad, grid_to_working
+from cxr_attrib.frames import DEFAULT_SIZE, ResizePad, cells_to_working, grid_to_working, overlap_matrix
 
 SIDES = st.integers(min_value=1, max_value=10_000)
 UNIT = st.floats(min_value=0.0, max_value=1.0)
@@ -310,3 +311,33 @@ def test_extreme_shapes_map_images(shape: tuple[int, int]) -> None:
     mask = frame.content_mask()
     np.testing.assert_allclose(working[mask], 200 / 255, atol=1e-6)
     assert (working[~mask] == 0).all()
+
+
+@settings(max_examples=60)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 64), st.integers(0, 2**31 - 1))
+def test_cells_to_working_sum_keeps_totals_and_mean_keeps_levels(rows, cols, size, seed):
+    values = torch.rand((2, rows, cols), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    summed = cells_to_working(values, size, "sum")
+    assert summed.shape == (2, size, size) and summed.dtype == torch.float32
+    torch.testing.assert_close(summed.double().sum(dim=(1, 2)), values.sum(dim=(1, 2)), rtol=1e-5, atol=1e-6)
+    level = cells_to_working(torch.full((1, rows, cols), 0.3), size, "mean")
+    torch.testing.assert_close(level, torch.full((1, size, size), 0.3))
+    # the two reductions differ only by the area of a cell in pixels
+    mean = cells_to_working(values, size, "mean").double()
+    torch.testing.assert_close(summed.double() * size**2 / (rows * cols), mean, rtol=1e-5, atol=1e-6)
+
+
+@given(st.integers(1, 50), st.integers(1, 50))
+def test_overlap_matrix_shares_each_cell_out_exactly(cells, size):
+    weights = overlap_matrix(cells, size, "sum")
+    assert weights.shape == (size, cells) and (weights >= 0).all()
+    torch.testing.assert_close(weights.sum(0), torch.ones(cells, dtype=torch.float64))
+    torch.testing.assert_close(overlap_matrix(cells, size, "mean").sum(1), torch.ones(size, dtype=torch.float64))
+
+
+def test_cells_to_working_splits_a_cell_between_pixels_it_straddles():
+    # 2 cells on 3 pixels: a cell spans 1.5 pixels, the middle pixel takes a third of each
+    out = cells_to_working(torch.tensor([[[3.0, 6.0]]]), 3, "sum")[0]
+    torch.testing.assert_close(out.sum(0), torch.tensor([2.0, 1.0 + 2.0, 4.0]))
+    mean = cells_to_working(torch.tensor([[[3.0, 6.0]]]), 3, "mean")[0, 0]
+    torch.testing.assert_close(mean, torch.tensor([3.0, 4.5, 6.0]))

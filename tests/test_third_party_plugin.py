@@ -8,6 +8,7 @@ whose module raises on import.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -71,8 +72,10 @@ def test_plugin_that_raises_on_import_is_reported_and_others_work(site):
     assert out.returncode == 0, out.stderr
     line = next(l for l in out.stdout.splitlines() if "broken" in l)
     assert "cxr-attrib-broken" in line and "9.9" in line
-    assert "this plugin is broken on purpose" in out.stdout
-    assert "brightness" in out.stdout and "methods: occlusion" in out.stdout
+    assert "brightness" in out.stdout and "occlusion" in out.stdout
+    listed = {row["plugin"]: row for row in json.loads(_cli(site, "plugins", "--json").stdout)}
+    assert any("this plugin is broken on purpose" in e for e in listed["broken"]["errors"])
+    assert listed["occlusion"]["registered"] == {"methods": ["occlusion"]} and not listed["occlusion"]["errors"]
 
 
 def test_block_plugins_hides_a_plugin(site):

@@ -131,10 +131,9 @@ def test_wired_adapter_depends_only_on_its_region(family):
     scores = adapter.score([base, outside, inside], QUERY).sum(-1)
     assert scores[0] == scores[1], "pixels outside the region must have no effect at all"
     assert abs(float(scores[0] - scores[2])) > 1e-3
-    enc = adapter.encode([base], QUERY)
-    pixels = adapter.pixel_inputs([base]).requires_grad_(True)
-    adapter.score_pixels(pixels, enc).sum().backward()
-    space = adapter.pixels_to_working(pixels.grad)[0].abs()
+    working = torch.from_numpy(base[None].copy()).requires_grad_(True)
+    adapter.forward(working, QUERY).backward()
+    space = working.grad[0].abs()
     mask = torch.zeros(224, 224, dtype=torch.bool)
     mask[28:112, 56:140] = True
     assert space[~mask].max() == 0 and (space[mask].view(3, 28, 3, 28).sum(dim=(1, 3)) > 0).all()

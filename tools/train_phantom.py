@@ -43,7 +43,7 @@ evaluation (:mod:`cxr_attrib_phantom.evaluation`) uses seeds from
 per-finding pool (a few fresh pairs per step, the batch drawn from the pool), so the
 run is a pure function of the seed, the number of steps and the torch thread count
 (the shipped weights: seed 0, one thread, see :data:`DEFAULT_STEPS`); pixel values come from
-:func:`pixel_values`, a torch patchify equal to the PIL image processor's output.
+the adapter's differentiable path (``adapter.pixel_values``), equal to its PIL image processor.
 
 The shipped weights are one run per family (seed 0, one CPU thread each, the two
 families side by side on a two-core machine, under 30 minutes each)::
@@ -73,6 +73,7 @@ import numpy as np
 import torch
 
 from cxr_attrib.adapter import Adapter
+from cxr_attrib_adapters._hf_base import HFAdapter
 from cxr_attrib.errors import DataError
 from cxr_attrib.targets import Mode, build_prompt
 from cxr_attrib_phantom.findings import FINDINGS
@@ -91,7 +92,6 @@ __all__ = [
     "rationale_corpus",
     "token_labels",
     "main",
-    "pixel_values",
     "train",
 ]
 
@@ -219,36 +219,6 @@ def default_config(family: str, steps: int | None = None) -> TrainingConfig:
 # -- inputs -----------------------------------------------------------------------------
 
 
-def pixel_values(adapter: Adapter, images: torch.Tensor) -> torch.Tensor:
-    """Model pixel values for working-frame images, equal to the adapter's PIL processor.
-
-    The grey image is repeated to RGB, normalised in float32 with the image
-    processor's mean and std and, for Qwen2.5-VL, cut into flattened patches stored
-    merge window by merge window with the temporal copies (the processor's order).
-    Only images whose side already matches the model input (no resizing) are supported.
-
-    Args:
-        adapter (Adapter): a loaded Qwen2.5-VL or Gemma 3 adapter.
-        images (torch.Tensor): (B, S, S) float32 in [0, 1].
-
-    Returns:
-        torch.Tensor: Qwen: (B * N, 3 * T * P * P) with N = (S / P) ** 2; Gemma:
-        (B, 3, S, S); float32.
-    """
-    processor = adapter.image_processor
-    mean = torch.tensor(processor.image_mean, dtype=torch.float32)[None, :, None, None]
-    std = torch.tensor(processor.image_std, dtype=torch.float32)[None, :, None, None]
-    rgb = (images.float()[:, None].expand(-1, 3, -1, -1) - mean) / std
-    if adapter.family != "qwen2_5_vl":
-        return rgb.contiguous()
-    batch, channels, side, _ = rgb.shape
-    p, m, t = int(processor.patch_size), int(processor.merge_size), int(processor.temporal_patch_size)
-    g = side // p
-    patches = rgb.reshape(batch, channels, g // m, m, p, g // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
-    patches = patches[:, :, :, :, :, :, None].expand(-1, -1, -1, -1, -1, -1, t, -1, -1)
-    return patches.reshape(batch * g * g, channels * t * p * p)
-
-
 class TextEncoder:
     """Token ids of chat-rendered (prompt, answer) pairs and where the assistant turn starts.
 
@@ -259,17 +229,12 @@ class TextEncoder:
     template's closing tokens): the adapter's ``"turn"`` span policy.
 
     Args:
-        adapter (Adapter): a loaded Qwen2.5-VL or Gemma 3 adapter.
+        adapter (HFAdapter): a loaded Qwen2.5-VL or Gemma 3 adapter.
     """
 
-    def __init__(self, adapter: Adapter) -> None:
+    def __init__(self, adapter: HFAdapter) -> None:
         self.adapter = adapter
         self.tokenizer = adapter.tokenizer
-        gh, gw = adapter.grid
-        if adapter.family == "qwen2_5_vl":
-            self._marker, self._expanded = adapter.image_token, adapter.image_token * (gh * gw)
-        else:
-            self._marker, self._expanded = adapter.image_marker, adapter.image_sequence
         self._cache: dict[tuple[str, str], tuple[torch.Tensor, int]] = {}
 
     def _render(self, prompt: str, answer: str | None) -> str:
@@ -282,7 +247,7 @@ class TextEncoder:
             messages, chat_template=self.adapter.chat_template, tokenize=False,
             add_generation_prompt=answer is None,
         )
-        return text.replace(self._marker, self._expanded)
+        return self.adapter.expand_image(text)
 
     def __call__(self, prompt: str, answer: str) -> tuple[torch.Tensor, int]:
         """Encode one conversation.
@@ -416,7 +381,7 @@ class _PairPool:
 
 
 def _batch(
-    examples: Sequence[_Example], mode: Mode, encoder: TextEncoder, adapter: Adapter
+    examples: Sequence[_Example], mode: Mode, encoder: TextEncoder, adapter: HFAdapter
 ) -> dict[str, torch.Tensor]:
     texts = [encoder(build_prompt(e.question, mode), e.direct if mode == "direct" else e.reasoning) for e in examples]
     length = max(ids.numel() for ids, _ in texts)
@@ -428,15 +393,8 @@ def _batch(
         input_ids[row, : ids.numel()] = ids
         attention[row, : ids.numel()] = 1
         weights[row, start : ids.numel()] = 1.0 if mode == "direct" else 1.0 / (ids.numel() - start)
-    pixels = pixel_values(adapter, torch.stack([e.image for e in examples]).float())
-    image_mask = input_ids == adapter.image_token_id
-    inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixels}
-    if adapter.family == "qwen2_5_vl":
-        gh, gw = adapter.patch_grid
-        inputs["image_grid_thw"] = torch.tensor([[1, gh, gw]] * len(texts), dtype=torch.long)
-        inputs["mm_token_type_ids"] = image_mask.int()
-    else:
-        inputs["token_type_ids"] = image_mask.long()
+    pixels = adapter.pixel_values(torch.stack([e.image for e in examples]).float())
+    inputs = {"input_ids": input_ids, "attention_mask": attention, **adapter.vision_inputs(pixels, input_ids)}
     labels = torch.stack([e.token_labels for e in examples])
     return {"inputs": inputs, "weights": weights, "token_labels": labels}
 

@@ -37,15 +37,27 @@ module does the rest:
   tokenizer, the PIL image processor and the chat-template file. Pixels always come
   from the PIL image processor; text is always tokenized here, once, with offsets.
 
-* **Pass counting.** :meth:`HFAdapter.score` and :meth:`HFAdapter.score_pixels` add
+* **The differentiable path** (:meth:`HFAdapter.pixel_values`): the grey working
+  image is resized in torch with the processor's filter when the model frame differs
+  from the working frame, repeated to RGB and normalised with the processor's mean
+  and std; a family then packs it (Qwen2.5-VL's patches). :meth:`HFAdapter.forward`
+  runs it with forward hooks on the requested decoder layers and vision blocks.
+
+* **Attention and relevance** (:meth:`HFAdapter.attention`, :meth:`HFAdapter.relevance`):
+  a capturing eager attention is switched on for that one forward only
+  (:mod:`._attention`), and the LRP rules are hooks on the loaded modules (:mod:`._lrp`).
+
+* **Pass counting.** :meth:`HFAdapter.score` and :meth:`HFAdapter.forward` add
   one ``forward_calls`` per model call and its batch to ``forward_sequences``;
-  :meth:`HFAdapter.generate` adds one ``generate_calls``. Backward passes are run by
-  the gradient methods, which add to ``counter.backward_calls`` /
-  ``counter.backward_sequences`` themselves.
+  :meth:`HFAdapter.generate` adds one ``generate_calls``. A gradient hook on the
+  log-probs of :meth:`HFAdapter.forward` adds one ``backward_calls`` (and the batch
+  to ``backward_sequences``) for every backward pass that reaches them, whoever runs
+  it (Captum's ``autograd.grad`` or :meth:`~cxr_attrib.adapter.ForwardResult.backward`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from abc import abstractmethod
@@ -57,11 +69,26 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from cxr_attrib.adapter import Adapter, Encoding, Generation, LoadOptions, ModelCard, Query
+from cxr_attrib.adapter import (
+    Adapter,
+    AttentionMaps,
+    Encoding,
+    ForwardResult,
+    Generation,
+    LoadOptions,
+    ModelCard,
+    Query,
+    Reduction,
+    Relevance,
+    Space,
+)
 from cxr_attrib.errors import ModelLoadError
+from cxr_attrib.frames import cells_to_working
 from cxr_attrib.targets import TargetError, answer_char_span, validate_span_policy
 from cxr_attrib.typing import WorkingImage
 
+from ._attention import AttentionRecorder, capturing
+from ._hooks import capture_output, check_indices
 from ._loading import (
     ProcessingParts,
     check_hub_access,
@@ -71,8 +98,9 @@ from ._loading import (
     resolve_device_dtype,
 )
 from ._text import PlainText, encode_conversation, render_chat
+from ._lrp import conservative_rules
 
-__all__ = ["HFAdapter", "area_resize", "grey_to_rgb", "square_side", "token_logprobs"]
+__all__ = ["HFAdapter", "grey_to_rgb", "square_side", "token_logprobs"]
 
 _VOCAB_CHUNK_ELEMENTS = 1 << 25
 """Largest LM-head slice upcast to float32 at once (elements; 128 MiB)."""
@@ -275,17 +303,30 @@ class HFAdapter(Adapter):
     # -- family hooks --------------------------------------------------------------
 
     @abstractmethod
-    def _expand_image(self, text: str) -> str:
+    def expand_image(self, text: str) -> str:
         """``text`` with its single image placeholder replaced by the image tokens."""
 
     @abstractmethod
-    def _vision_inputs(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Model keyword arguments for (b, ...) pixels and (b, L) ids besides the ids."""
+    def vision_inputs(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model keyword arguments besides the ids for (b, ...) pixels and (b, L) ids.
+
+        Args:
+            pixels (torch.Tensor): (b, ...) in the :meth:`pixel_values` layout.
+            input_ids (torch.Tensor): (b, L) long token ids holding the image tokens.
+        """
+
+    @abstractmethod
+    def _pack(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised model-frame images -> the family's pixel layout."""
+
+    @abstractmethod
+    def _unpack(self, values: torch.Tensor, reduce: Reduction) -> torch.Tensor:
+        """Pixel-layout values (B, ...) -> (B, H, W) model-frame map, channels reduced."""
 
     @property
-    @abstractmethod
     def grid(self) -> tuple[int, int]:
-        """(gh, gw) image-token grid of a working-frame image."""
+        """(gh, gw) image-token grid of a working-frame image (``geometry.token_grid``)."""
+        return self.geometry.token_grid
 
     # -- text ----------------------------------------------------------------------
 
@@ -300,7 +341,7 @@ class HFAdapter(Adapter):
                 whole sequence plus ``reserve`` new tokens the model's context length.
         """
         text = encode_conversation(
-            self.tokenizer, self.chat_template, self._expand_image, prompt, answer, self._added_ids, name=self.name
+            self.tokenizer, self.chat_template, self.expand_image, prompt, answer, self._added_ids, name=self.name
         )
         user, total = text.user_token_count(), len(text.ids) + reserve
         context = self.context_length
@@ -382,7 +423,7 @@ class HFAdapter(Adapter):
 
     def _model_inputs(self, input_ids: torch.Tensor, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         ids = input_ids.to(self.device).unsqueeze(0).expand(pixels.shape[0], -1).contiguous()
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **self._vision_inputs(pixels, ids)}
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), **self.vision_inputs(pixels, ids)}
 
     def encode(self, images: Sequence[WorkingImage], query: Query) -> Encoding:
         """See :meth:`cxr_attrib.adapter.Adapter.encode`; ``inputs`` feed ``self.model(**inputs)``."""
@@ -427,11 +468,6 @@ class HFAdapter(Adapter):
                 parts.append(scores.cpu())
         return torch.cat(parts)
 
-    def score_pixels(self, pixels: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """See :meth:`cxr_attrib.adapter.Adapter.score_pixels`. Returns (B',) float32."""
-        input_ids = encoding.inputs["input_ids"][0]
-        return self._target_logprobs(input_ids, pixels, encoding.target_positions, encoding.target_ids).sum(-1)
-
     def _greedy_config(self, max_new_tokens: int) -> Any:
         config = self.model.generation_config.to_dict()
         for key in ("temperature", "top_k", "top_p", "min_p", "typical_p"):
@@ -471,6 +507,168 @@ class HFAdapter(Adapter):
         """The language model's decoder layers, first to last."""
         return list(self.model.model.language_model.layers)
 
+    # -- the gradient surface ------------------------------------------------------
+
+    @property
+    def supports_gradients(self) -> bool:
+        """True when every weight is a float tensor (quantised weights carry no gradient)."""
+        return all(p.dtype.is_floating_point for p in self.model.parameters())
+
+    def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        """See :meth:`cxr_attrib.adapter.GradientSurface.pixel_values`.
+
+        Resizing (only when the model frame differs from the working frame) uses
+        torch's antialiased filter of the processor's kind. The processor rounds to 8
+        bits before PIL resizes and clips the result to [0, 255], so the two then agree
+        to about one grey level on smooth images (measured: bilinear, Gemma 112 -> 224,
+        at most one level; bicubic, Qwen 100 -> 112, 1.4 levels on a ramp, more on
+        pixel noise where PIL clips the filter's overshoot).
+        """
+        if images.ndim != 3 or images.shape[1:] != (self.working_size, self.working_size):
+            raise ValueError(
+                f"expected (B, {self.working_size}, {self.working_size}) working-frame images, got "
+                f"{tuple(images.shape)}; use cxr_attrib.frames.ResizePad to make them."
+            )
+        processor = self.image_processor
+        grey = images.to(self.device, torch.float32)[:, None]
+        height, width = self.geometry.model_size
+        if (height, width) != (self.working_size, self.working_size):
+            mode = _RESAMPLE_MODES.get(int(getattr(processor, "resample", 3)), "bicubic")
+            grey = torch.nn.functional.interpolate(
+                grey, size=(height, width), mode=mode, antialias=True, align_corners=False
+            )
+        mean = torch.tensor(processor.image_mean, dtype=torch.float32, device=grey.device)[None, :, None, None]
+        std = torch.tensor(processor.image_std, dtype=torch.float32, device=grey.device)[None, :, None, None]
+        return self._pack((grey.expand(-1, 3, -1, -1) - mean) / std)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        query: Query,
+        *,
+        hidden: Sequence[int] = (),
+        vision: Sequence[int] = (),
+        grad: bool = False,
+    ) -> ForwardResult:
+        """See :meth:`cxr_attrib.adapter.GradientSurface.forward`."""
+        layout = self._layout(query)
+        decoder, blocks = self.decoder_layers(), self.vision_layers()
+        check_indices("hidden", hidden, len(decoder), "decoder layers")
+        check_indices("vision", vision, len(blocks), "vision blocks")
+        batch = int(images.shape[0])
+        kept: dict[str, dict[int, torch.Tensor]] = {"hidden": {}, "vision": {}}
+        handles = [decoder[i].register_forward_hook(capture_output(kept["hidden"], i, batch, grad)) for i in hidden]
+        handles += [blocks[i].register_forward_hook(capture_output(kept["vision"], i, batch, grad)) for i in vision]
+        try:
+            with torch.enable_grad() if grad else contextlib.nullcontext():
+                pixels = self.pixel_values(images)
+                logprobs = self._target_logprobs(
+                    layout.input_ids, pixels, layout.target_positions, layout.target_ids
+                )
+        finally:
+            for handle in handles:
+                handle.remove()
+        if logprobs.requires_grad:
+            logprobs.register_hook(self._count_backward)
+        return ForwardResult(
+            logprobs=logprobs,
+            hidden=kept["hidden"],
+            vision=kept["vision"],
+            image_positions=layout.image_positions,
+            predictor_positions=layout.target_positions - 1,
+        )
+
+    def _count_backward(self, grad: torch.Tensor) -> None:
+        self.counter.backward_calls += 1
+        self.counter.backward_sequences += int(grad.shape[0])
+
+    def to_working(self, values: torch.Tensor, space: Space, reduce: Reduction) -> torch.Tensor:
+        """See :meth:`cxr_attrib.adapter.GradientSurface.to_working`."""
+        if reduce not in ("sum", "mean"):
+            raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+        geometry = self.geometry
+        batch = values.shape[0]
+        if space == "pixel":
+            cells = self._unpack(values, reduce)
+        elif space == "patch":
+            (ph, pw) = geometry.patch_grid
+            if values.shape[1:] != (ph * pw,):
+                raise ValueError(f"patch-space values must be (B, {ph * pw}), got {tuple(values.shape)}")
+            inverse = torch.argsort(geometry.patch_order.to(values.device))
+            cells = values[:, inverse].reshape(batch, ph, pw)
+        elif space == "token":
+            gh, gw = geometry.token_grid
+            if values.shape[1:] != (gh * gw,):
+                raise ValueError(f"token-space values must be (B, {gh * gw}), got {tuple(values.shape)}")
+            cells = values.reshape(batch, gh, gw)
+        else:
+            raise ValueError(f"space must be 'pixel', 'patch' or 'token', got {space!r}")
+        return cells_to_working(cells, self.working_size, reduce)
+
+    # -- attention and relevance ---------------------------------------------------------
+
+    @property
+    def num_decoder_layers(self) -> int:
+        """Number of decoder layers of the language model."""
+        return len(self.model.model.language_model.layers)
+
+    @property
+    def num_attention_heads(self) -> int:
+        """Attention heads per decoder layer."""
+        return int(self.model.config.get_text_config().num_attention_heads)
+
+    def attention(
+        self,
+        image: WorkingImage,
+        query: Query,
+        *,
+        layers: Sequence[int],
+        rows: str = "predictor",
+        head: int | None = None,
+        gradient: bool = False,
+    ) -> AttentionMaps:
+        """See :meth:`cxr_attrib.adapter.AttentionSurface.attention`."""
+        if rows not in ("predictor", "all"):
+            raise ValueError(f"rows must be 'predictor' or 'all'; got {rows!r}")
+        layout = self._layout(query)
+        predictors = layout.target_positions - 1
+        kept = predictors if rows == "predictor" else torch.arange(layout.input_ids.numel())
+        recorder = AttentionRecorder(layers=frozenset(layers), rows=kept if rows == "predictor" else None,
+                                     head=head, gradient=gradient)
+        pixels = self.pixel_inputs([image])
+        with capturing(self.model, recorder), torch.set_grad_enabled(gradient):
+            logprobs = self._target_logprobs(layout.input_ids, pixels, layout.target_positions, layout.target_ids)
+            if gradient:
+                logprobs.sum().backward()
+                self.counter.backward_calls += 1
+                self.counter.backward_sequences += 1
+        return AttentionMaps(
+            maps={layer: recorder.maps[layer][0].cpu() for layer in sorted(recorder.maps)},
+            rows=kept, image_positions=layout.image_positions, grid=self.grid, predictor_positions=predictors,
+            logprobs=logprobs.detach()[0].cpu(),
+        )
+
+    def relevance(self, image: WorkingImage, query: Query) -> Relevance:
+        """See :meth:`cxr_attrib.adapter.AttentionSurface.relevance` (rules: :mod:`._lrp`)."""
+        layout = self._layout(query)
+        inputs = self._model_inputs(layout.input_ids, self.pixel_inputs([image]))
+        decoder = self.model.model.language_model
+        constant = AttentionRecorder(layers=frozenset(), constant=True)
+        with torch.enable_grad(), capturing(self.model, constant), conservative_rules(decoder, decoder.layers) as tap:
+            hidden = self.model.model(**inputs, use_cache=False).last_hidden_state
+            rows = hidden[0, layout.target_positions.to(hidden.device) - 1].float()
+            head = self.model.get_output_embeddings().weight
+            logits = (rows * head[layout.target_ids.to(head.device)].float()).sum()
+            logits.backward()
+        self.counter.forward_calls += 1
+        self.counter.forward_sequences += 1
+        self.counter.backward_calls += 1
+        self.counter.backward_sequences += 1
+        embeddings = tap.embeddings
+        positions = (embeddings.detach().float() * embeddings.grad.float()).sum(-1)[0]
+        return Relevance(positions=positions.cpu(), explained=float(logits.detach()),
+                         image_positions=layout.image_positions, grid=self.grid)
+
     def describe(self) -> dict[str, Any]:
         """Family, name, class, dtype, device, grid and how processing was built."""
         return {
@@ -479,9 +677,14 @@ class HFAdapter(Adapter):
             "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
             "device": str(self.device),
             "grid": list(self.grid),
+            "patch_grid": list(self.geometry.patch_grid),
             "working_size": self.working_size,
             "processing": self.processing_note,
         }
+
+
+_RESAMPLE_MODES = {2: "bilinear", 3: "bicubic"}
+"""PIL resample codes of the image processors -> torch interpolation modes."""
 
 
 def _load_card(
@@ -492,20 +695,8 @@ def _load_card(
     return adapter_cls.load(source, options, name=key)
 
 
-def area_resize(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize (B, H, W) maps to (B, size, size) by area averaging (identity when equal).
-
-    Args:
-        maps (torch.Tensor): (B, H, W) float maps.
-        size (int): output side S.
-
-    Returns:
-        torch.Tensor: (B, S, S) float32; each output pixel is the mean over its area.
-    """
-    maps = maps.float()
-    if maps.shape[-2:] == (size, size):
-        return maps
-    return torch.nn.functional.interpolate(maps[:, None], size=(size, size), mode="area")[:, 0]
+_RESAMPLE_MODES = {2: "bilinear", 3: "bicubic"}
+"""PIL resample codes of the image processors -> torch interpolation modes."""
 
 
 def square_side(count: int, what: str) -> int:

@@ -11,7 +11,9 @@ with ``<start_of_image>``; it expands to
 as with the real processor.
 
 Pixels: ``pixel_values`` are plain (B, 3, H, W) images; they map back to the
-working frame by summing channels and area-resizing to S.
+working frame by reducing the channels and resampling the model frame onto the
+working frame (summing gradients, averaging activations). Vision blocks keep the
+patches row-major; the projector average-pools k x k of them into one token.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from typing import Any
 
 import torch
 
-from cxr_attrib.adapter import Adapter, LoadOptions
+from cxr_attrib.adapter import Adapter, Geometry, LoadOptions, Reduction
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
 
-from ._hf_base import HFAdapter, area_resize, grey_to_rgb, square_side
+from ._hf_base import HFAdapter, grey_to_rgb, square_side
 from ._loading import ProcessingParts
 
 __all__ = ["Gemma3Adapter", "CARDS"]
@@ -51,12 +53,15 @@ class Gemma3Adapter(HFAdapter):
     model_type = "gemma3"
     model_class_name = "Gemma3ForConditionalGeneration"
     end_of_turn = "<end_of_turn>"
+    default_layer = -2
+    """Penultimate decoder layer: the deepest whose image-token states reach the predictor
+    rows, through the last layer (a 1,024-token sliding-window layer in the 4B checkpoints);
+    see docs/methods/gradcam.md."""
 
     def __init__(self, name: str, model: torch.nn.Module, options: LoadOptions, parts: ProcessingParts) -> None:
         super().__init__(name, model, options, parts)
         config = model.config
         side = square_side(int(config.mm_tokens_per_image), f"model {name!r}: mm_tokens_per_image")
-        self._grid = (side, side)
         boi = self.tokenizer.convert_ids_to_tokens(int(config.boi_token_id))
         eoi = self.tokenizer.convert_ids_to_tokens(int(config.eoi_token_id))
         self.image_marker = boi
@@ -64,15 +69,31 @@ class Gemma3Adapter(HFAdapter):
             f"\n\n{boi}{self.image_token * (side * side)}{eoi}\n\n"
         )
         size = self.image_processor.size
-        self.model_size = (int(size["height"]), int(size["width"]))
-        self._resize = self.model_size != (self.working_size, self.working_size)
+        model_size = (int(size["height"]), int(size["width"]))
+        self._resize = model_size != (self.working_size, self.working_size)
+        vision = config.vision_config
+        patches = int(vision.image_size) // int(vision.patch_size)
+        if patches % side:
+            raise ModelLoadError(
+                f"model {name!r}: {patches} x {patches} vision patches do not pool evenly into "
+                f"{side} x {side} image tokens; expected a checkpoint whose patch grid is a multiple."
+            )
+        self._geometry = Geometry(
+            working_size=self.working_size, model_size=model_size, patch_size=int(vision.patch_size),
+            patch_grid=(patches, patches), token_grid=(side, side),
+            patches_per_token=(patches // side, patches // side), patch_order=torch.arange(patches * patches),
+        )
 
     @property
-    def grid(self) -> tuple[int, int]:
-        """(gh, gw) square grid of ``mm_tokens_per_image`` (16 x 16 for the real models)."""
-        return self._grid
+    def geometry(self) -> Geometry:
+        """Square patch grid pooled to ``mm_tokens_per_image`` tokens (16 x 16 for the real models)."""
+        return self._geometry
 
-    def _expand_image(self, text: str) -> str:
+    def vision_layers(self) -> list[torch.nn.Module]:
+        """The SigLIP encoder's layers, first to last."""
+        return list(self.model.model.vision_tower.encoder.layers)
+
+    def expand_image(self, text: str) -> str:
         if text.count(self.image_marker) != 1:
             raise ModelLoadError(
                 f"model {self.name!r}: the rendered prompt holds {text.count(self.image_marker)} "
@@ -88,16 +109,22 @@ class Gemma3Adapter(HFAdapter):
         )
         return out["pixel_values"].to(self.device, torch.float32)
 
-    def _vision_inputs(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def vision_inputs(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``pixel_values`` (b, 3, H, W) and ``token_type_ids`` (b, L), 1 at image tokens."""
         dtype = self.model.model.vision_tower.dtype
         return {
             "pixel_values": pixels.to(self.device, dtype),
             "token_type_ids": (input_ids == self.image_token_id).long(),
         }
 
-    def pixels_to_working(self, attribution: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, S, S) float32: channel sum, then area resize to S."""
-        return area_resize(attribution.sum(dim=1), self.working_size)
+    def _pack(self, rgb: torch.Tensor) -> torch.Tensor:
+        return rgb.contiguous()
+
+    def _unpack(self, values: torch.Tensor, reduce: Reduction) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H, W), channels summed or averaged."""
+        if values.ndim != 4 or values.shape[1:] != (3, *self.geometry.model_size):
+            raise ValueError(f"pixel-space values must be (B, 3, {self.geometry.model_size}), got {tuple(values.shape)}")
+        return values.sum(dim=1) if reduce == "sum" else values.mean(dim=1)
 
 
 @hookimpl

@@ -11,8 +11,12 @@ bounded (defaults 56*56 and 1024*28*28) so no image explodes into thousands of t
 Pixel packing: ``pixel_values`` are flattened patches, one row of C * T * P * P
 values (channel, temporal copy, patch row, patch column) per patch, rows stored
 merge window by merge window: for each merged token (row-major) its m x m patches
-consecutively. :meth:`QwenVLAdapter.pixels_to_working` undoes exactly that, so left
-and right halves never interleave (see docs/user-guide.md).
+consecutively. :meth:`QwenVLAdapter.pixel_values` packs exactly that in torch and
+``to_working(..., "pixel", ...)`` undoes it, so left and right halves never interleave (see docs/user-guide.md).
+
+Vision-encoder order: the tower regroups the merge windows into attention windows
+(``window_size`` pixels) before its blocks and restores the order after the merger,
+so block outputs follow :attr:`~cxr_attrib.adapter.Geometry.patch_order`.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxr_attrib.adapter import Adapter, LoadOptions
+from cxr_attrib.adapter import Adapter, Geometry, LoadOptions, Reduction
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
 
-from ._hf_base import HFAdapter, area_resize, grey_to_rgb
+from ._hf_base import HFAdapter, grey_to_rgb
 from ._loading import ProcessingParts
 
 __all__ = ["CARDS", "DEFAULT_MAX_PIXELS", "DEFAULT_MIN_PIXELS", "QwenVLAdapter", "token_grid"]
@@ -72,7 +76,8 @@ def token_grid(grid_thw: Sequence[int] | torch.Tensor, merge_size: int) -> tuple
 class QwenVLAdapter(HFAdapter):
     """Adapter for ``Qwen2_5_VLForConditionalGeneration`` checkpoints.
 
-    ``pixel_inputs`` returns (B, N, C*T*P*P) float32 patches (N = patches per image);
+    ``pixel_inputs`` / ``pixel_values`` return (B, N, C*T*P*P) float32 patches (N =
+    patches per image, merge-window storage order);
     ``encode``'s inputs carry ``pixel_values`` (B*N, C*T*P*P), ``image_grid_thw``
     (B, 3) and ``mm_token_type_ids`` (B, L), so ``self.model(**inputs)`` uses the
     3-D (M-RoPE) positions of the real processor.
@@ -82,6 +87,9 @@ class QwenVLAdapter(HFAdapter):
     model_type = "qwen2_5_vl"
     model_class_name = "Qwen2_5_VLForConditionalGeneration"
     end_of_turn = "<|im_end|>"
+    default_layer = -2
+    """Penultimate decoder layer: the deepest whose image-token states reach the predictor
+    rows (through the last layer's causal attention); see docs/methods/gradcam.md."""
 
     def __init__(self, name: str, model: torch.nn.Module, options: LoadOptions, parts: ProcessingParts) -> None:
         super().__init__(name, model, options, parts)
@@ -104,8 +112,29 @@ class QwenVLAdapter(HFAdapter):
         if t != 1:
             raise ModelLoadError(f"model {name!r}: an image gave {t} temporal patches; expected 1.")
         self.patch_grid = (h, w)
-        self._grid = token_grid((t, h, w), self.merge_size)
-        self._resize = (h * self.patch_size, w * self.patch_size) != (self.working_size, self.working_size)
+        model_size = (h * self.patch_size, w * self.patch_size)
+        self._resize = model_size != (self.working_size, self.working_size)
+        self._geometry = Geometry(
+            working_size=self.working_size, model_size=model_size, patch_size=self.patch_size,
+            patch_grid=(h, w), token_grid=token_grid((t, h, w), self.merge_size),
+            patches_per_token=(self.merge_size, self.merge_size), patch_order=self._block_order(h, w),
+        )
+
+    def _block_order(self, h: int, w: int) -> torch.Tensor:
+        """Row-major patch index of each position of the vision blocks' sequence."""
+        from transformers.vision_utils import get_vision_window_index
+
+        vision = self.model.config.vision_config
+        windows, _ = get_vision_window_index(
+            torch.tensor([[1, h, w]]), spatial_merge_size=self.merge_size,
+            window_size=int(vision.window_size), patch_size=self.patch_size,
+        )
+        m = self.merge_size
+        unit = windows.repeat_interleave(m * m)  # merged token of each position
+        within = torch.arange(m * m).repeat(windows.numel())  # patch inside its merge window
+        rows = (unit // (w // m)) * m + within // m
+        cols = (unit % (w // m)) * m + within % m
+        return rows * w + cols
 
     def _process(self, images: Sequence[WorkingImage]) -> Any:
         return self.image_processor(
@@ -114,11 +143,15 @@ class QwenVLAdapter(HFAdapter):
         )
 
     @property
-    def grid(self) -> tuple[int, int]:
-        """(gh, gw) = patch grid / merge size, e.g. (8, 8) at 224 px."""
-        return self._grid
+    def geometry(self) -> Geometry:
+        """Patch grid from ``image_grid_thw``; tokens = 2 x 2 merge windows (8 x 8 at 224 px)."""
+        return self._geometry
 
-    def _expand_image(self, text: str) -> str:
+    def vision_layers(self) -> list[torch.nn.Module]:
+        """The vision tower's blocks (window and full attention), first to last."""
+        return list(self.model.model.visual.blocks)
+
+    def expand_image(self, text: str) -> str:
         if text.count(self.image_token) != 1:
             raise ModelLoadError(
                 f"model {self.name!r}: the rendered prompt holds {text.count(self.image_token)} "
@@ -133,7 +166,8 @@ class QwenVLAdapter(HFAdapter):
         pixels = out["pixel_values"]
         return pixels.view(len(images), -1, pixels.shape[-1]).to(self.device, torch.float32)
 
-    def _vision_inputs(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def vision_inputs(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``pixel_values`` (b*N, C*T*P*P), ``image_grid_thw`` (b, 3), ``mm_token_type_ids`` (b, L)."""
         batch = pixels.shape[0]
         dtype = self.model.model.visual.dtype
         grid = torch.tensor([[1, *self.patch_grid]], dtype=torch.long, device=self.device).expand(batch, -1)
@@ -143,19 +177,26 @@ class QwenVLAdapter(HFAdapter):
             "mm_token_type_ids": (input_ids == self.image_token_id).int(),
         }
 
-    def pixels_to_working(self, attribution: torch.Tensor) -> torch.Tensor:
-        """Undo the merge-window storage order: (B, N, C*T*P*P) -> (B, S, S) float32.
+    def _pack(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, C*T*P*P): patches of each merge window consecutively."""
+        batch, channels = rgb.shape[:2]
+        (h, w), m, p, t = self.patch_grid, self.merge_size, self.patch_size, self.temporal_patch_size
+        patches = rgb.reshape(batch, channels, h // m, m, p, w // m, m, p)
+        # (B, token row, token col, win row, win col, C, pr, pc), then T copies of each patch
+        patches = patches.permute(0, 2, 5, 3, 6, 1, 4, 7)[:, :, :, :, :, :, None]
+        patches = patches.expand(-1, -1, -1, -1, -1, -1, t, -1, -1)
+        return patches.reshape(batch, h * w, channels * t * p * p)
 
-        Channels and the temporal copies are summed; if the processor resized the
-        working image, the (H, W) map is area-resized back to S.
-        """
-        h, w = self.patch_grid
-        m, p, t = self.merge_size, self.patch_size, self.temporal_patch_size
-        batch = attribution.shape[0]
-        patches = attribution.reshape(batch, h // m, w // m, m, m, -1, t, p, p)
-        # (B, token row, token col, win row, win col, C, T, pr, pc) -> (B, C, T, H, W)
-        space = patches.permute(0, 5, 6, 1, 3, 7, 2, 4, 8).reshape(batch, -1, t, h * p, w * p)
-        return area_resize(space.sum(dim=(1, 2)), self.working_size)
+    def _unpack(self, values: torch.Tensor, reduce: Reduction) -> torch.Tensor:
+        """(B, N, C*T*P*P) -> (B, H, W): merge-window order undone, channels and copies reduced."""
+        (h, w), m, p, t = self.patch_grid, self.merge_size, self.patch_size, self.temporal_patch_size
+        batch = values.shape[0]
+        if values.shape[1:] != (h * w, 3 * t * p * p):
+            raise ValueError(f"pixel-space values must be (B, {h * w}, {3 * t * p * p}), got {tuple(values.shape)}")
+        patches = values.reshape(batch, h // m, w // m, m, m, 3 * t, p, p)
+        # (B, token row, token col, win row, win col, C*T, pr, pc) -> (B, C*T, H, W)
+        space = patches.permute(0, 5, 1, 3, 6, 2, 4, 7).reshape(batch, 3 * t, h * p, w * p)
+        return space.sum(dim=1) if reduce == "sum" else space.mean(dim=1)
 
 
 @hookimpl

@@ -24,10 +24,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..adapter import Adapter, LoadOptions, Query
+from ..adapter import Adapter, LoadOptions
 from ..errors import ModelLoadError
 from ..registry import get_tiny_model_recipe, tiny_model_recipes
 from ..tiny_recipe import TinyModelRecipe
@@ -280,8 +279,7 @@ def wired_adapter(
     """
     adapter = build_tiny_adapter(family, seed=seed, options=options)
     size = adapter.working_size
-    probe = Query("Is it?", "direct", "Is it?", "Yes.", "response")
-    gh, gw = adapter.encode([np.zeros((size, size), np.float32)], probe).grid
+    gh, gw = adapter.geometry.token_grid
     x1, y1, x2, y2 = region
     cells = [v * gw / size for v in (x1, x2)] + [v * gh / size for v in (y1, y2)]
     if any(abs(c - round(c)) > 1e-9 for c in cells) or not (0 <= x1 < x2 <= size and 0 <= y1 < y2 <= size):
