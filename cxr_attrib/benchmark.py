@@ -10,11 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from .typing import GreyImage
+
+if TYPE_CHECKING:
+    from .filtering import CounterfactualProvider
 
 __all__ = ["Sample", "Benchmark"]
 
@@ -67,3 +70,13 @@ class Benchmark(ABC):
     def samples(self, *, split: str | None = None, model: str | None = None) -> Iterator[Sample]:
         """Yield the samples of ``split`` (all splits when None), optionally only
         those verified for ``model`` (a registry key)."""
+
+    def counterfactual_provider(self) -> CounterfactualProvider | None:
+        """The benchmark's own exact counterfactuals for the causal filter, if it has any.
+
+        Returns:
+            CounterfactualProvider | None: None (the default) when the benchmark cannot
+            make exact edits; its samples are then used as given (or filtered with an
+            approximate provider the caller chooses).
+        """
+        return None

@@ -95,6 +95,10 @@ class PhantomBench(Benchmark):
                 finding = FINDINGS[i % len(FINDINGS)]
                 yield phantom_sample(self.start + i, finding, size=self.size, mode=mode)
 
+    def counterfactual_provider(self) -> PhantomCounterfactuals:
+        """The exact counterfactuals of every phantom sample."""
+        return PhantomCounterfactuals()
+
 
 class PhantomCounterfactuals(CounterfactualProvider):
     """Exact counterfactuals of phantom samples (``approximate=False``)."""
