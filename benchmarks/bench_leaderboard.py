@@ -60,12 +60,15 @@ def store_overhead(per_finding: int, tiles: int, folder: Path) -> None:
           f"-> {100 * write / per_unit:.2f}% of the unit time (target <= 2%)")
 
 
-def _commit_span(paths: list[Path]) -> tuple[int, float]:
-    times = []
+def _commit_span(paths: list[Path]) -> tuple[int, float, float]:
+    """(units, seconds from the first to the last commit, mean seconds per unit)."""
+    times, costs = [], []
     for path in paths:
         with open_store(path) as store:
-            times += [u.finished_at for u in store.units(heatmaps=False)]
-    return len(times), max(times) - min(times)
+            units = list(store.units(heatmaps=False))
+        times += [u.finished_at for u in units]
+        costs += [u.wall_time_s + u.score_time_s for u in units]
+    return len(times), max(times) - min(times), sum(costs) / len(costs)
 
 
 def _launch(commands: list[list[str]]) -> float:
@@ -82,9 +85,11 @@ def sharding(per_finding: int, tiles: int, folder: Path) -> None:
     one, two = folder / "one", folder / "two"
     wall_1 = _launch([_args(per_finding, tiles, one)])
     wall_2 = _launch([_args(per_finding, tiles, two, "--shard", f"{k}/2") for k in range(2)])
-    n_1, span_1 = _commit_span([one / "leaderboard.sqlite"])
-    n_2, span_2 = _commit_span(sorted(two.glob("shard-*.sqlite")))
+    n_1, span_1, cost_1 = _commit_span([one / "leaderboard.sqlite"])
+    n_2, span_2, cost_2 = _commit_span(sorted(two.glob("shard-*.sqlite")))
     print(f"[2] 1 process: {n_1} units in {wall_1:.1f} s; 2 shard processes: {n_2} units in {wall_2:.1f} s")
+    print(f"    mean unit time: {cost_1:.2f} s alone, {cost_2:.2f} s with 2 processes "
+          f"({cost_2 / cost_1:.2f}x: near 2x means the cores were already busy)")
     print(f"    throughput ratio (wall, incl. start-up and loads): {(n_2 / wall_2) / (n_1 / wall_1):.2f}x")
     print(f"    throughput ratio (first to last commit): {(n_2 / span_2) / (n_1 / span_1):.2f}x (target >= 1.8x)")
     for path in [one / "leaderboard.sqlite", *sorted(two.glob("shard-*.sqlite"))]:
@@ -98,10 +103,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-finding", type=int, default=2, help="candidate samples per finding")
     parser.add_argument("--tiles", type=int, default=4, help="occlusion tiles per side")
+    parser.add_argument("--skip-overhead", action="store_true", help="only measure sharding (2 and 3)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-leaderboard-"))
     try:
-        store_overhead(args.per_finding, args.tiles, folder)
+        if not args.skip_overhead:
+            store_overhead(args.per_finding, args.tiles, folder)
         sharding(args.per_finding, args.tiles, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
