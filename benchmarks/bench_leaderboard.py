@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -72,13 +73,20 @@ def _commit_span(paths: list[Path]) -> tuple[int, float, float]:
 
 
 def _launch(commands: list[list[str]]) -> float:
+    """Run the commands at once; return the wall time and print the CPU they got."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     tick = time.perf_counter()
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for cmd in commands]
     codes = [p.wait() for p in procs]
+    wall = time.perf_counter() - tick
     if any(codes):
         raise SystemExit(f"a leaderboard process failed: exit codes {codes}")
-    return time.perf_counter() - tick
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"    {len(commands)} process(es): {cpu:.1f} CPU s in {wall:.1f} s wall = {cpu / wall:.2f} cores busy "
+          f"(of {len(commands)} wanted; {os.cpu_count()} on the machine)")
+    return wall
 
 
 def sharding(per_finding: int, tiles: int, folder: Path) -> None:

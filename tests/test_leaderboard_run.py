@@ -130,7 +130,6 @@ def test_resume_of_a_finished_run_loads_no_model(tmp_path, reference_store, refe
     assert_same_units(results(tmp_path / "leaderboard.sqlite"), reference)
 
 
-@pytest.mark.slow
 def test_three_shards_merged_equal_one_process(tmp_path, reference):
     for k in range(3):
         code, output = invoke(*RUN, "--out", str(tmp_path), "--shard", f"{k}/3")
@@ -359,7 +358,6 @@ def test_bad_shard_specs(text):
         parse_shard(text)
 
 
-@pytest.mark.slow
 def test_the_documented_phantom_leaderboard_command_runs(tmp_path):
     """docs/leaderboard.md's command, shrunk to one sample and the priors, runs as written."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "leaderboard.md").read_text()
