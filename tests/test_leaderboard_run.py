@@ -371,3 +371,17 @@ def test_the_documented_phantom_leaderboard_command_runs(tmp_path):
         config = store.config()
         assert config.models == ("phantom-qwen", "phantom-gemma") and config.filter == "exact"
         assert config.per_finding == 16 and len(list(store.units())) == 2 * 2  # 2 models x 2 priors
+
+
+def test_device_follows_local_rank_only_with_cuda(monkeypatch):
+    import torch
+
+    from cxr_attrib.leaderboard.shard import device_from_env
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_from_env({"LOCAL_RANK": "1"}) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert device_from_env({"LOCAL_RANK": "1"}) == "cuda:1"
+    assert device_from_env({"LOCAL_RANK": "5"}) == "cuda:1"  # more ranks than GPUs on the node: wrap
+    assert device_from_env({}) is None
