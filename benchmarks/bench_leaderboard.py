@@ -72,8 +72,8 @@ def _commit_span(paths: list[Path]) -> tuple[int, float, float]:
     return len(times), max(times) - min(times), sum(costs) / len(costs)
 
 
-def _launch(commands: list[list[str]]) -> float:
-    """Run the commands at once; return the wall time and print the CPU they got."""
+def _launch(commands: list[list[str]]) -> tuple[float, float]:
+    """Run the commands at once; print and return (wall seconds, CPU seconds they got)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     tick = time.perf_counter()
@@ -86,13 +86,13 @@ def _launch(commands: list[list[str]]) -> float:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     print(f"    {len(commands)} process(es): {cpu:.1f} CPU s in {wall:.1f} s wall = {cpu / wall:.2f} cores busy "
           f"(of {len(commands)} wanted; {os.cpu_count()} on the machine)")
-    return wall
+    return wall, cpu
 
 
 def sharding(per_finding: int, tiles: int, folder: Path) -> None:
     one, two = folder / "one", folder / "two"
-    wall_1 = _launch([_args(per_finding, tiles, one)])
-    wall_2 = _launch([_args(per_finding, tiles, two, "--shard", f"{k}/2") for k in range(2)])
+    wall_1, cpu_1 = _launch([_args(per_finding, tiles, one)])
+    wall_2, cpu_2 = _launch([_args(per_finding, tiles, two, "--shard", f"{k}/2") for k in range(2)])
     n_1, span_1, cost_1 = _commit_span([one / "leaderboard.sqlite"])
     n_2, span_2, cost_2 = _commit_span(sorted(two.glob("shard-*.sqlite")))
     print(f"[2] 1 process: {n_1} units in {wall_1:.1f} s; 2 shard processes: {n_2} units in {wall_2:.1f} s")
@@ -100,6 +100,9 @@ def sharding(per_finding: int, tiles: int, folder: Path) -> None:
           f"({cost_2 / cost_1:.2f}x: near 2x means the cores were already busy)")
     print(f"    throughput ratio (wall, incl. start-up and loads): {(n_2 / wall_2) / (n_1 / wall_1):.2f}x")
     print(f"    throughput ratio (first to last commit): {(n_2 / span_2) / (n_1 / span_1):.2f}x (target >= 1.8x)")
+    efficiency = (n_2 / cpu_2) / (n_1 / cpu_1)
+    print(f"    units per CPU second: {n_1 / cpu_1:.2f} (1 process), {n_2 / cpu_2:.2f} (2 processes); "
+          f"with 2 free cores the 2-process throughput would be {2 * efficiency:.2f}x")
     for path in [one / "leaderboard.sqlite", *sorted(two.glob("shard-*.sqlite"))]:
         with open_store(path) as store:
             loads = Counter(load.worker for load in store.model_loads())
