@@ -299,6 +299,12 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     console.print(plain(f"kept {sum(kept.values())} of {len(records)} items{flag}; wrote {out}"))
 
 
+from .leaderboard.cli import COMMANDS as _LEADERBOARD_COMMANDS  # noqa: E402 (needs nothing from above)
+
+for _command in _LEADERBOARD_COMMANDS:
+    cli.add_command(_command)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cxr-attrib`` console script."""
     from .registry import add_plugin_commands
