@@ -1,0 +1,1 @@
+"""Leaderboards: many methods on many models over a benchmark, scored and ranked."""

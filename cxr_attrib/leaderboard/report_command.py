@@ -1,0 +1,70 @@
+"""``cxr-attrib report STORE...``: a leaderboard's ranked tables, files and HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+__all__ = ["FORMATS", "report_command"]
+
+FORMATS = ("table", "markdown", "csv", "json", "html")
+"""What ``--format`` accepts: the terminal table and the files of the report."""
+
+_console = Console()
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+@click.command("report")
+@click.argument("stores", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=True, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
+              show_default=True, help="Folder for report.md, report.csv, report.json and report.html.")
+@click.option("--format", "formats", type=click.Choice(FORMATS), multiple=True,
+              help="Output to make (repeatable). Default: all of them.")
+@click.option("--rank-by", default="iou", show_default=True,
+              help="Metric ranking the methods (macro mean over models).")
+@click.option("--metrics", default=None,
+              help="Comma list of metrics to summarise. Default: every report metric present.")
+@click.option("--thumbnails", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Overlay thumbnails per method in the HTML page (0 = none).")
+@click.option("--n-boot", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Bootstrap resamples per confidence interval.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--title", default="cxr-attrib leaderboard", show_default=True, help="HTML page title.")
+def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...], rank_by: str,
+                   metrics: str | None, thumbnails: int, n_boot: int, seed: int, title: str) -> None:
+    """Summarise leaderboard STORE files (or folders of shard stores) as ranked tables.
+
+    Per model, split, method and dataset: sample counts, failures, means with
+    bootstrap 95% CIs and the macro average over models (never pooled over samples).
+    """
+    from .report import REPORT_METRICS, build_report, labeller, write_tables
+    from .report_html import render_html
+    from .store_units import read_units
+    from .thumbnails import thumbnails as make_thumbnails
+
+    chosen = set(formats or FORMATS)
+    units = read_units(stores)
+    report = build_report(units, rank_by=rank_by, metrics=_names(metrics) or REPORT_METRICS,
+                          n_boot=n_boot, seed=seed)
+    if "table" in chosen:
+        from cxr_attrib.scoring.aggregate import to_rich_table
+
+        _console.print(to_rich_table(report.rows, report.metrics, lead=report.lead,
+                                     title=f"Leaderboard (ranked by macro {rank_by})"))
+    files = chosen - {"table"}
+    if not files:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    written = list(write_tables(report, out, sorted(files - {"html"})).values())
+    if "html" in files:
+        thumbs = make_thumbnails(units, labeller(units), per_method=thumbnails) if thumbnails else None
+        page = out / "report.html"
+        page.write_text(render_html(report, thumbs, title=title), encoding="utf-8")
+        written.append(page)
+    _console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)

@@ -1,0 +1,340 @@
+"""The leaderboard report: ranking, macro vs pooled, failures, writers, thumbnails, HTML."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+
+from cxr_attrib.errors import DataError
+from cxr_attrib.leaderboard.report import UnitResult, build_report, labeller, read_report_json, write_tables
+from cxr_attrib.leaderboard.report_html import render_html
+from cxr_attrib.leaderboard.thumbnails import TRUTH_COLOR, pick_units, render_thumbnail, thumbnails
+from cxr_attrib.render import BOX_COLOR, colormap
+from cxr_attrib.scoring.aggregate import to_rich_table
+
+
+def _unit(model, method, sample, iou=None, *, finding="mass", error=None, params=None, **metrics):
+    values = {} if iou is None else {"iou": iou, **metrics}
+    return UnitResult(
+        sample_id=f"s/{sample}", benchmark="none", dataset="d", split="direct", finding=finding,
+        model=model, method=method, params=params or {}, metrics=values, error=error,
+        pred_boxes=np.array([[0.0, 0.0, 4.0, 4.0]]), gt_boxes=np.array([[2.0, 2.0, 6.0, 6.0]]),
+    )  # fmt: skip
+
+
+def _units(model, method, values, **kwargs):
+    return [_unit(model, method, f"{model}-{i}", v, **kwargs) for i, v in enumerate(values)]
+
+
+def _table(report):
+    return [(r.method, r.model, rank, round(r.metrics["iou"].mean, 9) if "iou" in r.metrics else None)
+            for rank, r in zip(report.ranks, report.rows)]
+
+
+def test_ranking_order_and_values_equal_a_hand_computation():
+    units = (
+        _units("a", "m1", [0.2, 0.4]) + _units("b", "m1", [0.5])   # 30, 50 -> macro 40
+        + _units("a", "m2", [0.9, 0.7]) + _units("b", "m2", [0.2])  # 80, 20 -> macro 50
+        + _units("a", "m3", [0.1]) + _units("b", "m3", [0.1, 0.3])  # 10, 20 -> macro 15
+        + _units("a", "m4", [0.4]) + _units("b", "m4", [0.4])       # 40, 40 -> macro 40 (tie)
+    )  # fmt: skip
+    report = build_report(units, metrics=["iou"], n_boot=200)
+    assert _table(report) == [
+        ("m2", "a", 1, 80.0), ("m2", "b", 1, 20.0), ("m2", "macro", 1, 50.0),
+        ("m1", "a", 2, 30.0), ("m1", "b", 2, 50.0), ("m1", "macro", 2, 40.0),
+        ("m4", "a", 2, 40.0), ("m4", "b", 2, 40.0), ("m4", "macro", 2, 40.0),
+        ("m3", "a", 4, 10.0), ("m3", "b", 4, 20.0), ("m3", "macro", 4, 15.0),
+    ]  # fmt: skip
+    m2_b = report.rows[1].metrics["iou"]
+    assert (m2_b.ci_low, m2_b.ci_high, m2_b.n) == (20.0, 20.0, 1)  # one value: a point CI
+    assert [r.n for r in report.rows[:3]] == [2, 1, 3]
+
+
+def test_lower_is_better_metric_ranks_ascending():
+    units = _units("a", "good", [0.5], deletion_auc=0.1) + _units("a", "bad", [0.5], deletion_auc=0.7)
+    report = build_report(units, rank_by="deletion_auc", metrics=["iou", "deletion_auc"], n_boot=50)
+    assert [(r.method, rank) for r, rank in zip(report.rows, report.ranks) if r.macro] == [
+        ("good", 1), ("bad", 2),
+    ]  # fmt: skip
+    with pytest.raises(DataError, match="rank_by='f1'"):
+        build_report(units, rank_by="f1", metrics=["iou"])
+    with pytest.raises(DataError, match="no units"):
+        build_report([])
+
+
+def test_macro_average_is_not_the_pooled_average():
+    """One model with 9x the samples: pooling would rank the methods the other way."""
+    units = (
+        _units("big", "p", [0.9] * 90) + _units("small", "p", [0.1] * 10)
+        + _units("big", "q", [0.6] * 90) + _units("small", "q", [0.6] * 10)
+    )  # fmt: skip
+    report = build_report(units, metrics=["iou"], n_boot=100)
+    rows = {(r.method, r.model): r for r in report.rows}
+    pooled_p = 100 * np.mean([u.metrics["iou"] for u in units if u.method == "p"])
+    assert pooled_p == pytest.approx(82.0)
+    assert rows["p", "big"].metrics["iou"].mean == pytest.approx(90.0)
+    assert rows["p", "small"].metrics["iou"].mean == pytest.approx(10.0)
+    macro_p = rows["p", "macro"]
+    assert macro_p.metrics["iou"].mean == pytest.approx(50.0) != pooled_p
+    assert (macro_p.n, macro_p.n_models, macro_p.metrics["iou"].n) == (100, 2, 100)
+    assert (macro_p.metrics["iou"].ci_low, macro_p.metrics["iou"].ci_high) == pytest.approx((50.0, 50.0))
+    assert rows["q", "macro"].metrics["iou"].mean == pytest.approx(60.0)
+    assert [(r.method, rank) for r, rank in zip(report.rows, report.ranks) if r.macro] == [
+        ("q", 1), ("p", 2),
+    ]  # fmt: skip
+
+
+def _failing_units():
+    return (
+        _units("a", "ok", [0.5, 0.7]) + _units("b", "ok", [0.3])
+        + _units("a", "flaky", [0.4])
+        + [_unit("a", "flaky", "a-x", error="ValueError: boom"),
+           _unit("a", "flaky", "a-y", error="ValueError: boom"),
+           _unit("b", "flaky", "b-x", error="RuntimeError: bad image")]
+        + [_unit("a", "broken", "a-z", error="ImportError: gone")]
+    )  # fmt: skip
+
+
+def test_failures_are_counted_per_model_and_method():
+    report = build_report(_failing_units(), metrics=["iou"], n_boot=50)
+    got = {(r.method, r.model): (rank, failed, r.n, r.metrics.get("iou"))
+           for rank, failed, r in zip(report.ranks, report.failures, report.rows)}
+    assert got["flaky", "a"][:3] == (2, 2, 3)           # 3 units, 2 failed
+    assert got["flaky", "a"][3].n == 1                 # one value behind the mean
+    assert got["flaky", "b"][:3] == (2, 1, 1) and got["flaky", "b"][3] is None
+    assert got["flaky", "macro"][1:3] == (3, 4)
+    assert got["flaky", "macro"][3].mean == pytest.approx(40.0)  # only model a has a value
+    assert got["broken", "macro"][:3] == (3, 1, 1)      # no value at all: ranked last
+    assert got["ok", "macro"][:2] == (1, 0)
+    assert report.errors == {"broken": ("ImportError: gone",),
+                             "flaky": ("ValueError: boom", "RuntimeError: bad image")}
+    console = Console(file=io.StringIO(), width=200)
+    console.print(to_rich_table(report.rows, report.metrics, lead=report.lead))
+    line = next(l for l in console.file.getvalue().splitlines() if "flaky" in l and " a " in l)
+    assert re.search(r"│\s*2\s*│\s*2\s*│\s*a\s*│", line)  # rank 2, failures 2, model a
+
+
+def test_markdown_csv_and_json_round_trip_the_values(tmp_path):
+    units = _failing_units() + _units("a", "ok", [0.2], finding="nodule")
+    report = build_report(units, metrics=["iou"], n_boot=100)
+    paths = write_tables(report, tmp_path)
+    assert read_report_json(paths["json"]) == report
+    with paths["csv"].open(newline="") as handle:
+        lines = list(csv.DictReader(handle))
+    assert [(int(l["rank"]), int(l["failures"]), l["method"], l["model"]) for l in lines] == [
+        (r, f, row.method, row.model) for r, f, row in zip(report.ranks, report.failures, report.rows)
+    ]
+    for line, row in zip(lines, report.rows):
+        summary = row.metrics.get("iou")
+        assert line["iou_mean"] == ("" if summary is None else repr(summary.mean))
+        assert line["iou_ci_low"] == ("" if summary is None else repr(summary.ci_low))
+    markdown = paths["markdown"].read_text()
+    body = [l for l in markdown.split("\n## ")[0].splitlines() if l.startswith("| ")][1:]
+    assert len(body) == len(report.rows)
+    for cells, rank, failed, row in zip(body, report.ranks, report.failures, report.rows):
+        cells = [c.strip() for c in cells.strip("|").split("|")]
+        summary = row.metrics.get("iou")
+        expected = "-" if summary is None else (
+            f"{summary.mean:.1f} [{summary.ci_low:.1f}, {summary.ci_high:.1f}]")
+        assert cells == [str(rank), str(failed), row.model, "direct", row.method, "d", str(row.n),
+                         expected]
+    assert "## mass (macro over models)" in markdown and "## nodule (macro over models)" in markdown
+    nodule = report.findings["nodule"]
+    assert [(r.model, r.metrics["iou"].mean) for r in nodule] == [("a", pytest.approx(20.0)),
+                                                                  ("macro", pytest.approx(20.0))]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema_version": 7}')
+    with pytest.raises(DataError, match="schema_version"):
+        read_report_json(bad)
+
+
+def test_a_method_run_with_several_parameter_sets_gets_one_row_per_set():
+    units = (_units("a", "rise", [0.2], params={"n": 1}) + _units("a", "rise", [0.6], params={"n": 2})
+             + _units("a", "occ", [0.4], params={"window": 8}))
+    report = build_report(units, metrics=["iou"], n_boot=20)
+    assert [r.method for r in report.rows if r.macro] == ["rise[n=2]", "occ", "rise[n=1]"]
+
+
+def test_thumbnail_draws_heat_predicted_and_true_boxes():
+    image = np.full((64, 64), 100, dtype=np.uint8)
+    heat = np.zeros((64, 64), dtype=np.float32)
+    heat[40:50, 40:50] = 1.0
+    unit = UnitResult("s", "none", "d", "direct", "mass", "a", "m", heatmap=heat,
+                      pred_boxes=np.array([[4.0, 4.0, 20.0, 20.0]]),
+                      gt_boxes=np.array([[30.0, 4.0, 60.0, 30.0]]))
+    png = np.asarray(Image.open(io.BytesIO(render_thumbnail(unit, image, side=64))).convert("RGB"))
+    assert png.shape == (64, 64, 3)
+    assert tuple(png[4, 10]) == BOX_COLOR and tuple(png[12, 19]) == BOX_COLOR
+    assert tuple(png[4, 45]) == TRUTH_COLOR and tuple(png[29, 45]) == TRUTH_COLOR
+    assert tuple(png[12, 12]) == (100, 100, 100) and tuple(png[35, 10]) == (100, 100, 100)
+    hot = np.rint(100 * 0.55 + colormap(1.0).astype(float) * 0.45)  # alpha 0.45 at peak heat
+    assert tuple(png[45, 45]) == tuple(hot) == (168, 170, 129)
+    half = np.asarray(Image.open(io.BytesIO(render_thumbnail(unit, image, side=32))))
+    assert half.shape == (32, 32, 3)
+    with pytest.raises(DataError, match="heatmap shape"):
+        render_thumbnail(unit, np.zeros((32, 64), dtype=np.uint8))
+
+
+def test_thumbnail_without_image_shows_boxes_on_a_canvas_of_their_extent():
+    unit = UnitResult("s", "none", "d", "direct", "mass", "a", "m",
+                      pred_boxes=np.array([[0.0, 0.0, 50.0, 20.0]]),
+                      gt_boxes=np.array([[10.0, 10.0, 100.0, 40.0]]))
+    png = np.asarray(Image.open(io.BytesIO(render_thumbnail(unit, None, side=100))).convert("RGB"))
+    assert png.shape == (40, 100, 3)
+    assert tuple(png[0, 25]) == BOX_COLOR and tuple(png[39, 50]) == TRUTH_COLOR
+    assert tuple(png[30, 5]) == (40, 40, 40)
+
+
+def test_pick_units_shows_the_same_cases_for_every_method_across_findings():
+    units = [
+        _unit(model, method, f"{finding}-{i}", 0.5, finding=finding)
+        for method in ("m1", "m2") for finding in ("mass", "nodule") for i in (2, 1)
+        for model in ("b", "a")
+    ]  # fmt: skip
+    units = [u for u in units if not (u.method == "m2" and u.sample_id == "s/nodule-1")]
+    picked = pick_units(units, labeller(units), per_method=3)
+    cases = {m: [(u.sample_id, u.model) for u in us] for m, us in picked.items()}
+    assert cases == {"m1": [("s/mass-1", "a"), ("s/nodule-1", "a"), ("s/mass-2", "a")],
+                     "m2": [("s/mass-1", "a"), ("s/mass-2", "a")]}
+
+
+PAYLOAD = ("<script>document.title='PWNED'</script>"
+           "<img src=x onerror=\"document.body.setAttribute('data-pwned','yes')\">")
+
+
+def _hostile_report():
+    """Phantom units whose answer, finding, model name and error carry the payload."""
+    from cxr_attrib.registry import get_benchmark
+
+    bench = get_benchmark("phantom")
+    units = []
+    for method, offset in (("m-good", 0.3), ("m-" + PAYLOAD, 0.0)):
+        for model in ("phantom-qwen", "evil" + PAYLOAD):
+            for i, finding in enumerate(("mass", "pleural_effusion")):
+                sample = bench.sample(f"phantom/direct/{finding}/{10_000_000 + i}", split="direct")
+                units.append(UnitResult(
+                    sample.id, "phantom", "phantom", "direct", sample.finding + PAYLOAD, model,
+                    method, answer="Yes " + PAYLOAD, gt_boxes=sample.boxes,
+                    pred_boxes=sample.boxes + 5.0, metrics={"iou": 0.4 + offset + 0.1 * i},
+                ))  # fmt: skip
+    units.append(UnitResult("phantom/direct/mass/10000000", "phantom", "phantom", "direct", "mass",
+                            "phantom-qwen", "m-good", error="KeyError: " + PAYLOAD))
+    report = build_report(units, metrics=["iou"], n_boot=50)
+    return report, thumbnails(units, labeller(units), per_method=2)
+
+
+def test_html_escapes_every_string_and_embeds_the_json_safely():
+    report, thumbs = _hostile_report()
+    page = render_html(report, thumbs, title="Board " + PAYLOAD)
+    assert "<script>document.title" not in page and "<img src=x" not in page
+    assert page.count("<script") == 2  # the JSON data and the sort script, nothing else
+    data = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    assert "<" not in data.group(1) and ">" not in data.group(1) and "&" not in data.group(1)
+    assert json.loads(data.group(1)) == json.loads(json.dumps(report.to_dict()))
+    assert all(t.has_image and t.png for t in thumbs["m-good"] if t.unit.error is None)
+    assert "data:image/png;base64," in page
+
+
+chromium = pytest.importorskip("shutil").which("chromium")
+needs_chromium = pytest.mark.skipif(
+    chromium is None, reason="Debian's chromium is not installed (apt-get install chromium); "
+    ".ci/run installs it")
+
+
+def _browse(tmp_path, url, *args):
+    import subprocess
+
+    profile = tmp_path / "profile"
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}", *args, url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def hostile_page(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    report, thumbs = _hostile_report()
+    page = folder / "report.html"
+    page.write_text(render_html(report, thumbs, title="Board " + PAYLOAD), encoding="utf-8")
+    return page
+
+
+@needs_chromium
+def test_html_report_in_headless_chromium_has_the_ranked_table_and_runs_no_payload(hostile_page,
+                                                                                   tmp_path):
+    dom = _browse(tmp_path, hostile_page.as_uri(), "--dump-dom")
+    assert 'data-sortable="ready"' in dom  # the page's own script ran
+    assert re.search(r'<table class="sortable" id="ranking-1" data-sortable="ready">', dom)
+    ranking = re.search(r'id="ranking-1".*?</table>', dom, re.S).group(0)
+    methods = re.findall(r'<td class="text">(m-[^<]*)</td>', ranking)
+    assert methods == ["m-good", "m-" + PAYLOAD.replace("&", "&amp;").replace("<", "&lt;")
+                       .replace(">", "&gt;")]
+    title = re.search(r"<title>(.*?)</title>", dom, re.S).group(1)
+    assert title == html.escape("Board " + PAYLOAD, quote=False)  # not 'PWNED': nothing ran
+    assert "data-pwned" not in dom.split("<body", 1)[1].split(">", 1)[0]
+    assert '<img src="x"' not in dom and "&lt;img src=x onerror=" in dom
+    assert "Yes &lt;script&gt;document.title='PWNED'&lt;/script&gt;" in dom
+
+
+@needs_chromium
+def test_html_report_sorts_from_the_url_and_screenshots_readably(hostile_page, tmp_path):
+    dom = _browse(tmp_path, hostile_page.as_uri() + "#sort=ranking-1:0:desc", "--dump-dom")
+    ranking = re.search(r'id="ranking-1".*?</table>', dom, re.S).group(0)
+    assert re.findall(r'<tr><td data-value="(\d)">', ranking) == ["2", "1"]
+    assert 'aria-sort="descending"' in ranking
+    shot = tmp_path / "report.png"
+    _browse(tmp_path, hostile_page.as_uri(), f"--screenshot={shot}", "--window-size=1200,1600")
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert pixels.shape == (1600, 1200)
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # text and images, not blank
+
+
+def test_benchmarks_find_a_sample_by_id():
+    from cxr_attrib.benchmark import Benchmark, Sample
+    from cxr_attrib.registry import get_benchmark
+    from cxr_attrib_phantom.benchmark import phantom_sample
+
+    phantom = get_benchmark("phantom")
+    found = phantom.sample("phantom/reasoning/mass/10000042", split="reasoning")
+    expected = phantom_sample(10_000_042, "mass", mode="reasoning")
+    assert (found.id, found.finding, found.split, found.extra) == (
+        expected.id, expected.finding, expected.split, expected.extra)
+    assert np.array_equal(found.boxes, expected.boxes)
+    assert np.array_equal(found.load_image(), expected.load_image())
+    for bad in ("phantom/direct/mass/x", "phantom/direct/tumour/1", "other/direct/mass/1"):
+        with pytest.raises(DataError, match="not a phantom sample id"):
+            phantom.sample(bad)
+    with pytest.raises(DataError, match="of split reasoning"):
+        phantom.sample("phantom/direct/mass/1", split="reasoning")
+
+    class Two(Benchmark):
+        name, summary = "two", "two samples"
+
+        def samples(self, *, split=None, model=None):
+            for i in range(2):
+                yield Sample(f"two/{i}", "d", i, "f", "q", "Yes", np.zeros((0, 4)),
+                             load_image=lambda: np.zeros((4, 4), dtype=np.uint8))
+
+    assert Two().sample("two/1").index == 1
+    with pytest.raises(DataError, match="benchmark 'two' has no sample with id 'two/7'"):
+        Two().sample("two/7")
+
+
+def test_benchmark_image_reloads_phantoms_and_is_none_when_unavailable():
+    from cxr_attrib.leaderboard.thumbnails import benchmark_image
+    from cxr_attrib_phantom.benchmark import phantom_sample
+
+    sample = phantom_sample(10_000_001, "nodule")
+    unit = UnitResult(sample.id, "phantom", "phantom", "direct", "nodule", "a", "m")
+    assert np.array_equal(benchmark_image(unit), sample.load_image())
+    assert benchmark_image(UnitResult(sample.id, "no-such-bench", "d", "direct", "f", "a", "m")) is None
