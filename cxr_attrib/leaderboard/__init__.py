@@ -1,1 +1,21 @@
-"""Leaderboards: many methods on many models over a benchmark, scored and ranked."""
+"""Leaderboards: every method on every model over a benchmark, in a resumable SQLite store.
+
+``cxr-attrib leaderboard`` runs the work units (one per sample, model, method,
+params, mode and seed) of one shard into one store file; ``cxr-attrib merge``
+combines shard stores; :func:`open_store` reads any of them.
+"""
+
+from .config import RunConfig, unit_id
+from .store import FilterOutcome, ModelLoad, SampleRecord, Store, StoreError, UnitRecord, open_store
+
+__all__ = [
+    "FilterOutcome",
+    "ModelLoad",
+    "RunConfig",
+    "SampleRecord",
+    "Store",
+    "StoreError",
+    "UnitRecord",
+    "open_store",
+    "unit_id",
+]

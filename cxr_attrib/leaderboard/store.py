@@ -1,0 +1,558 @@
+"""The leaderboard store: one SQLite file per shard, one row per finished work unit.
+
+The schema (version :data:`SCHEMA_VERSION`) is documented in docs/leaderboard.md,
+section "Store schema". Writers commit one transaction per unit, so a crash loses at
+most the unit in flight; readers use :func:`open_store` and the typed records
+:class:`UnitRecord`, :class:`SampleRecord`, :class:`FilterOutcome` and
+:class:`ModelLoad`. Every spatial value is in the **input frame** of its sample
+(native pixels, ``x1, y1, x2, y2`` with exclusive ends).
+
+Example::
+
+    >>> with open_store("runs/phantom/leaderboard.sqlite") as store:  # doctest: +SKIP
+    ...     rows = [u.as_row() for u in store.units() if u.ok]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxr_attrib.errors import DataError
+
+from .config import RunConfig
+
+__all__ = [
+    "FORMAT",
+    "SCHEMA_VERSION",
+    "FilterOutcome",
+    "ModelLoad",
+    "SampleRecord",
+    "Store",
+    "StoreError",
+    "UnitRecord",
+    "heatmap_thumbnail",
+    "image_thumbnail",
+    "open_store",
+]
+
+FORMAT = "cxr-attrib-leaderboard"
+"""Value of ``meta.format``: marks a SQLite file as a leaderboard store."""
+
+SCHEMA_VERSION = 1
+"""Schema written by this version; a store with a larger one is refused."""
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE samples (
+    sample_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, idx INTEGER NOT NULL, finding TEXT NOT NULL,
+    question TEXT NOT NULL, split TEXT NOT NULL, gt_boxes TEXT NOT NULL,
+    height INTEGER NOT NULL, width INTEGER NOT NULL, thumbnail BLOB);
+CREATE TABLE filter_outcomes (
+    sample_id TEXT NOT NULL, model TEXT NOT NULL, mode TEXT NOT NULL, kept INTEGER, approximate INTEGER,
+    predictions TEXT NOT NULL, wall_time_s REAL NOT NULL, error TEXT, worker TEXT NOT NULL,
+    finished_at REAL NOT NULL, PRIMARY KEY (sample_id, model, mode));
+CREATE TABLE units (
+    unit_id TEXT PRIMARY KEY, sample_id TEXT NOT NULL, model TEXT NOT NULL, method TEXT NOT NULL,
+    params TEXT NOT NULL, mode TEXT NOT NULL, seed INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'error')), answer TEXT, boxes TEXT NOT NULL,
+    method_boxes TEXT NOT NULL, metrics TEXT NOT NULL, heatmap BLOB, wall_time_s REAL NOT NULL,
+    score_time_s REAL NOT NULL, passes TEXT NOT NULL, versions TEXT NOT NULL, error TEXT,
+    traceback TEXT, worker TEXT NOT NULL, finished_at REAL NOT NULL);
+CREATE INDEX units_by_model ON units (model, method);
+CREATE TABLE model_loads (
+    worker TEXT NOT NULL, model TEXT NOT NULL, load_s REAL NOT NULL, started_at REAL NOT NULL);
+"""
+
+
+class StoreError(DataError):
+    """A store that cannot be used: not SQLite, not a leaderboard store, too new, in use."""
+
+
+def _boxes_json(boxes: Any) -> str:
+    array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return json.dumps(array.tolist())
+
+
+def _boxes(text: str) -> np.ndarray:
+    return np.asarray(json.loads(text), dtype=np.float64).reshape(-1, 4)
+
+
+def _pack(array: np.ndarray | None) -> bytes | None:
+    if array is None:
+        return None
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _unpack(blob: bytes | None) -> np.ndarray | None:
+    return None if blob is None else np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe metric value: NaN and infinities become None, numpy scalars plain."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One benchmark sample as the store keeps it.
+
+    Attributes:
+        sample_id (str): unique within the benchmark.
+        dataset (str): source dataset, e.g. ``"phantom"``.
+        index (int): index inside the dataset.
+        finding (str): the finding asked about.
+        question (str): the base question (no mode suffix).
+        split (str): benchmark split.
+        gt_boxes (np.ndarray): (N, 4) float64 ground-truth boxes, input frame.
+        image_size (tuple[int, int]): (H, W) of the input frame in pixels.
+        thumbnail (np.ndarray | None): (h, w) uint8 grey image, the input frame
+            shrunk so its long side is at most 128 px (None if the image did not load).
+    """
+
+    sample_id: str
+    dataset: str
+    index: int
+    finding: str
+    question: str
+    split: str
+    gt_boxes: np.ndarray = field(compare=False)
+    image_size: tuple[int, int]
+    thumbnail: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class FilterOutcome:
+    """The causal filter's verdict on one (sample, model, mode).
+
+    Attributes:
+        sample_id (str), model (str), mode (str): the key.
+        kept (bool | None): yes / no / yes / yes on the four images; None if it failed.
+        approximate (bool | None): the counterfactuals were approximate (in-painted).
+        predictions (tuple[str, ...]): the model's responses on the original, removed,
+            kept and kept-normal images (model-written text: escape before display).
+        wall_time_s (float): seconds spent.
+        error (str | None): ``"ExceptionType: message"`` when the filter failed.
+        worker (str): ``host:pid:shard`` of the process that ran it.
+        finished_at (float): Unix time of the commit.
+    """
+
+    sample_id: str
+    model: str
+    mode: str
+    kept: bool | None
+    approximate: bool | None
+    predictions: tuple[str, ...]
+    wall_time_s: float
+    error: str | None = None
+    worker: str = ""
+    finished_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    """One model load by one process (a run loads each model once per process).
+
+    Attributes:
+        worker (str): ``host:pid:shard``.
+        model (str): model reference.
+        load_s (float): seconds the load took.
+        started_at (float): Unix time the load started.
+    """
+
+    worker: str
+    model: str
+    load_s: float
+    started_at: float
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """One finished work unit: (sample, model, method, params, mode, seed) and its results.
+
+    Attributes:
+        unit_id (str): SHA-256 of the unit key (:func:`~cxr_attrib.leaderboard.config.unit_id`).
+        sample_id (str), model (str), method (str): the unit's sample, model and method.
+        params (dict): the method's full hyper-parameters.
+        mode (str): ``"direct"`` or ``"reasoning"``.
+        seed (int): the seed of the method and of the scorer.
+        status (str): ``"ok"`` or ``"error"``.
+        answer (str | None): the explained response (model-written: escape it).
+        boxes (np.ndarray): (K, 4) predicted boxes that localisation judged, input frame.
+        method_boxes (np.ndarray): (M, 4) the method's own boxes, input frame.
+        metrics (dict[str, float | bool | None]): every score of
+            :class:`~cxr_attrib.scoring.Scores` (``iou``, ``pointing_game``,
+            ``deletion_auc`` ...); empty for a failed unit.
+        heatmap (np.ndarray | None): (h, w) float32 heatmap in the input frame, shrunk
+            by area averaging so its long side is at most 64 px (same aspect as the image).
+        wall_time_s (float): seconds of the attribution itself.
+        score_time_s (float): seconds of the scorer.
+        passes (dict[str, int]): model passes of the attribution (``forward_calls`` ...).
+        versions (dict[str, str]): library versions.
+        error (str | None): ``"ExceptionType: message"`` when the unit failed.
+        traceback (str | None): the failure's traceback.
+        worker (str): ``host:pid:shard`` of the process that ran it.
+        finished_at (float): Unix time of the commit.
+        sample (SampleRecord | None): the unit's sample, attached by :meth:`Store.units`.
+    """
+
+    unit_id: str
+    sample_id: str
+    model: str
+    method: str
+    params: dict[str, Any]
+    mode: str
+    seed: int
+    status: str
+    answer: str | None = None
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)), compare=False)
+    method_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)), compare=False)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    heatmap: np.ndarray | None = field(default=None, compare=False, repr=False)
+    wall_time_s: float = 0.0
+    score_time_s: float = 0.0
+    passes: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = field(default=None, repr=False)
+    worker: str = ""
+    finished_at: float = 0.0
+    sample: SampleRecord | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the unit finished without an error."""
+        return self.status == "ok"
+
+    def as_row(self) -> dict[str, Any]:
+        """A flat row for :func:`~cxr_attrib.scoring.aggregate`: the group keys
+        (``model``, ``split``, ``method``, ``dataset``), ``sample``, ``finding``,
+        ``status`` and every metric (absent for a failed unit)."""
+        sample = self.sample
+        return {
+            "model": self.model, "split": sample.split if sample else "", "method": self.method,
+            "dataset": sample.dataset if sample else "", "sample": self.sample_id,
+            "finding": sample.finding if sample else "", "status": self.status, **self.metrics,
+        }
+
+
+def _check_sqlite_file(path: Path) -> None:
+    if not path.is_file():
+        raise StoreError(f"no leaderboard store at {path}: expected a .sqlite file written by `cxr-attrib leaderboard`")
+    with path.open("rb") as stream:
+        head = stream.read(len(_SQLITE_MAGIC))
+    if head != _SQLITE_MAGIC:
+        raise StoreError(
+            f"{path} is not a SQLite file (its first bytes are {head[:16]!r}); a leaderboard store is the "
+            "SQLite file `cxr-attrib leaderboard` writes"
+        )
+
+
+class Store:
+    """One leaderboard store file: the run configuration and every finished unit.
+
+    Create one with :meth:`create`, reopen one with :meth:`open` (or :func:`open_store`
+    to read). Each ``add_*`` call is one committed transaction.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, *, writable: bool) -> None:
+        self._db = connection
+        self.path = path
+        self.writable = writable
+        self._meta = dict(connection.execute("SELECT key, value FROM meta"))
+
+    # -- opening -------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, config: RunConfig, shard: str) -> Store:
+        """Create a new store holding ``config`` (refuses an existing file).
+
+        Args:
+            path (str | PathLike): the .sqlite file to create; its folder must exist.
+            config (RunConfig): the run configuration, recorded once.
+            shard (str): ``"K/N"`` or ``"merged"``.
+
+        Raises:
+            StoreError: the file exists or cannot be created.
+        """
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"refusing to overwrite {path}: a store already exists there")
+        try:
+            db = sqlite3.connect(path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            with _transaction(db):
+                for statement in _SCHEMA.strip().split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "config": json.dumps(
+                    config.to_dict(), sort_keys=True), "config_digest": config.digest, "shard": shard}
+                db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot create the store {path}: {exc}; is its folder writable?") from exc
+        return cls(db, path, writable=True)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, writable: bool = False) -> Store:
+        """Open an existing store, checking that it is one and that its schema is known.
+
+        Args:
+            path (str | PathLike): the .sqlite file.
+            writable (bool): open for appending units (a resumed run). Default: False.
+
+        Raises:
+            StoreError: missing, not SQLite, not a leaderboard store, or a newer schema.
+        """
+        path = Path(path)
+        _check_sqlite_file(path)
+        try:
+            if writable:
+                db = sqlite3.connect(path, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            else:
+                db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
+            rows = dict(db.execute("SELECT key, value FROM meta"))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path} is not a readable leaderboard store: {exc}") from exc
+        if rows.get("format") != FORMAT:
+            db.close()
+            raise StoreError(f"{path} is a SQLite file but not a cxr-attrib leaderboard store (no meta.format)")
+        version = int(rows.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StoreError(
+                f"{path} has store schema version {version}, newer than the {SCHEMA_VERSION} this cxr-attrib "
+                "reads; upgrade cxr-attrib to read it"
+            )
+        if version < 1:
+            db.close()
+            raise StoreError(f"{path} has an invalid store schema version {version}; expected 1..{SCHEMA_VERSION}")
+        return cls(db, path, writable=writable)
+
+    def close(self) -> None:
+        """Close the file; a writer first folds the WAL back so readers need no -wal file."""
+        if self.writable:
+            try:
+                self._db.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error:
+                pass  # another reader holds it; the WAL stays valid and is recovered on open
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- run-level facts -----------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        """The store's schema version."""
+        return int(self._meta["schema_version"])
+
+    @property
+    def shard(self) -> str:
+        """``"K/N"`` for a shard store, ``"merged"`` for the output of ``cxr-attrib merge``."""
+        return self._meta["shard"]
+
+    def config(self) -> RunConfig:
+        """The run configuration this store was created with."""
+        return RunConfig.from_dict(json.loads(self._meta["config"]))
+
+    # -- reading -------------------------------------------------------------------
+
+    def samples(self, *, thumbnails: bool = False) -> dict[str, SampleRecord]:
+        """Every recorded sample by id; ``thumbnails`` also decodes the images."""
+        column = "thumbnail" if thumbnails else "NULL"
+        out = {}
+        for sid, dataset, idx, finding, question, split, gt, h, w, thumb in self._db.execute(
+            f"SELECT sample_id, dataset, idx, finding, question, split, gt_boxes, height, width, {column} "
+            "FROM samples ORDER BY sample_id"
+        ):
+            out[sid] = SampleRecord(sid, dataset, idx, finding, question, split, _boxes(gt), (h, w), _unpack(thumb))
+        return out
+
+    def image(self, sample_id: str) -> np.ndarray | None:
+        """The (h, w) uint8 thumbnail of one sample (long side <= 128 px), or None."""
+        row = self._db.execute("SELECT thumbnail FROM samples WHERE sample_id = ?", (sample_id,)).fetchone()
+        return None if row is None else _unpack(row[0])
+
+    def units(self, *, model: str | None = None, heatmaps: bool = True) -> Iterator[UnitRecord]:
+        """Every finished unit (optionally of one model), ordered by unit id, with its sample."""
+        samples = self.samples()
+        where, args = ("WHERE model = ?", (model,)) if model is not None else ("", ())
+        heat = "heatmap" if heatmaps else "NULL"
+        for row in self._db.execute(
+            "SELECT unit_id, sample_id, model, method, params, mode, seed, status, answer, boxes, method_boxes, "
+            f"metrics, {heat}, wall_time_s, score_time_s, passes, versions, error, traceback, worker, finished_at "
+            f"FROM units {where} ORDER BY unit_id", args,
+        ):
+            (uid, sid, mdl, method, params, mode, seed, status, answer, boxes, mboxes, metrics, heatmap,
+             wall, score_s, passes, versions, error, tb, worker, finished) = row
+            yield UnitRecord(
+                uid, sid, mdl, method, json.loads(params), mode, seed, status, answer, _boxes(boxes),
+                _boxes(mboxes), json.loads(metrics), _unpack(heatmap), wall, score_s, json.loads(passes),
+                json.loads(versions), error, tb, worker, finished, samples.get(sid),
+            )
+
+    def filter_outcomes(self) -> Iterator[FilterOutcome]:
+        """Every causal-filter verdict, ordered by (sample, model, mode)."""
+        for sid, model, mode, kept, approx, preds, wall, error, worker, finished in self._db.execute(
+            "SELECT sample_id, model, mode, kept, approximate, predictions, wall_time_s, error, worker, finished_at "
+            "FROM filter_outcomes ORDER BY sample_id, model, mode"
+        ):
+            yield FilterOutcome(sid, model, mode, None if kept is None else bool(kept),
+                                None if approx is None else bool(approx), tuple(json.loads(preds)), wall, error,
+                                worker, finished)
+
+    def model_loads(self) -> list[ModelLoad]:
+        """Every model load, in the order they happened."""
+        return [ModelLoad(*row) for row in self._db.execute(
+            "SELECT worker, model, load_s, started_at FROM model_loads ORDER BY started_at, rowid")]
+
+    def finished_unit_ids(self) -> set[str]:
+        """Ids of every recorded unit (ok or failed): a resumed run skips them."""
+        return {uid for (uid,) in self._db.execute("SELECT unit_id FROM units")}
+
+    def counts(self) -> dict[str, int]:
+        """``{"ok": n, "error": m}`` unit counts."""
+        found = dict(self._db.execute("SELECT status, COUNT(*) FROM units GROUP BY status"))
+        return {"ok": found.get("ok", 0), "error": found.get("error", 0)}
+
+    # -- writing -------------------------------------------------------------------
+
+    def add_sample(self, record: SampleRecord) -> None:
+        """Record a sample once (a second call with the same id does nothing)."""
+        self._write(
+            "INSERT OR IGNORE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.sample_id, record.dataset, int(record.index), record.finding, record.question, record.split,
+             _boxes_json(record.gt_boxes), int(record.image_size[0]), int(record.image_size[1]),
+             _pack(record.thumbnail)),
+        )
+
+    def add_filter_outcome(self, outcome: FilterOutcome) -> None:
+        """Record one filter verdict (one committed transaction)."""
+        self._write(
+            "INSERT INTO filter_outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (outcome.sample_id, outcome.model, outcome.mode, None if outcome.kept is None else int(outcome.kept),
+             None if outcome.approximate is None else int(outcome.approximate), json.dumps(list(outcome.predictions)),
+             outcome.wall_time_s, outcome.error, outcome.worker, outcome.finished_at),
+        )
+
+    def add_unit(self, unit: UnitRecord) -> None:
+        """Record one finished unit (one committed transaction).
+
+        Raises:
+            StoreError: the unit is already recorded (a store never holds a unit twice).
+        """
+        heat = None if unit.heatmap is None else np.asarray(unit.heatmap, dtype=np.float32)
+        self._write(
+            "INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (unit.unit_id, unit.sample_id, unit.model, unit.method, json.dumps(unit.params, sort_keys=True),
+             unit.mode, int(unit.seed), unit.status, unit.answer, _boxes_json(unit.boxes),
+             _boxes_json(unit.method_boxes), json.dumps({k: _finite(v) for k, v in unit.metrics.items()}),
+             _pack(heat), float(unit.wall_time_s), float(unit.score_time_s), json.dumps(unit.passes),
+             json.dumps(unit.versions), unit.error, unit.traceback, unit.worker, float(unit.finished_at)),
+        )
+
+    def add_model_load(self, load: ModelLoad) -> None:
+        """Record one model load."""
+        self._write("INSERT INTO model_loads VALUES (?, ?, ?, ?)",
+                    (load.worker, load.model, load.load_s, load.started_at))
+
+    def _write(self, sql: str, values: Sequence[Any]) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.path} was opened read-only")
+        try:
+            with _transaction(self._db):
+                self._db.execute(sql, values)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"{self.path}: {exc} (a unit is never recorded twice)") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception, Ctrl-C included)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def open_store(path: str | os.PathLike) -> Store:
+    """Open a leaderboard store (a shard's or a merged one) for reading.
+
+    Args:
+        path (str | PathLike): the .sqlite file.
+
+    Returns:
+        Store: use :meth:`Store.config`, :meth:`Store.units`, :meth:`Store.samples`,
+        :meth:`Store.filter_outcomes`, :meth:`Store.model_loads`; close it (or use
+        ``with``).
+
+    Raises:
+        StoreError: missing, not SQLite, not a leaderboard store, or a newer schema.
+    """
+    return Store.open(path, writable=False)
+
+
+def heatmap_thumbnail(heatmap: np.ndarray | None, max_side: int = 64) -> np.ndarray | None:
+    """Shrink an (H, W) input-frame heatmap by area averaging to a long side <= ``max_side``.
+
+    Args:
+        heatmap (np.ndarray | None): (H, W) float heatmap, input frame.
+        max_side (int): longest side of the result in pixels. Default: 64.
+
+    Returns:
+        np.ndarray | None: (h, w) float32 with ``h / w`` close to ``H / W``; None for None.
+
+    >>> heatmap_thumbnail(np.ones((128, 256))).shape
+    (32, 64)
+    """
+    if heatmap is None:
+        return None
+    return _shrink(np.asarray(heatmap, dtype=np.float32), max_side)
+
+
+def image_thumbnail(image: np.ndarray, max_side: int = 128) -> np.ndarray:
+    """Shrink an (H, W) uint8 grey image to a long side <= ``max_side`` (area averaging)."""
+    return np.clip(np.rint(_shrink(np.asarray(image, dtype=np.float32), max_side)), 0, 255).astype(np.uint8)
+
+
+def _shrink(array: np.ndarray, max_side: int) -> np.ndarray:
+    from PIL import Image
+
+    height, width = array.shape
+    scale = min(1.0, max_side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == (width, height):
+        return array.astype(np.float32)
+    return np.asarray(Image.fromarray(array.astype(np.float32)).resize(size, Image.Resampling.BOX), dtype=np.float32)
+
