@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 import json
@@ -179,8 +180,13 @@ def test_thumbnail_draws_heat_predicted_and_true_boxes():
     assert tuple(png[45, 45]) == tuple(hot) == (168, 170, 129)
     half = np.asarray(Image.open(io.BytesIO(render_thumbnail(unit, image, side=32))))
     assert half.shape == (32, 32, 3)
-    with pytest.raises(DataError, match="heatmap shape"):
-        render_thumbnail(unit, np.zeros((32, 64), dtype=np.uint8))
+    # A store keeps shrunk copies: any resolution with the frame's aspect is scaled up.
+    small = dataclasses.replace(unit, image_size=(64, 64), heatmap=heat[::2, ::2])
+    png = np.asarray(Image.open(io.BytesIO(render_thumbnail(small, image[::4, ::4], side=64))))
+    assert png.shape == (64, 64, 3) and tuple(png[45, 45]) == tuple(hot)
+    assert tuple(png[4, 10]) == BOX_COLOR and tuple(png[4, 45]) == TRUTH_COLOR
+    with pytest.raises(DataError, match="image of shape \\(32, 64\\) is not a rendering of the 64 x 64"):
+        render_thumbnail(small, np.zeros((32, 64), dtype=np.uint8))
 
 
 def test_thumbnail_without_image_shows_boxes_on_a_canvas_of_their_extent():
@@ -208,39 +214,118 @@ def test_pick_units_shows_the_same_cases_for_every_method_across_findings():
 
 PAYLOAD = ("<script>document.title='PWNED'</script>"
            "<img src=x onerror=\"document.body.setAttribute('data-pwned','yes')\">")
+EVIL = "evil" + PAYLOAD
+HOSTILE = "m-" + PAYLOAD
+# (model, method) -> iou per sample: m-good 60 / 90 -> macro 75; hostile 30 / 30 -> macro 30
+IOUS = {("phantom-qwen", "m-good"): [0.5, 0.7], (EVIL, "m-good"): [0.9],
+        ("phantom-qwen", HOSTILE): [0.2, 0.4], (EVIL, HOSTILE): [0.3]}
 
 
-def _hostile_report():
-    """Phantom units whose answer, finding, model name and error carry the payload."""
-    from cxr_attrib.registry import get_benchmark
+def _write_store(path, shard, entries):
+    """A store written through the store API; ``entries`` = (seed, finding, model, method, iou)."""
+    from cxr_attrib.leaderboard import RunConfig, SampleRecord, Store, UnitRecord, unit_id
+    from cxr_attrib.leaderboard.store import heatmap_thumbnail, image_thumbnail
+    from cxr_attrib_phantom.benchmark import phantom_sample
 
-    bench = get_benchmark("phantom")
-    units = []
-    for method, offset in (("m-good", 0.3), ("m-" + PAYLOAD, 0.0)):
-        for model in ("phantom-qwen", "evil" + PAYLOAD):
-            for i, finding in enumerate(("mass", "pleural_effusion")):
-                sample = bench.sample(f"phantom/direct/{finding}/{10_000_000 + i}", split="direct")
-                units.append(UnitResult(
-                    sample.id, "phantom", "phantom", "direct", sample.finding + PAYLOAD, model,
-                    method, answer="Yes " + PAYLOAD, gt_boxes=sample.boxes,
-                    pred_boxes=sample.boxes + 5.0, metrics={"iou": 0.4 + offset + 0.1 * i},
-                ))  # fmt: skip
-    units.append(UnitResult("phantom/direct/mass/10000000", "phantom", "phantom", "direct", "mass",
-                            "phantom-qwen", "m-good", error="KeyError: " + PAYLOAD))
-    report = build_report(units, metrics=["iou"], n_boot=50)
-    return report, thumbnails(units, labeller(units), per_method=2)
+    config = RunConfig("phantom", "direct", ("phantom-qwen", EVIL), ("m-good", HOSTILE))
+    with Store.create(path, config, shard) as store:
+        for seed, finding, model, method, iou in entries:
+            sample = phantom_sample(seed, finding)
+            store.add_sample(SampleRecord(
+                sample.id, "phantom", seed, sample.finding + PAYLOAD, sample.question, "direct",
+                sample.boxes, (224, 224), image_thumbnail(sample.load_image())))
+            x1, y1, x2, y2 = sample.boxes[0]
+            heat = np.zeros((224, 224), dtype=np.float32)
+            heat[int(y1):int(y2), int(x1):int(x2)] = 1.0
+            failed = iou is None
+            store.add_unit(UnitRecord(
+                unit_id(sample.id, model, method, {}, "direct", 0), sample.id, model, method, {},
+                "direct", 0, "error" if failed else "ok", answer="Yes " + PAYLOAD,
+                boxes=sample.boxes + 6.0, metrics={} if failed else {"iou": iou, "energy": 0.5},
+                heatmap=None if failed else heatmap_thumbnail(heat),
+                error="KeyError: " + PAYLOAD if failed else None))  # fmt: skip
 
 
-def test_html_escapes_every_string_and_embeds_the_json_safely():
-    report, thumbs = _hostile_report()
-    page = render_html(report, thumbs, title="Board " + PAYLOAD)
+def _hostile_stores(folder):
+    """Two shard stores of one run; one unit in both; one failed unit."""
+    entries = [(10_000_000 + i, ("mass", "pleural_effusion")[i], model, method, iou)
+               for (model, method), ious in IOUS.items() for i, iou in enumerate(ious)]
+    entries.append((10_000_002, "nodule", "phantom-qwen", "m-good", None))
+    folder.mkdir()
+    _write_store(folder / "shard-0.sqlite", "0/2", entries[:4])
+    _write_store(folder / "shard-1.sqlite", "1/2", entries[3:])
+    return folder
+
+
+def _report_cli(*args):
+    from click.testing import CliRunner
+
+    from cxr_attrib.cli import cli
+
+    return CliRunner(env={"COLUMNS": "240"}).invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_report_command_reads_shard_stores_and_writes_every_format(tmp_path):
+    folder = _hostile_stores(tmp_path / "run")
+    result = _report_cli("report", folder, "--out", tmp_path / "out", "--n-boot", 100)
+    assert result.exit_code == 0, result.output
+    report = read_report_json(tmp_path / "out" / "report.json")
+    got = [(r.method, r.model, rank, failed, r.n, r.metrics["iou"].mean if "iou" in r.metrics else None)
+           for rank, failed, r in zip(report.ranks, report.failures, report.rows)]
+    assert got == [
+        ("m-good", EVIL, 1, 0, 1, pytest.approx(90.0)),  # models in name order, then macro
+        ("m-good", "phantom-qwen", 1, 1, 3, pytest.approx(60.0)),
+        ("m-good", "macro", 1, 1, 4, pytest.approx(75.0)),
+        (HOSTILE, EVIL, 2, 0, 1, pytest.approx(30.0)),
+        (HOSTILE, "phantom-qwen", 2, 0, 2, pytest.approx(30.0)),  # the unit in both shards: once
+        (HOSTILE, "macro", 2, 0, 3, pytest.approx(30.0)),
+    ]
+    assert report.errors == {"m-good": ("KeyError: " + PAYLOAD,)}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "report.md", "report.csv", "report.json", "report.html"}
+    table = result.output.split("wrote ")[0]
+    assert "ranked by macro iou" in table and re.search(r"┃ rank ┃ failures ┃ model\s*┃", table)
+    assert re.search(r"│\s+1 │\s+1 │ phantom-qwen\s*│ direct │ m-good\s*│ phantom │\s+3 │ 60\.0 \[", table)
+    page = (tmp_path / "out" / "report.html").read_text()
+    # cases: mass (evil model), nodule, pleural effusion; the nodule unit failed and only
+    # m-good ran it, so 2 + 2 overlays and one "failed" tile
+    assert page.count("data:image/png;base64,") == 4 and page.count('class="failed"') == 1
+
+
+def test_report_command_refuses_mixed_runs_and_non_stores(tmp_path):
+    from cxr_attrib.leaderboard import RunConfig, Store
+
+    folder = _hostile_stores(tmp_path / "run")
+    Store.create(tmp_path / "other.sqlite", RunConfig("phantom", "direct", ("a",), ("b",)), "0/1").close()
+    result = _report_cli("report", folder, tmp_path / "other.sqlite", "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "another leaderboard run" in result.output
+    (tmp_path / "junk.sqlite").write_text("not a database")
+    result = _report_cli("report", tmp_path / "junk.sqlite", "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "is not a SQLite file" in result.output
+    result = _report_cli("report", folder, "--rank-by", "nope", "--format", "json")
+    assert result.exit_code == 1 and "rank_by='nope'" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def hostile_page(tmp_path_factory):
+    """``cxr-attrib report`` of stores whose names, answers, findings and errors attack."""
+    folder = tmp_path_factory.mktemp("report")
+    result = _report_cli("report", _hostile_stores(folder / "run"), "--out", folder / "out",
+                         "--format", "html", "--n-boot", 50, "--title", "Board " + PAYLOAD)
+    assert result.exit_code == 0, result.output
+    return folder / "out" / "report.html"
+
+
+def test_html_escapes_every_string_and_embeds_the_json_safely(hostile_page):
+    page = hostile_page.read_text()
     assert "<script>document.title" not in page and "<img src=x" not in page
     assert page.count("<script") == 2  # the JSON data and the sort script, nothing else
     data = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
     assert "<" not in data.group(1) and ">" not in data.group(1) and "&" not in data.group(1)
-    assert json.loads(data.group(1)) == json.loads(json.dumps(report.to_dict()))
-    assert all(t.has_image and t.png for t in thumbs["m-good"] if t.unit.error is None)
-    assert "data:image/png;base64," in page
+    embedded = json.loads(data.group(1))
+    assert embedded["errors"] == {"m-good": ["KeyError: " + PAYLOAD]}
+    assert [row["model"] for row in embedded["rows"]][:2] == [EVIL, "phantom-qwen"]
 
 
 chromium = pytest.importorskip("shutil").which("chromium")
@@ -258,15 +343,6 @@ def _browse(tmp_path, url, *args):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
-
-
-@pytest.fixture(scope="module")
-def hostile_page(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("report")
-    report, thumbs = _hostile_report()
-    page = folder / "report.html"
-    page.write_text(render_html(report, thumbs, title="Board " + PAYLOAD), encoding="utf-8")
-    return page
 
 
 @needs_chromium

@@ -78,8 +78,12 @@ class UnitResult:
         wall_time_s (float | None): the unit's wall time in seconds.
         passes (Mapping[str, int]): forward / backward passes the method made.
         error (str | None): why the unit failed; None when it succeeded.
-        image_size (tuple[int, int] | None): (H, W) of the input image, if known.
-        heatmap (np.ndarray | None): (H, W) input-frame heatmap, if stored.
+        image_size (tuple[int, int] | None): (H, W) of the input frame in pixels, if known.
+        heatmap (np.ndarray | None): (h, w) input-frame heatmap at any resolution with
+            the frame's aspect (a store keeps it shrunk), if available.
+        image (np.ndarray | None): (h, w) uint8 input image at any resolution with the
+            frame's aspect (a store's thumbnail), if available.
+        unit_id (str | None): the store's unit id, if read from a store.
     """
 
     sample_id: str
@@ -101,6 +105,8 @@ class UnitResult:
     error: str | None = None
     image_size: tuple[int, int] | None = None
     heatmap: np.ndarray | None = None
+    image: np.ndarray | None = None
+    unit_id: str | None = None
 
 
 @dataclass(frozen=True)

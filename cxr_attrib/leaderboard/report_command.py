@@ -12,9 +12,6 @@ __all__ = ["FORMATS", "report_command"]
 FORMATS = ("table", "markdown", "csv", "json", "html")
 """What ``--format`` accepts: the terminal table and the files of the report."""
 
-_console = Console()
-
-
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
@@ -46,8 +43,8 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
     from .report import REPORT_METRICS, build_report, labeller, write_tables
     from .report_html import render_html
     from .store_units import read_units
-    from .thumbnails import thumbnails as make_thumbnails
 
+    console = Console()
     chosen = set(formats or FORMATS)
     units = read_units(stores)
     report = build_report(units, rank_by=rank_by, metrics=_names(metrics) or REPORT_METRICS,
@@ -55,7 +52,7 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
     if "table" in chosen:
         from cxr_attrib.scoring.aggregate import to_rich_table
 
-        _console.print(to_rich_table(report.rows, report.metrics, lead=report.lead,
+        console.print(to_rich_table(report.rows, report.metrics, lead=report.lead,
                                      title=f"Leaderboard (ranked by macro {rank_by})"))
     files = chosen - {"table"}
     if not files:
@@ -63,8 +60,18 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
     out.mkdir(parents=True, exist_ok=True)
     written = list(write_tables(report, out, sorted(files - {"html"})).values())
     if "html" in files:
-        thumbs = make_thumbnails(units, labeller(units), per_method=thumbnails) if thumbnails else None
+        thumbs = _thumbnails(stores, units, labeller(units), thumbnails) if thumbnails else None
         page = out / "report.html"
         page.write_text(render_html(report, thumbs, title=title), encoding="utf-8")
         written.append(page)
-    _console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)
+    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)
+
+
+def _thumbnails(stores, units, label, per_method):
+    """Overlays of ``per_method`` units per method, heatmaps read from the stores."""
+    from .store_units import with_arrays
+    from .thumbnails import pick_units, thumbnails
+
+    picked = pick_units(units, label, per_method)
+    filled = iter(with_arrays(stores, [u for chosen in picked.values() for u in chosen]))
+    return thumbnails({method: [next(filled) for _ in chosen] for method, chosen in picked.items()})

@@ -34,14 +34,14 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}h3{font-siz
 p.note{color:#57606a;max-width:70em}
 table{border-collapse:collapse;margin:6px 0 14px}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#f6f8fa;white-space:normal;max-width:14em;overflow-wrap:anywhere}
+th{background:#f6f8fa}
 td.text,th.text{text-align:left;white-space:normal;min-width:7em;max-width:28em;overflow-wrap:anywhere}
 th button{font:inherit;font-weight:600;border:0;background:none;cursor:pointer;padding:0}
 th[aria-sort=ascending] button::after{content:" \\25B2"}th[aria-sort=descending] button::after{content:" \\25BC"}
 .grid{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:8px}
 figure{margin:0;width:168px;font-size:12px;overflow-wrap:anywhere}
 figure img{display:block;border:1px solid #d0d7de}
-figure .failed{width:160px;height:60px;background:#fde7e9;color:#82071e;padding:4px;box-sizing:border-box}
+figure .failed{width:160px;min-height:60px;max-height:160px;overflow:hidden;background:#fde7e9;color:#82071e;padding:4px;box-sizing:border-box}
 .swatch{display:inline-block;width:12px;height:12px;border:1px solid #555;vertical-align:middle}
 .pred{background:#00ffff}.truth{background:#28dc28}
 ul.errors li{font-family:ui-monospace,monospace;font-size:12px;overflow-wrap:anywhere}
@@ -128,7 +128,8 @@ def _metric_cell(summary: MetricSummary | None) -> str:
 
 
 def _table(table_id: str, header: Sequence[tuple[str, bool]], rows: Iterable[str]) -> str:
-    """A sortable table; ``header`` = (name, is_text) per column, ``rows`` = <tr>s."""
+    """A sortable table; ``header`` = (name, is_text) per column (text headers wrap),
+    ``rows`` = <tr>s."""
     cells = "".join(f'<th class="text">{_e(n)}</th>' if text else f"<th>{_e(n)}</th>"
                     for n, text in header)
     return (f'<table class="sortable" id="{_e(table_id)}"><thead><tr>{cells}</tr></thead>'
@@ -166,7 +167,7 @@ def _per_finding(report: Report, number: int, setting: tuple[str, str]) -> str:
         if row.macro and (row.split, row.dataset) == setting
     }
     methods = [r.method for r in report.rows if r.macro and (r.split, r.dataset) == setting]
-    header = [("method", True)] + [(finding, False) for finding in findings]
+    header = [("method", True)] + [(finding, True) for finding in findings]  # names: wrap
     body = []
     for method in methods:
         cells = [f'<td class="text">{_e(method)}</td>']

@@ -1,10 +1,12 @@
 """Overlay thumbnails of a few units per method, for the HTML report.
 
-Each thumbnail is the unit's image (re-loaded through its registered benchmark),
-its heatmap when one was stored, its predicted boxes (cyan, :data:`BOX_COLOR`) and
-the ground-truth boxes (green, :data:`TRUTH_COLOR`), scaled to a small PNG. Without
-an image (credentialed data not present, unknown benchmark) the thumbnail shows the
-boxes (and heatmap) on a dark canvas of the input frame's size.
+Each thumbnail is the unit's image, its heatmap when one was kept, its predicted
+boxes (cyan, :data:`BOX_COLOR`) and the ground-truth boxes (green,
+:data:`TRUTH_COLOR`), scaled to a small PNG. The image is re-loaded through the
+unit's registered benchmark (full resolution; the phantom benchmark rebuilds it from
+the sample id), else taken from the unit (a store's thumbnail); without either the
+boxes and heatmap are drawn on a dark canvas of the input frame's size. Image and
+heatmap may have any resolution with the input frame's aspect ratio.
 """
 
 from __future__ import annotations
@@ -92,31 +94,45 @@ def pick_units(
 
 def benchmark_image(unit: UnitResult) -> GreyImage | None:
     """The unit's (H, W) uint8 image from its registered benchmark, or None when the
-    benchmark, the sample or its image file is not available here."""
+    benchmark, the sample or its image file is not available here, or when the image
+    is not the size the unit was run on (``unit.image_size``)."""
     from cxr_attrib.registry import get_benchmark
 
     try:
         sample = get_benchmark(unit.benchmark).sample(unit.sample_id, split=unit.split)
-        return np.asarray(sample.load_image())
+        image = np.asarray(sample.load_image())
     except (CxrAttribError, OSError):
         return None
+    if unit.image_size is not None and tuple(image.shape) != tuple(unit.image_size):
+        return None
+    return image
 
 
 def _frame_shape(unit: UnitResult, image: GreyImage | None) -> tuple[int, int]:
-    if image is not None:
-        return image.shape[:2]
-    if unit.image_size is not None:
-        return unit.image_size
-    if unit.heatmap is not None:
-        return unit.heatmap.shape[:2]
+    """(H, W) of the input frame: the unit's image size, else the image's or heatmap's
+    shape, else the extent of the boxes."""
+    for known in (unit.image_size, None if image is None else image.shape,
+                  None if unit.heatmap is None else unit.heatmap.shape):
+        if known is not None:
+            return int(known[0]), int(known[1])
     boxes = np.concatenate([np.reshape(unit.pred_boxes, (-1, 4)), np.reshape(unit.gt_boxes, (-1, 4))])
     if boxes.size == 0:
         return (1, 1)
     return (max(1, int(np.ceil(boxes[:, 3].max()))), max(1, int(np.ceil(boxes[:, 2].max()))))
 
 
-def _resized(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
-    """``array`` bilinearly resized to ``size`` = (W, H)."""
+def _fit(array: np.ndarray, frame: tuple[int, int], size: tuple[int, int], what: str,
+         unit: UnitResult) -> np.ndarray:
+    """``array`` (h, w), a rendering of the (H, W) ``frame``, bilinearly resized to
+    ``size`` = (W', H'); a different aspect ratio (beyond rounding) is an error."""
+    (h, w), (height, width) = array.shape[:2], frame
+    if array.ndim != 2 or abs(h * width / height - w) > 1.0:
+        raise DataError(
+            f"unit {unit.sample_id!r} ({unit.model}, {unit.method}): {what} of shape "
+            f"{tuple(array.shape)} is not a rendering of the {height} x {width} input frame"
+        )
+    mode = "L" if array.dtype == np.uint8 else "F"
+    array = np.ascontiguousarray(array, dtype=np.uint8 if mode == "L" else np.float32)
     return np.asarray(Image.fromarray(array, mode=mode).resize(size, Image.Resampling.BILINEAR))
 
 
@@ -124,32 +140,27 @@ def render_thumbnail(unit: UnitResult, image: GreyImage | None, *, side: int = 1
     """A PNG overlay of ``unit`` whose longer side is ``side`` pixels.
 
     Args:
-        unit (UnitResult): boxes in the input frame; its heatmap (H, W), if any, must
-            have the image's shape.
-        image (GreyImage | None): the (H, W) uint8 input image, or None for a dark canvas.
+        unit (UnitResult): boxes in the input frame; its heatmap (h, w), if any, at any
+            resolution with the frame's aspect.
+        image (GreyImage | None): (h, w) uint8 input image at any resolution with the
+            frame's aspect, or None for a dark canvas.
         side (int): longer side of the thumbnail in pixels. Default: 160.
 
     Returns:
         bytes: the PNG.
 
     Raises:
-        DataError: the heatmap's shape differs from the image's.
+        DataError: the image or heatmap is not a rendering of the input frame.
     """
-    height, width = _frame_shape(unit, image)
-    if unit.heatmap is not None and tuple(unit.heatmap.shape) != (height, width):
-        raise DataError(
-            f"unit {unit.sample_id!r} ({unit.model}, {unit.method}): heatmap shape "
-            f"{tuple(unit.heatmap.shape)} differs from the image's {(height, width)}"
-        )
-    scale = side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    frame = _frame_shape(unit, image)
+    scale = side / max(frame)
+    size = (max(1, round(frame[1] * scale)), max(1, round(frame[0] * scale)))
     if image is None:
         grey = np.full(size[::-1], _CANVAS_GREY, dtype=np.uint8)
     else:
-        grey = _resized(np.ascontiguousarray(image, dtype=np.uint8), size, "L")
-    heat = None
-    if unit.heatmap is not None:
-        heat = _resized(np.ascontiguousarray(unit.heatmap, dtype=np.float32), size, "F")
+        grey = _fit(np.asarray(image, dtype=np.uint8), frame, size, "image", unit)
+    heat = None if unit.heatmap is None else _fit(
+        np.asarray(unit.heatmap, dtype=np.float32), frame, size, "heatmap", unit)
     pred = np.reshape(np.asarray(unit.pred_boxes, dtype=np.float64), (-1, 4)) * scale
     canvas = render_overlay(grey, heat, pred)
     draw = ImageDraw.Draw(canvas)
@@ -162,22 +173,18 @@ def render_thumbnail(unit: UnitResult, image: GreyImage | None, *, side: int = 1
 
 
 def thumbnails(
-    units: Sequence[UnitResult],
-    label: Callable[[UnitResult], str],
+    picked: Mapping[str, Sequence[UnitResult]],
     *,
-    per_method: int = 4,
     side: int = 160,
     load_image: Callable[[UnitResult], GreyImage | None] = benchmark_image,
 ) -> Mapping[str, list[Thumbnail]]:
-    """Thumbnails of :func:`pick_units`' units, each image loaded once per sample.
+    """Thumbnails of the units :func:`pick_units` chose; each image loaded once.
 
     Args:
-        units (Sequence[UnitResult]): every unit of the report.
-        label (Callable[[UnitResult], str]): the report's method labels.
-        per_method (int): cases per method. Default: 4.
+        picked (Mapping[str, Sequence[UnitResult]]): method label -> units.
         side (int): longer side of each thumbnail in pixels. Default: 160.
-        load_image (Callable): unit -> (H, W) uint8 image or None. Default:
-            :func:`benchmark_image`.
+        load_image (Callable): unit -> (H, W) uint8 image or None; when None, the
+            unit's own ``image`` is used. Default: :func:`benchmark_image`.
 
     Returns:
         Mapping[str, list[Thumbnail]]: method label -> its thumbnails (failed units
@@ -185,13 +192,13 @@ def thumbnails(
     """
     cache: dict[tuple[str, str, str], GreyImage | None] = {}
     out: dict[str, list[Thumbnail]] = {}
-    for method, chosen in pick_units(units, label, per_method).items():
+    for method, chosen in picked.items():
         out[method] = []
         for unit in chosen:
             key = (unit.benchmark, unit.split, unit.sample_id)
             if key not in cache:
                 cache[key] = load_image(unit)
-            image = cache[key]
+            image = cache[key] if cache[key] is not None else unit.image
             png = None if unit.error is not None else render_thumbnail(unit, image, side=side)
             out[method].append(Thumbnail(method, unit, png, image is not None))
     return out

@@ -423,8 +423,8 @@ def _cell(summary: MetricSummary | None) -> str:
 
 def _table_rows(
     rows: Sequence[AggregateRow], metrics: Sequence[str] | None, lead: Lead
-) -> tuple[list[str], list[list[str]], int]:
-    """Header, cells and the number of text (left-aligned) columns."""
+) -> tuple[list[str], list[list[str]], list[bool]]:
+    """Header, cells and, per column, whether it is text (left-aligned, the names)."""
     names = _metric_names(rows, metrics)
     lead_names, lead_values = _lead_columns(rows, lead)
     header = [*lead_names, "model", "split", "method", "dataset", "n", *names]
@@ -434,7 +434,7 @@ def _table_rows(
         + [_cell(row.metrics.get(name)) for name in names]
         for row, extra in zip(rows, lead_values)
     ]
-    return header, body, len(lead_names) + 4
+    return header, body, [False] * len(lead_names) + [True] * 4 + [False] * (len(names) + 1)
 
 
 def to_markdown(
@@ -464,8 +464,8 @@ def to_markdown(
         |---|---|---|---|---:|---:|
         | a | direct | m | d | 2 | 30.0 [20.0, 40.0] |
     """
-    header, body, n_text = _table_rows(rows, metrics, lead)
-    align = ["---"] * n_text + ["---:"] * (len(header) - n_text)
+    header, body, text_columns = _table_rows(rows, metrics, lead)
+    align = ["---" if is_text else "---:" for is_text in text_columns]
 
     def text(cell: str) -> str:
         flat = " ".join(cell.splitlines())
@@ -500,10 +500,10 @@ def to_rich_table(
     Returns:
         rich.table.Table: print it with ``rich.console.Console().print(table)``.
     """
-    header, body, n_text = _table_rows(rows, metrics, lead)
+    header, body, text_columns = _table_rows(rows, metrics, lead)
     table = Table(title=None if title is None else rich_escape(title))
-    for position, name in enumerate(header):
-        table.add_column(rich_escape(name), justify="right" if position >= n_text else "left")
+    for name, is_text in zip(header, text_columns):
+        table.add_column(rich_escape(name), justify="left" if is_text else "right")
     for row, cells in zip(rows, body):
         table.add_row(*(rich_escape(c) for c in cells), style="bold" if row.macro else None)
     return table
