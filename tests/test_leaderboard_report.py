@@ -11,12 +11,14 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from rich.console import Console
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.leaderboard.report import UnitResult, build_report, labeller, read_report_json, write_tables
-from cxr_attrib.leaderboard.report_html import render_html
+from cxr_attrib.leaderboard.report_html import _json_script
 from cxr_attrib.leaderboard.thumbnails import TRUTH_COLOR, pick_units, render_thumbnail, thumbnails
 from cxr_attrib.render import BOX_COLOR, colormap
 from cxr_attrib.scoring.aggregate import to_rich_table
@@ -69,6 +71,23 @@ def test_lower_is_better_metric_ranks_ascending():
         build_report(units, rank_by="f1", metrics=["iou"])
     with pytest.raises(DataError, match="no units"):
         build_report([])
+    with pytest.raises(DataError, match=r"no unit has a value for rank_by='f1'.*\['deletion_auc', 'iou'\]"):
+        build_report(units, rank_by="f1")
+
+
+@settings(max_examples=30)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from("mnop"),
+                          st.floats(0, 1, allow_nan=False)), min_size=1, max_size=30))
+def test_ranks_follow_the_mean_of_model_means(triples):
+    units = [_unit(model, method, str(i), value) for i, (model, method, value) in enumerate(triples)]
+    report = build_report(units, metrics=["iou"], n_boot=10)
+    macro = [(rank, row) for rank, row in zip(report.ranks, report.rows) if row.macro]
+    for rank, row in macro:
+        means = [np.mean([v for mo, me, v in triples if (mo, me) == (model, row.method)])
+                 for model in sorted({mo for mo, me, _ in triples if me == row.method})]
+        assert row.metrics["iou"].mean == pytest.approx(100 * np.mean(means))
+        better = sum(r.metrics["iou"].mean > row.metrics["iou"].mean for _, r in macro)
+        assert rank == better + 1  # competition ranking: 1 + the number strictly better
 
 
 def test_macro_average_is_not_the_pooled_average():
@@ -305,6 +324,10 @@ def test_report_command_refuses_mixed_runs_and_non_stores(tmp_path):
     result = _report_cli("report", folder, "--rank-by", "nope", "--format", "json")
     assert result.exit_code == 1 and "rank_by='nope'" in result.output
     assert not (tmp_path / "o").exists()
+    (tmp_path / "file").write_text("x")
+    result = _report_cli("report", folder, "--out", tmp_path / "file" / "sub", "--format", "json")
+    assert result.exit_code == 1
+    assert f"cannot write the report into {tmp_path / 'file' / 'sub'}" in result.output
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +338,13 @@ def hostile_page(tmp_path_factory):
                          "--format", "html", "--n-boot", 50, "--title", "Board " + PAYLOAD)
     assert result.exit_code == 0, result.output
     return folder / "out" / "report.html"
+
+
+@given(st.recursive(st.text() | st.floats(allow_nan=False) | st.booleans() | st.none(),
+                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20))
+def test_embedded_json_never_holds_markup_characters_and_round_trips(value):
+    text = _json_script(value)
+    assert not set(text) & set("<>&") and json.loads(text) == value
 
 
 def test_html_escapes_every_string_and_embeds_the_json_safely(hostile_page):

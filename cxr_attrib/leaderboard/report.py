@@ -258,8 +258,8 @@ def build_report(
         rank_by (str): metric that orders the methods of each (split, dataset): the
             macro mean over models, descending (ascending for :data:`LOWER_IS_BETTER`);
             methods without a value come last. Default: ``"iou"``.
-        metrics (Sequence[str]): metrics to summarise; those no unit has are dropped
-            (except ``rank_by``). Default: :data:`REPORT_METRICS`.
+        metrics (Sequence[str]): metrics to summarise; those no unit has are dropped.
+            Default: :data:`REPORT_METRICS`.
         n_boot (int): bootstrap resamples per group and metric. Default: 1000.
         seed (int): bootstrap seed. Default: 0.
 
@@ -269,7 +269,8 @@ def build_report(
         the values behind its mean.
 
     Raises:
-        DataError: no units, ``rank_by`` not among ``metrics``, or a bad metric value.
+        DataError: no units, ``rank_by`` not among ``metrics`` or without any value,
+            or a bad metric value.
     """
     units = list(units)
     if not units:
@@ -277,7 +278,10 @@ def build_report(
                         "that the leaderboard run finished at least one unit.")
     chosen = _check_metrics(metrics, rank_by)
     present = {m for u in units if u.error is None for m, v in u.metrics.items() if v is not None}
-    chosen = tuple(m for m in chosen if m in present or m == rank_by)
+    if rank_by not in present:
+        raise DataError(f"no unit has a value for rank_by={rank_by!r}; rank by one of the metrics "
+                        f"the units have: {sorted(present) or 'none (did every unit fail?)'}.")
+    chosen = tuple(m for m in chosen if m in present)
     label = labeller(units)
     summary = dict(metrics=chosen, n_boot=n_boot, seed=seed)
     rows, ranks = _ranked(aggregate(_records(units, label, chosen), **summary), rank_by)

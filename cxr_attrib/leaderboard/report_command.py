@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from cxr_attrib.errors import DataError
+
 __all__ = ["FORMATS", "report_command"]
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
@@ -57,13 +59,19 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
     files = chosen - {"table"}
     if not files:
         return
-    out.mkdir(parents=True, exist_ok=True)
-    written = list(write_tables(report, out, sorted(files - {"html"})).values())
-    if "html" in files:
-        thumbs = _thumbnails(stores, units, labeller(units), thumbnails) if thumbnails else None
-        page = out / "report.html"
-        page.write_text(render_html(report, thumbs, title=title), encoding="utf-8")
-        written.append(page)
+    thumbs = None
+    if "html" in files and thumbnails:
+        thumbs = _thumbnails(stores, units, labeller(units), thumbnails)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = list(write_tables(report, out, sorted(files - {"html"})).values())
+        if "html" in files:
+            page = out / "report.html"
+            page.write_text(render_html(report, thumbs, title=title), encoding="utf-8")
+            written.append(page)
+    except OSError as exc:
+        raise DataError(f"cannot write the report into {out}: {exc.strerror or exc}; "
+                        "choose a writable --out folder.") from None
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)
 
 
