@@ -24,12 +24,14 @@ from cxr_attrib.render import BOX_COLOR, colormap
 from cxr_attrib.scoring.aggregate import to_rich_table
 
 
-def _unit(model, method, sample, iou=None, *, finding="mass", error=None, params=None, **metrics):
+def _unit(model, method, sample, iou=None, *, finding="mass", error=None, params=None, seconds=None,
+          **metrics):
     values = {} if iou is None else {"iou": iou, **metrics}
     return UnitResult(
         sample_id=f"s/{sample}", benchmark="none", dataset="d", split="direct", finding=finding,
         model=model, method=method, params=params or {}, metrics=values, error=error,
         pred_boxes=np.array([[0.0, 0.0, 4.0, 4.0]]), gt_boxes=np.array([[2.0, 2.0, 6.0, 6.0]]),
+        wall_time_s=seconds,
     )  # fmt: skip
 
 
@@ -139,7 +141,19 @@ def test_failures_are_counted_per_model_and_method():
     console = Console(file=io.StringIO(), width=200)
     console.print(to_rich_table(report.rows, report.metrics, lead=report.lead))
     line = next(l for l in console.file.getvalue().splitlines() if "flaky" in l and " a " in l)
-    assert re.search(r"│\s*2\s*│\s*2\s*│\s*a\s*│", line)  # rank 2, failures 2, model a
+    assert re.search(r"│\s*2\s*│\s*2\s*│\s*│\s*a\s*│", line)  # rank 2, failures 2, no time, model a
+
+
+def test_seconds_per_unit_are_means_of_successful_units_and_macro_over_models():
+    units = (
+        [_unit("a", "m", "1", 0.5, seconds=1.0), _unit("a", "m", "2", 0.5, seconds=2.0),
+         _unit("a", "m", "3", error="boom", seconds=100.0), _unit("b", "m", "4", 0.5, seconds=0.5)]
+        + [_unit("a", "n", "5", 0.5)]
+    )  # fmt: skip
+    report = build_report(units, metrics=["iou"], n_boot=10)
+    got = {(r.method, r.model): s for r, s in zip(report.rows, report.seconds)}
+    assert got == {("m", "a"): 1.5, ("m", "b"): 0.5, ("m", "macro"): 1.0,
+                   ("n", "a"): None, ("n", "macro"): None}
 
 
 def test_markdown_csv_and_json_round_trip_the_values(tmp_path):
@@ -164,8 +178,8 @@ def test_markdown_csv_and_json_round_trip_the_values(tmp_path):
         summary = row.metrics.get("iou")
         expected = "-" if summary is None else (
             f"{summary.mean:.1f} [{summary.ci_low:.1f}, {summary.ci_high:.1f}]")
-        assert cells == [str(rank), str(failed), row.model, "direct", row.method, "d", str(row.n),
-                         expected]
+        assert cells == [str(rank), str(failed), "", row.model, "direct", row.method, "d",
+                         str(row.n), expected]
     assert "## mass (macro over models)" in markdown and "## nodule (macro over models)" in markdown
     nodule = report.findings["nodule"]
     assert [(r.model, r.metrics["iou"].mean) for r in nodule] == [("a", pytest.approx(20.0)),
@@ -303,8 +317,9 @@ def test_report_command_reads_shard_stores_and_writes_every_format(tmp_path):
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "report.md", "report.csv", "report.json", "report.html"}
     table = result.output.split("wrote ")[0]
-    assert "ranked by macro iou" in table and re.search(r"┃ rank ┃ failures ┃ model\s*┃", table)
-    assert re.search(r"│\s+1 │\s+1 │ phantom-qwen\s*│ direct │ m-good\s*│ phantom │\s+3 │ 60\.0 \[", table)
+    assert "ranked by macro iou" in table and re.search(r"┃ rank ┃ failures ┃ seconds ┃ model\s*┃", table)
+    assert re.search(r"│\s+1 │\s+1 │\s+0.0 │ phantom-qwen\s*│ direct │ m-good\s*│ phantom │\s+3 │ 60\.0 \[",
+                     table)
     page = (tmp_path / "out" / "report.html").read_text()
     # cases: mass (evil model), nodule, pleural effusion; the nodule unit failed and only
     # m-good ran it, so 2 + 2 overlays and one "failed" tile

@@ -52,6 +52,7 @@ LOWER_IS_BETTER = frozenset({"deletion_auc"})
 """Metrics where a smaller value ranks higher."""
 
 _SCHEMA_VERSION = 1
+_LEAD = ("rank", "failures", "seconds")
 _GroupKey = tuple[str, str, str, str]  # (model, split, method, dataset)
 
 
@@ -121,6 +122,9 @@ class Report:
         ranks (tuple[int, ...]): per row, its method's rank within (split, dataset);
             1 is best, ties share the better rank.
         failures (tuple[int, ...]): per row, failed units (macro rows: over models).
+        seconds (tuple[float | None, ...]): per row, the mean wall time of its
+            successful units in seconds, to the millisecond (macro rows: the mean of the
+            model means); None without a timed unit.
         findings (Mapping[str, tuple[AggregateRow, ...]]): per finding, the same
             aggregation restricted to that finding's units (aggregate order).
         errors (Mapping[str, tuple[str, ...]]): per method, up to three distinct
@@ -133,14 +137,16 @@ class Report:
     rows: tuple[AggregateRow, ...]
     ranks: tuple[int, ...]
     failures: tuple[int, ...]
+    seconds: tuple[float | None, ...]
     findings: Mapping[str, tuple[AggregateRow, ...]]
     errors: Mapping[str, tuple[str, ...]]
     n_units: int
 
     @property
     def lead(self) -> dict[str, tuple[int, ...]]:
-        """Leading columns of the written tables: ``rank`` and ``failures``."""
-        return {"rank": self.ranks, "failures": self.failures}
+        """Leading columns of the written tables: ``rank``, ``failures``, ``seconds``."""
+        return {"rank": self.ranks, "failures": self.failures,
+                "seconds": ["" if s is None else s for s in self.seconds]}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict; :meth:`from_dict` inverts it."""
@@ -150,8 +156,9 @@ class Report:
             "metrics": list(self.metrics),
             "n_units": self.n_units,
             "rows": [
-                {"rank": rank, "failures": failed, **row.to_dict()}
-                for rank, failed, row in zip(self.ranks, self.failures, self.rows)
+                {"rank": rank, "failures": failed, "seconds": sec, **row.to_dict()}
+                for rank, failed, sec, row in zip(self.ranks, self.failures, self.seconds,
+                                                  self.rows)
             ],
             "findings": {
                 name: [row.to_dict() for row in rows] for name, rows in self.findings.items()
@@ -167,9 +174,10 @@ class Report:
             rank_by=data["rank_by"],
             metrics=tuple(data["metrics"]),
             rows=tuple(AggregateRow.from_dict({k: v for k, v in r.items()
-                                               if k not in ("rank", "failures")}) for r in rows),
+                                               if k not in _LEAD}) for r in rows),
             ranks=tuple(int(r["rank"]) for r in rows),
             failures=tuple(int(r["failures"]) for r in rows),
+            seconds=tuple(r["seconds"] for r in rows),
             findings={
                 name: tuple(AggregateRow.from_dict(row) for row in found)
                 for name, found in data["findings"].items()
@@ -232,6 +240,22 @@ def _ranked(rows: list[AggregateRow], rank_by: str) -> tuple[list[AggregateRow],
     return ordered, ranks
 
 
+def _seconds(units: Sequence[UnitResult], label: Callable[[UnitResult], str],
+             rows: Sequence[AggregateRow]) -> tuple[float | None, ...]:
+    """Per row, the mean wall time (s) of its successful units; macro: mean of model means."""
+    times: dict[_GroupKey, list[float]] = {}
+    for u in units:
+        if u.error is None and u.wall_time_s is not None:
+            times.setdefault((u.model, u.split, label(u), u.dataset), []).append(u.wall_time_s)
+    means = {key: float(np.mean(values)) for key, values in times.items()}
+    out = []
+    for r in rows:
+        found = [v for (model, *rest), v in means.items()
+                 if tuple(rest) == (r.split, r.method, r.dataset) and (r.macro or model == r.model)]
+        out.append(round(float(np.mean(found)), 3) if found else None)
+    return tuple(out)
+
+
 def _check_metrics(metrics: Sequence[str], rank_by: str) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(metrics))
     if not chosen or isinstance(metrics, str):
@@ -291,6 +315,7 @@ def build_report(
     for (_, split, method, dataset), count in list(failed.items()):
         failed[(MACRO_MODEL, split, method, dataset)] += count
     failures = [failed[(r.model, r.split, r.method, r.dataset)] for r in rows]
+    seconds = _seconds(units, label, rows)
     findings = {
         finding: tuple(aggregate(
             _records([u for u in units if u.finding == finding], label, chosen), **summary))
@@ -302,7 +327,7 @@ def build_report(
             seen = errors.get(label(unit), ())
             if unit.error not in seen and len(seen) < 3:
                 errors[label(unit)] = (*seen, unit.error)
-    return Report(rank_by, chosen, tuple(rows), tuple(ranks), tuple(failures), findings,
+    return Report(rank_by, chosen, tuple(rows), tuple(ranks), tuple(failures), seconds, findings,
                   dict(sorted(errors.items())), len(units))
 
 
@@ -311,9 +336,10 @@ def write_tables(
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.csv`` and / or ``report.json`` into the folder ``out``.
 
-    The markdown has the ranked table (rank, failures, every row) and one macro table
-    per finding; the CSV has the ranked table's rows with every number
-    (:func:`cxr_attrib.scoring.to_csv` columns after ``rank`` and ``failures``); the
+    The markdown has the ranked table (rank, failures, seconds, every row) and one
+    macro table per finding; the CSV has the ranked table's rows with every number
+    (:func:`cxr_attrib.scoring.to_csv` columns after ``rank``, ``failures`` and
+    ``seconds``, blank without a time); the
     JSON is :meth:`Report.to_dict`.
 
     Args:

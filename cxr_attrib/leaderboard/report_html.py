@@ -127,6 +127,12 @@ def _metric_cell(summary: MetricSummary | None) -> str:
     return f'<td data-value="{summary.mean!r}" title="{_e(tip)}">{_e(text)}</td>'
 
 
+def _seconds_cell(seconds: float | None) -> str:
+    if seconds is None:
+        return '<td data-value="">-</td>'
+    return f'<td data-value="{seconds!r}">{seconds:.3f}</td>'
+
+
 def _table(table_id: str, header: Sequence[tuple[str, bool]], rows: Iterable[str]) -> str:
     """A sortable table; ``header`` = (name, is_text) per column (text headers wrap),
     ``rows`` = <tr>s."""
@@ -143,16 +149,18 @@ def _settings(report: Report) -> list[tuple[str, str]]:
 def _ranking(report: Report, number: int, setting: tuple[str, str], models: bool) -> str:
     """The macro rows of one (split, dataset) (``models=False``) or its model rows."""
     header = [("rank", False), ("method", True), ("model" if models else "models", models)]
-    header += [("n", False), ("failures", False)] + [(m, False) for m in report.metrics]
+    header += [("n", False), ("failures", False), ("s/unit", False)]
+    header += [(m, False) for m in report.metrics]
     body = []
-    for rank, failed, row in zip(report.ranks, report.failures, report.rows):
+    for rank, failed, seconds, row in zip(report.ranks, report.failures, report.seconds,
+                                          report.rows):
         if (row.split, row.dataset) != setting or row.macro == models:
             continue
         third = (f'<td class="text">{_e(row.model)}</td>' if models
                  else f'<td data-value="{row.n_models}">{row.n_models}</td>')
         cells = [f'<td data-value="{rank}">{rank}</td>', f'<td class="text">{_e(row.method)}</td>',
                  third, f'<td data-value="{row.n}">{row.n}</td>',
-                 f'<td data-value="{failed}">{failed}</td>']
+                 f'<td data-value="{failed}">{failed}</td>', _seconds_cell(seconds)]
         cells += [_metric_cell(row.metrics.get(m)) for m in report.metrics]
         body.append(f"<tr>{''.join(cells)}</tr>")
     return _table(f"{'per-model' if models else 'ranking'}-{number}", header, body)
