@@ -324,6 +324,9 @@ def test_report_command_reads_shard_stores_and_writes_every_format(tmp_path):
     # cases: mass (evil model), nodule, pleural effusion; the nodule unit failed and only
     # m-good ran it, so 2 + 2 overlays and one "failed" tile
     assert page.count("data:image/png;base64,") == 4 and page.count('class="failed"') == 1
+    run = re.search(r'<table id="run">(.*?)</table>', page).group(1)
+    assert '<th class="text">benchmark</th><td class="text">phantom</td>' in run
+    assert html.escape(json.dumps(["phantom-qwen", EVIL])) in run
 
 
 def test_report_command_refuses_mixed_runs_and_non_stores(tmp_path):

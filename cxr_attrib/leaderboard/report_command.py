@@ -48,7 +48,7 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
 
     console = Console()
     chosen = set(formats or FORMATS)
-    units = read_units(stores)
+    config, units = read_units(stores)
     report = build_report(units, rank_by=rank_by, metrics=_names(metrics) or REPORT_METRICS,
                           n_boot=n_boot, seed=seed)
     if "table" in chosen:
@@ -67,7 +67,8 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
         written = list(write_tables(report, out, sorted(files - {"html"})).values())
         if "html" in files:
             page = out / "report.html"
-            page.write_text(render_html(report, thumbs, title=title), encoding="utf-8")
+            page.write_text(render_html(report, thumbs, title=title, run=config.to_dict()),
+                            encoding="utf-8")
             written.append(page)
     except OSError as exc:
         raise DataError(f"cannot write the report into {out}: {exc.strerror or exc}; "

@@ -29,8 +29,9 @@ from .thumbnails import BOX_LEGEND, Thumbnail
 __all__ = ["render_html"]
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1b1f24;background:#fff}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}h3{font-size:15px;margin:18px 0 6px}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1b1f24}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}
+h3{font-size:15px;margin:18px 0 6px}
 p.note{color:#57606a;max-width:70em}
 table{border-collapse:collapse;margin:6px 0 14px}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
@@ -41,7 +42,8 @@ th[aria-sort=ascending] button::after{content:" \\25B2"}th[aria-sort=descending]
 .grid{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:8px}
 figure{margin:0;width:168px;font-size:12px;overflow-wrap:anywhere}
 figure img{display:block;border:1px solid #d0d7de}
-figure .failed{width:160px;min-height:60px;max-height:160px;overflow:hidden;background:#fde7e9;color:#82071e;padding:4px;box-sizing:border-box}
+figure .failed{width:160px;min-height:60px;max-height:160px;overflow:hidden;padding:4px;
+  box-sizing:border-box;background:#fde7e9;color:#82071e}
 .swatch{display:inline-block;width:12px;height:12px;border:1px solid #555;vertical-align:middle}
 .pred{background:#00ffff}.truth{background:#28dc28}
 ul.errors li{font-family:ui-monospace,monospace;font-size:12px;overflow-wrap:anywhere}
@@ -111,6 +113,11 @@ def _e(value: object) -> str:
 
 def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def _plain(value: object) -> str:
+    """A configuration value as plain text: JSON for lists and dicts, else ``str``."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def _json_script(data: object) -> str:
@@ -239,6 +246,7 @@ def render_html(
     thumbs: Mapping[str, list[Thumbnail]] | None = None,
     *,
     title: str = "cxr-attrib leaderboard",
+    run: Mapping[str, object] | None = None,
 ) -> str:
     """The whole report as one HTML document (UTF-8 text).
 
@@ -248,6 +256,8 @@ def render_html(
             :func:`~cxr_attrib.leaderboard.thumbnails.thumbnails`. Default: None (no
             overlay section).
         title (str): page title and heading (text). Default: ``"cxr-attrib leaderboard"``.
+        run (Mapping[str, object] | None): the run configuration, shown as a table of
+            fields. Default: None (not shown).
 
     Returns:
         str: the document; tables ``ranking-<k>`` (one macro row per method, ranked),
@@ -262,6 +272,11 @@ def render_html(
         "means, never pooled over samples). Cells: mean [bootstrap 95% CI] in percent; n counts "
         "units, failed ones included.</p>",
     ]
+    if run:
+        fields = "".join(f'<tr><th class="text">{_e(key)}</th><td class="text">{_e(_plain(value))}</td>'
+                         "</tr>" for key, value in run.items())
+        sections.append("<details><summary>Run configuration</summary>"
+                        f'<table id="run">{fields}</table></details>')
     for number, setting in enumerate(_settings(report), 1):
         name = f"{setting[0]} · {setting[1]}"
         sections += [

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cxr_attrib.errors import DataError
 
+from .config import RunConfig
 from .report import UnitResult
 from .store import UnitRecord, open_store
 
@@ -55,14 +56,15 @@ def _unit(record: UnitRecord, benchmark: str) -> UnitResult:
     )  # fmt: skip
 
 
-def read_units(paths: Iterable[str | Path]) -> list[UnitResult]:
-    """Every unit of the stores at ``paths`` (files or folders), without heatmaps.
+def read_units(paths: Iterable[str | Path]) -> tuple[RunConfig, list[UnitResult]]:
+    """The run configuration and every unit of the stores at ``paths``, without heatmaps.
 
     Args:
         paths (Iterable[str | Path]): store files, or folders of shard stores.
 
     Returns:
-        list[UnitResult]: one per distinct unit id, in store order.
+        tuple[RunConfig, list[UnitResult]]: the stores' common configuration, and one
+        unit per distinct unit id, in store order.
 
     Raises:
         DataError: no store, stores of different runs, a unit with two different
@@ -94,7 +96,7 @@ def read_units(paths: Iterable[str | Path]) -> list[UnitResult]:
                     continue
                 seen[record.unit_id] = (path, record)
                 units.append(_unit(record, config.benchmark))
-    return units
+    return first[1], units
 
 
 def with_arrays(paths: Iterable[str | Path], units: Sequence[UnitResult]) -> list[UnitResult]:
