@@ -316,6 +316,9 @@ def test_report_command_reads_shard_stores_and_writes_every_format(tmp_path):
     assert report.errors == {"m-good": ("KeyError: " + PAYLOAD,)}
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "report.md", "report.csv", "report.json", "report.html"}
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "<script>" not in markdown and "<img" not in markdown  # names are text there too
+    assert "## mass&lt;script&gt;document.title=" in markdown
     table = result.output.split("wrote ")[0]
     assert "ranked by macro iou" in table and re.search(r"┃ rank ┃ failures ┃ seconds ┃ model\s*┃", table)
     assert re.search(r"│\s+1 │\s+1 │\s+0.0 │ phantom-qwen\s*│ direct │ m-good\s*│ phantom │\s+3 │ 60\.0 \[",

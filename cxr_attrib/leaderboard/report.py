@@ -11,6 +11,7 @@ markdown, CSV and JSON; :func:`read_report_json` reads the JSON back.
 
 from __future__ import annotations
 
+import html
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -380,8 +381,8 @@ def _markdown(report: Report) -> str:
 
 def _heading(text: str) -> str:
     """A finding name as markdown heading text (no markup, one line)."""
-    flat = " ".join(text.split())
-    return "".join(f"\\{c}" if c in "\\`*_[]<>#|&" else c for c in flat)
+    flat = html.escape(" ".join(text.split()), quote=False)
+    return "".join(f"\\{c}" if c in "\\`*_[]#|" else c for c in flat)
 
 
 def read_report_json(path: str | Path) -> Report:
