@@ -327,6 +327,9 @@ def test_report_command_reads_shard_stores_and_writes_every_format(tmp_path):
     # cases: mass (evil model), nodule, pleural effusion; the nodule unit failed and only
     # m-good ran it, so 2 + 2 overlays and one "failed" tile
     assert page.count("data:image/png;base64,") == 4 and page.count('class="failed"') == 1
+    only_table = _report_cli("report", folder, "--format", "table", "--out", tmp_path / "t")
+    assert only_table.exit_code == 0 and "m-good" in only_table.output
+    assert not (tmp_path / "t").exists()
     run = re.search(r'<table id="run">(.*?)</table>', page).group(1)
     assert '<th class="text">benchmark</th><td class="text">phantom</td>' in run
     assert html.escape(json.dumps(["phantom-qwen", EVIL])) in run
