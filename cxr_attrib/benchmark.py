@@ -10,12 +10,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from .errors import DataError
 from .typing import GreyImage
+
+if TYPE_CHECKING:
+    from .filtering import CounterfactualProvider
 
 __all__ = ["Sample", "Benchmark"]
 
@@ -93,3 +96,13 @@ class Benchmark(ABC):
             f"benchmark {self.name!r} has no sample with id {sample_id!r} in {where}; "
             "was the store written from another version or layout of the benchmark?"
         )
+
+    def counterfactual_provider(self) -> CounterfactualProvider | None:
+        """The benchmark's own exact counterfactuals for the causal filter, if it has any.
+
+        Returns:
+            CounterfactualProvider | None: None (the default) when the benchmark cannot
+            make exact edits; its samples are then used as given (or filtered with an
+            approximate provider the caller chooses).
+        """
+        return None

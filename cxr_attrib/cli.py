@@ -194,7 +194,10 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     flag = " (approximate counterfactuals)" if any(r.approximate for r in records) else ""
     console.print(f"kept {sum(kept.values())} of {len(records)} items{flag}; wrote {out}")
 
+from .leaderboard.cli import COMMANDS as _LEADERBOARD_COMMANDS  # noqa: E402 (needs nothing from above)
 
+for _command in _LEADERBOARD_COMMANDS:
+    cli.add_command(_command)
 cli.add_command(report_command)
 
 

@@ -112,6 +112,10 @@ class PhantomBench(Benchmark):
             )
         return phantom_sample(int(parts[3]), parts[2], size=self.size, mode=parts[1])
 
+    def counterfactual_provider(self) -> PhantomCounterfactuals:
+        """The exact counterfactuals of every phantom sample."""
+        return PhantomCounterfactuals()
+
 
 class PhantomCounterfactuals(CounterfactualProvider):
     """Exact counterfactuals of phantom samples (``approximate=False``)."""

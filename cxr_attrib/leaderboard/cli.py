@@ -1,0 +1,220 @@
+"""``cxr-attrib leaderboard`` and ``cxr-attrib merge``.
+
+Every check (names, options, the output folder, the stores already in it) runs
+before any model is loaded. Heavy imports happen inside the commands, so the root
+command stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cxr_attrib.errors import DataError
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .runner import Advance, ModelPlan, RunStats
+
+__all__ = ["COMMANDS", "leaderboard_command", "merge_command"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _split_names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _check_out_folder(out: Path) -> None:
+    """Create ``out`` if needed and prove it is writable (a real probe file, not only permissions)."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; expected a folder for the leaderboard stores")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=out)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DataError(f"--out {out} is not a writable folder ({exc.strerror}); choose a folder you can write to")\
+            from None
+
+
+def _check_folder_stores(out: Path, config: RunConfig, own: Path, resume: bool) -> None:
+    """Refuse a folder that holds another run's store, or this shard's store without --resume."""
+    from .store import open_store
+
+    for path in sorted(out.glob("*.sqlite")):
+        with open_store(path) as store:
+            theirs = store.config()
+            units = sum(store.counts().values())
+        if theirs.digest != config.digest:
+            raise DataError(
+                f"--out {out} already holds a different leaderboard run ({path.name}: "
+                f"{config.describe_difference(theirs)}); choose another --out folder (runs are never mixed)"
+            )
+        if path == own and not resume:
+            raise DataError(
+                f"{path} already holds {units} units of this run; pass --resume to continue it, "
+                "or choose another --out folder"
+            )
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt (so a scheduler's stop is a clean stop)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@click.command("leaderboard")
+@click.option("--benchmark", "-b", required=True, help="Registered benchmark: phantom, medground or a plugin's.")
+@click.option("--split", default="direct", show_default=True, help="Benchmark split.")
+@click.option("--mode", type=click.Choice(["direct", "reasoning"]), default=None,
+              help="Prompt mode. Default: each sample's own mode.")
+@click.option("--models", "-m", "models", required=True, help="Comma list of model keys, HF ids or folders.")
+@click.option("--methods", default=None, help="Comma list of methods. Default: every registered method. "
+              "Model-free priors are always included.")
+@click.option("--param", "-p", "params", multiple=True, help="METHOD.PARAM=VALUE, e.g. occlusion.tiles=4 (repeatable).")
+@click.option("--limit", type=int, default=None, help="At most N candidate samples per model.")
+@click.option("--per-finding", type=int, default=None, help="The first N candidate samples of each finding.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the methods and the scorer.")
+@click.option("--filter", "filter_", type=click.Choice(["auto", "exact", "inpaint", "none"]), default="auto",
+              show_default=True, help="Causal filter: auto = the benchmark's exact counterfactuals when it has them.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Generation budget of answers.")
+@click.option("--steps", type=int, default=10, show_default=True, help="Deletion/insertion steps of the scorer.")
+@click.option("--n-random", type=int, default=8, show_default=True, help="Random regions of the scorer.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder of the store(s).")
+@click.option("--shard", default=None, help="K/N with 0 <= K < N. Default: from RANK/WORLD_SIZE or Slurm, else 0/1.")
+@click.option("--resume", is_flag=True, help="Continue the run stored in --out; finished units are skipped.")
+@click.option("--device", default=None, help="e.g. cpu, cuda:0. Default: cuda:LOCAL_RANK when CUDA is there.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
+def leaderboard_command(benchmark: str, split: str, mode: str | None, models: str, methods: str | None,
+                        params: tuple[str, ...], limit: int | None, per_finding: int | None, seed: int, filter_: str,
+                        max_new_tokens: int, steps: int, n_random: int, out: Path, shard: str | None, resume: bool,
+                        device: str | None, dtype: str) -> None:
+    """Run every method on every model over a benchmark into a resumable SQLite store.
+
+    One work unit per (sample, model, method, params, mode, seed); each shard writes
+    OUT/shard-K-of-N.sqlite (OUT/leaderboard.sqlite unsharded). Combine shards with
+    `cxr-attrib merge`.
+    """
+    from cxr_attrib.adapter import LoadOptions
+
+    from .plan import build_config
+    from .runner import plan_models, run_shard
+    from .shard import device_from_env, resolve_shard
+    from .store import Store
+
+    the_shard = resolve_shard(shard)
+    config = build_config(
+        benchmark=benchmark, split=split, models=_split_names(models) or [], methods_=_split_names(methods),
+        params=params, mode=mode, seed=seed, limit=limit, per_finding=per_finding, filter_=filter_,
+        max_new_tokens=max_new_tokens, steps=steps, n_random=n_random,
+    )
+    _check_out_folder(out)
+    path = out / the_shard.filename
+    _check_folder_stores(out, config, path, resume)
+    plans = plan_models(config, the_shard)
+    options = LoadOptions(dtype=dtype, device=device or device_from_env())
+    store = Store.open(path, writable=True) if path.exists() else Store.create(path, config, the_shard.label)
+    err_console.print(f"shard {the_shard.label} ({the_shard.source}): {sum(p.units for p in plans)} units "
+                      f"over {len(config.models)} model(s) x {len(config.methods)} method(s) -> {path}",
+                      highlight=False, markup=False)
+    try:
+        with store, _sigterm_as_interrupt(), _progress(plans) as advance:
+            stats = run_shard(config, store, the_shard, plans, options=options, advance=advance)
+    except KeyboardInterrupt:
+        with Store.open(path) as reader:
+            counts = reader.counts()
+        err_console.print(f"interrupted: {counts['ok'] + counts['error']} units are safely stored in {path}; "
+                          "rerun the same command with --resume to finish", highlight=False, markup=False)
+        raise SystemExit(130) from None
+    _print_summary(path, stats)
+
+
+@contextmanager
+def _progress(plans: list[ModelPlan]) -> Iterator[Advance]:
+    """Rich progress bars with ETA: one overall, one per model."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console) as progress:
+        overall = progress.add_task("all models", total=sum(p.units for p in plans))
+        tasks = {p.model: progress.add_task(escape(p.model), total=p.units) for p in plans}
+
+        def advance(model: str, n: int) -> None:
+            if n:
+                progress.advance(tasks[model], n)
+                progress.advance(overall, n)
+
+        yield advance
+
+
+def _print_summary(path: Path, stats: RunStats) -> None:
+    from .store import open_store
+
+    table = Table("model", "method", "ok", "failed", title=f"Leaderboard store {escape(str(path))}")
+    with open_store(path) as store:
+        counts: dict[tuple[str, str], list[int]] = {}
+        for unit in store.units(heatmaps=False):
+            counts.setdefault((unit.model, unit.method), [0, 0])[0 if unit.ok else 1] += 1
+        loads = store.model_loads()
+    for (model, method), (ok, failed) in sorted(counts.items()):
+        table.add_row(escape(model), escape(method), str(ok), str(failed))
+    console.print(table)
+    per_unit = stats.write_s / stats.done * 1000 if stats.done else 0.0
+    console.print(f"this process: {stats.done} units run ({stats.failed} failed), {stats.skipped} already stored, "
+                  f"{stats.filtered_out} dropped by the causal filter; {len(stats.loads)} model load(s); "
+                  f"store writes {per_unit:.1f} ms per unit; {len(loads)} model load(s) recorded in the store",
+                  highlight=False, markup=False)
+
+
+@click.command("merge")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def merge_command(out: Path, shards: tuple[Path, ...]) -> None:
+    """Merge the shard stores SHARDS of one run into the new store OUT.
+
+    Duplicate units are kept once; units with conflicting results are reported (the
+    first shard's row is kept) and the exit status is 2.
+    """
+    from .merge import merge_stores
+
+    stats = merge_stores(out, shards)
+    console.print(f"merged {len(shards)} store(s) into {out}: {stats.units} units, "
+                  f"{stats.duplicates} duplicate(s) removed, {len(stats.conflicts)} conflict(s)",
+                  highlight=False, markup=False)
+    if stats.conflicts:
+        table = Table("unit", "kept from", "differs in", "other", title="Conflicting results (first kept)")
+        for c in stats.conflicts:
+            table.add_row(c.unit_id[:12], escape(c.kept), escape(", ".join(c.fields)), escape(c.other))
+        err_console.print(table)
+        raise SystemExit(2)
+
+
+COMMANDS = (leaderboard_command, merge_command)
+"""The commands this module adds to the root ``cxr-attrib`` group."""
