@@ -9,10 +9,14 @@ from rich.console import Console
 
 from cxr_attrib.errors import DataError
 
-__all__ = ["FORMATS", "report_command"]
+__all__ = ["FORMATS", "TERMINAL_METRICS", "report_command"]
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
 """What ``--format`` accepts: the terminal table and the files of the report."""
+
+TERMINAL_METRICS = ("iou", "pointing_game", "energy", "deletion_auc", "insertion_auc")
+"""Metrics the terminal table shows after the ranking metric (up to 3, when present);
+the files have every metric."""
 
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
@@ -54,8 +58,9 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
     if "table" in chosen:
         from cxr_attrib.scoring.aggregate import to_rich_table
 
-        console.print(to_rich_table(report.rows, report.metrics, lead=report.lead,
-                                     title=f"Leaderboard (ranked by macro {rank_by})"))
+        shown = list(dict.fromkeys([rank_by, *(m for m in TERMINAL_METRICS if m in report.metrics)]))
+        console.print(to_rich_table(report.rows, shown[:4], lead=report.lead,
+                                    title=f"Leaderboard (ranked by macro {rank_by})"))
     files = chosen - {"table"}
     if not files:
         return

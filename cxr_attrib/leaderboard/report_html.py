@@ -33,10 +33,11 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}
 h3{font-size:15px;margin:18px 0 6px}
 p.note{color:#57606a;max-width:70em}
-table{border-collapse:collapse;margin:6px 0 14px}
+table{border-collapse:collapse;margin:6px 0 14px}.scroll{overflow-x:auto;max-width:100%}
+td small{color:#57606a;font-size:11px}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#f6f8fa}
-td.text,th.text{text-align:left;white-space:normal;min-width:7em;max-width:28em;overflow-wrap:anywhere}
+td.text,th.text{text-align:left;white-space:normal;min-width:9em;max-width:28em;overflow-wrap:anywhere}
 th button{font:inherit;font-weight:600;border:0;background:none;cursor:pointer;padding:0}
 th[aria-sort=ascending] button::after{content:" \\25B2"}th[aria-sort=descending] button::after{content:" \\25BC"}
 .grid{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:8px}
@@ -130,8 +131,9 @@ def _metric_cell(summary: MetricSummary | None) -> str:
     if summary is None:
         return '<td data-value="">-</td>'
     tip = f"n = {summary.n}"
-    text = f"{summary.mean:.1f} [{summary.ci_low:.1f}, {summary.ci_high:.1f}]"
-    return f'<td data-value="{summary.mean!r}" title="{_e(tip)}">{_e(text)}</td>'
+    interval = f"[{summary.ci_low:.1f}, {summary.ci_high:.1f}]"
+    return (f'<td data-value="{summary.mean!r}" title="{_e(tip)}">{summary.mean:.1f} '
+            f"<small>{_e(interval)}</small></td>")
 
 
 def _seconds_cell(seconds: float | None) -> str:
@@ -145,8 +147,8 @@ def _table(table_id: str, header: Sequence[tuple[str, bool]], rows: Iterable[str
     ``rows`` = <tr>s."""
     cells = "".join(f'<th class="text">{_e(n)}</th>' if text else f"<th>{_e(n)}</th>"
                     for n, text in header)
-    return (f'<table class="sortable" id="{_e(table_id)}"><thead><tr>{cells}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    return (f'<div class="scroll"><table class="sortable" id="{_e(table_id)}"><thead><tr>{cells}'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _settings(report: Report) -> list[tuple[str, str]]:
