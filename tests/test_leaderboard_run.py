@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from contextlib import closing
 from pathlib import Path
 
@@ -20,7 +21,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cxr_attrib.benchmark import Benchmark
 from cxr_attrib.cli import cli
+from cxr_attrib.errors import ImageLoadError
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.leaderboard import open_store
 from cxr_attrib.leaderboard.config import sample_key
@@ -28,6 +31,7 @@ from cxr_attrib.leaderboard.merge import same_results
 from cxr_attrib.leaderboard.shard import Shard, ShardError, parse_shard, resolve_shard
 from cxr_attrib.leaderboard.store import SCHEMA_VERSION
 from cxr_attrib.method import Method, MethodOutput
+from cxr_attrib_phantom.benchmark import HELD_OUT_START, phantom_sample
 
 BIN = Path(sys.executable).parent
 RUN = ["leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "occlusion", "-p", "occlusion.tiles=2",
@@ -205,6 +209,47 @@ def test_a_raising_method_fails_only_its_unit(tmp_path, registered_plugin):
     assert failed[0].metrics == {} and all(u.metrics["iou"] is not None for u in units if u.ok)
 
 
+
+class _TwoSamples(Benchmark):
+    name = "two-samples"
+    summary = "A phantom and a sample whose image does not load."
+
+    def samples(self, *, split=None, model=None):
+        good = phantom_sample(HELD_OUT_START, "pleural_effusion")
+        yield good
+
+        def broken():
+            raise ImageLoadError("cannot read /nowhere/x.dcm: no such file")
+
+        yield replace(good, id="broken/1", index=1, load_image=broken)
+
+
+class _TwoSamplesPlugin:
+    __name__ = "TwoSamplesPlugin"
+
+    @staticmethod
+    @hookimpl
+    def register_benchmarks(register):
+        register(_TwoSamples())
+
+
+def test_an_image_that_does_not_load_fails_only_its_units(tmp_path, registered_plugin):
+    registered_plugin(_TwoSamplesPlugin)
+    code, output = invoke("leaderboard", "-b", "two-samples", "-m", "phantom-gemma", "--methods", "center",
+                          "--steps", "2", "--n-random", "2", "--out", str(tmp_path))
+    assert code == 0, output
+    with open_store(tmp_path / "leaderboard.sqlite") as store:
+        assert store.config().filter == "none"  # no exact counterfactuals: samples used as given
+        units = list(store.units())
+        samples = store.samples()
+    status = sorted((u.sample_id, u.method, u.status) for u in units)
+    assert status == [("broken/1", "center", "error"), ("broken/1", "whole_image", "error"),
+                      (good_id := phantom_sample(HELD_OUT_START, "pleural_effusion").id, "center", "ok"),
+                      (good_id, "whole_image", "ok")]
+    assert {u.error for u in units if not u.ok} == {"ImageLoadError: cannot read /nowhere/x.dcm: no such file"}
+    assert samples["broken/1"].image_size == (0, 0) and samples[good_id].image_size == (224, 224)
+    assert {u.answer for u in units if u.ok} == {"Yes"}  # the model's own greedy answer
+
 # -- bad input: one clear error each, before any work, nothing overwritten ----------------
 
 @pytest.mark.parametrize("args, message", [
@@ -312,3 +357,19 @@ def test_shards_partition_the_groups_stably():
 def test_bad_shard_specs(text):
     with pytest.raises(ShardError, match="K/N"):
         parse_shard(text)
+
+
+@pytest.mark.slow
+def test_the_documented_phantom_leaderboard_command_runs(tmp_path):
+    """docs/leaderboard.md's command, shrunk to one sample and the priors, runs as written."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "leaderboard.md").read_text()
+    block = doc.split("## The phantom leaderboard", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    args = block.replace("\\\n", " ").split()
+    assert args[:2] == ["cxr-attrib", "leaderboard"] and "--methods" not in args
+    args[args.index("--out") + 1] = str(tmp_path)
+    code, output = invoke(*args[1:], "--limit", "1", "--methods", "center", "--steps", "2", "--n-random", "2")
+    assert code == 0, output
+    with open_store(tmp_path / "leaderboard.sqlite") as store:
+        config = store.config()
+        assert config.models == ("phantom-qwen", "phantom-gemma") and config.filter == "exact"
+        assert config.per_finding == 16 and len(list(store.units())) == 2 * 2  # 2 models x 2 priors

@@ -6,6 +6,7 @@ combines shard stores; :func:`open_store` reads any of them.
 """
 
 from .config import RunConfig, unit_id
+from .merge import merge_stores
 from .store import FilterOutcome, ModelLoad, SampleRecord, Store, StoreError, UnitRecord, open_store
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Store",
     "StoreError",
     "UnitRecord",
+    "merge_stores",
     "open_store",
     "unit_id",
 ]
