@@ -44,14 +44,14 @@ def _table(report):
             for rank, r in zip(report.ranks, report.rows)]
 
 
-def test_ranking_order_and_values_equal_a_hand_computation():
+def test_ranking_order_and_values_equal_a_hand_computation(tmp_path):
     units = (
         _units("a", "m1", [0.2, 0.4]) + _units("b", "m1", [0.5])   # 30, 50 -> macro 40
         + _units("a", "m2", [0.9, 0.7]) + _units("b", "m2", [0.2])  # 80, 20 -> macro 50
         + _units("a", "m3", [0.1]) + _units("b", "m3", [0.1, 0.3])  # 10, 20 -> macro 15
         + _units("a", "m4", [0.4]) + _units("b", "m4", [0.4])       # 40, 40 -> macro 40 (tie)
     )  # fmt: skip
-    report = build_report(units, metrics=["iou"], n_boot=200)
+    report = build_report(_through_store(tmp_path / "s.sqlite", units), metrics=["iou"], n_boot=200)
     assert _table(report) == [
         ("m2", "a", 1, 80.0), ("m2", "b", 1, 20.0), ("m2", "macro", 1, 50.0),
         ("m1", "a", 2, 30.0), ("m1", "b", 2, 50.0), ("m1", "macro", 2, 40.0),
@@ -92,12 +92,32 @@ def test_ranks_follow_the_mean_of_model_means(triples):
         assert rank == better + 1  # competition ranking: 1 + the number strictly better
 
 
-def test_macro_average_is_not_the_pooled_average():
+def _through_store(path, units):
+    """``units`` written to a store with the store API, then read back as the report does."""
+    from cxr_attrib.leaderboard import RunConfig, SampleRecord, Store, UnitRecord, unit_id
+    from cxr_attrib.leaderboard.store_units import read_units
+
+    config = RunConfig("none", "direct", tuple(sorted({u.model for u in units})),
+                       tuple(sorted({u.method for u in units})))
+    with Store.create(path, config, "0/1") as store:
+        for u in units:
+            store.add_sample(SampleRecord(u.sample_id, u.dataset, 0, u.finding, "q", u.split,
+                                          u.gt_boxes, (8, 8)))
+            store.add_unit(UnitRecord(
+                unit_id(u.sample_id, u.model, u.method, {}, "direct", 0), u.sample_id, u.model,
+                u.method, {}, "direct", 0, "ok" if u.error is None else "error",
+                metrics=dict(u.metrics), error=u.error))  # fmt: skip
+    return read_units([path])[1]
+
+
+def test_macro_average_is_not_the_pooled_average(tmp_path):
     """One model with 9x the samples: pooling would rank the methods the other way."""
     units = (
         _units("big", "p", [0.9] * 90) + _units("small", "p", [0.1] * 10)
         + _units("big", "q", [0.6] * 90) + _units("small", "q", [0.6] * 10)
     )  # fmt: skip
+    units = _through_store(tmp_path / "bug9.sqlite", units)
+    assert len(units) == 200
     report = build_report(units, metrics=["iou"], n_boot=100)
     rows = {(r.method, r.model): r for r in report.rows}
     pooled_p = 100 * np.mean([u.metrics["iou"] for u in units if u.method == "p"])
@@ -125,8 +145,9 @@ def _failing_units():
     )  # fmt: skip
 
 
-def test_failures_are_counted_per_model_and_method():
-    report = build_report(_failing_units(), metrics=["iou"], n_boot=50)
+def test_failures_are_counted_per_model_and_method(tmp_path):
+    units = _through_store(tmp_path / "s.sqlite", _failing_units())
+    report = build_report(units, metrics=["iou"], n_boot=50)
     got = {(r.method, r.model): (rank, failed, r.n, r.metrics.get("iou"))
            for rank, failed, r in zip(report.ranks, report.failures, report.rows)}
     assert got["flaky", "a"][:3] == (2, 2, 3)           # 3 units, 2 failed
@@ -141,7 +162,7 @@ def test_failures_are_counted_per_model_and_method():
     console = Console(file=io.StringIO(), width=200)
     console.print(to_rich_table(report.rows, report.metrics, lead=report.lead))
     line = next(l for l in console.file.getvalue().splitlines() if "flaky" in l and " a " in l)
-    assert re.search(r"│\s*2\s*│\s*2\s*│\s*│\s*a\s*│", line)  # rank 2, failures 2, no time, model a
+    assert re.search(r"│\s*2\s*│\s*2\s*│\s*0.0\s*│\s*a\s*│", line)  # rank 2, failures 2, 0 s, model a
 
 
 def test_seconds_per_unit_are_means_of_successful_units_and_macro_over_models():
