@@ -489,3 +489,20 @@ def test_benchmark_image_reloads_phantoms_and_is_none_when_unavailable():
     unit = UnitResult(sample.id, "phantom", "phantom", "direct", "nodule", "a", "m")
     assert np.array_equal(benchmark_image(unit), sample.load_image())
     assert benchmark_image(UnitResult(sample.id, "no-such-bench", "d", "direct", "f", "a", "m")) is None
+
+
+def test_with_arrays_attaches_the_stored_heatmap_and_thumbnail_of_chosen_units(tmp_path):
+    from cxr_attrib.leaderboard.store_units import read_units, with_arrays
+
+    folder = _hostile_stores(tmp_path / "run")
+    config, units = read_units([folder])
+    assert config.benchmark == "phantom" and len(units) == 7  # 8 written, one in both shards
+    assert all(u.heatmap is None and u.image is None for u in units)
+    chosen = [u for u in units if u.error is None][:2] + [u for u in units if u.error][:1]
+    filled = with_arrays([folder], chosen)
+    assert [u.unit_id for u in filled] == [u.unit_id for u in chosen]
+    assert [u.heatmap.shape for u in filled[:2]] == [(64, 64)] * 2 and filled[2].heatmap is None
+    assert all(u.image.shape == (128, 128) and u.image.dtype == np.uint8 for u in filled)
+    x1, y1, x2, y2 = (filled[0].gt_boxes[0] * 64 / 224).round().astype(int)
+    inside = filled[0].heatmap[y1 + 1:y2 - 1, x1 + 1:x2 - 1]
+    assert inside.min() == pytest.approx(1.0) and filled[0].heatmap.sum() < inside.size * 2
