@@ -101,6 +101,7 @@ def finish_result(
     model_name: str,
     wall_time_s: float,
     passes: Mapping[str, int],
+    warnings: tuple[str, ...] = (),
 ) -> Attribution:
     """Validate a method's working-frame output and express it in the input frame."""
     out = _validate(method.name, out, request.size, len(target.token_ids) or None)
@@ -141,6 +142,7 @@ def finish_result(
         passes=passes,
         versions=_versions(),
         info=out.info,
+        warnings=warnings,
     )
     return Attribution(
         answer=target.text,
@@ -239,4 +241,5 @@ def attribute(
     return finish_result(
         method_cls, out, request, frame, pixels=pixels, target=target_info,
         model_name=model_name, wall_time_s=wall, passes=passes,
+        warnings=(str(loaded.meta["warning"]),) if "warning" in loaded.meta else (),
     )

@@ -7,9 +7,11 @@ leaderboard need; its image is loaded lazily so listing a benchmark is cheap.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
@@ -20,7 +22,53 @@ from .typing import GreyImage
 if TYPE_CHECKING:
     from .filtering import CounterfactualProvider
 
-__all__ = ["Sample", "Benchmark"]
+__all__ = ["Sample", "Benchmark", "path_under"]
+
+
+def path_under(folder: str | os.PathLike, relative: str, *, source: str, field: str) -> Path:
+    """``folder / relative`` for a path read from a data file, refusing any escape.
+
+    A data file is not trusted to name files outside its data folder: ``relative``
+    must be a non-empty relative path without ``..`` parts (in POSIX or Windows
+    spelling), and the joined path, with every symlink resolved, must stay inside
+    the resolved ``folder``.
+
+    Args:
+        folder (str | PathLike): the data folder the file names images in.
+        relative (str): the value read from the data file (e.g. PadChest's ``ImageID``).
+        source (str): where the value was read, for messages (file and record).
+        field (str): the field that held it, for messages.
+
+    Returns:
+        Path: ``folder / relative`` (not resolved).
+
+    Raises:
+        DataError: an absolute path, a ``..`` part, a NUL byte, or a symlink leading
+            outside ``folder``; the message names the source, field and value.
+
+    Examples::
+
+        >>> path_under("/data/images", "a/b.png", source="studies.json", field="ImageID").as_posix()
+        '/data/images/a/b.png'
+    """
+    def refuse(problem: str) -> DataError:
+        return DataError(
+            f"{source}: field {field!r} = {relative!r} {problem}; image paths in a data file must be "
+            f"relative paths inside the data folder {os.fspath(folder)!r}. Fix or remove that entry"
+        )
+
+    if not isinstance(relative, str) or not relative.strip() or "\0" in relative:
+        raise refuse("is not a usable file name")
+    windows = PureWindowsPath(relative)
+    if PurePosixPath(relative).is_absolute() or windows.drive or windows.root:
+        raise refuse("is an absolute path")
+    if ".." in PurePosixPath(relative).parts or ".." in windows.parts:
+        raise refuse("climbs out of its folder with '..'")
+    path = Path(folder) / relative
+    base = Path(folder).resolve()
+    if not path.resolve().is_relative_to(base):
+        raise refuse(f"leads outside the data folder (resolves to {str(path.resolve())!r})")
+    return path
 
 
 @dataclass(frozen=True)

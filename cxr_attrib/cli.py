@@ -7,12 +7,14 @@ are printed as one line, without a traceback, and exit with status 1.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .errors import CxrAttribError
@@ -20,6 +22,38 @@ from .leaderboard.report_command import report_command
 
 console = Console()
 err_console = Console(stderr=True)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(value: object, style: str = "") -> Text:
+    r"""``value`` as rich text that is shown literally: never markup, emoji codes or escapes.
+
+    Control characters (ESC of ANSI / hyperlink sequences, BEL, C1 codes...) are
+    shown as ``\xNN`` instead of being sent to the terminal; newlines and tabs stay.
+
+    Args:
+        value (object): any text the user, a model or a plugin wrote (``str()`` is used).
+        style (str): a rich style for the whole text, e.g. ``"bold"``. Default: none.
+
+    Returns:
+        rich.text.Text: print it or join it with other ``Text``.
+
+    Examples::
+
+        >>> plain("[link=x]\x1b]8;;y\x07").plain
+        '[link=x]\\x1b]8;;y\\x07'
+    """
+    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value)), style=style)
+
+
+def _error_line(exc: BaseException) -> Text:
+    """``Error: <message>`` for one toolkit error; works whatever the message holds."""
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not hide the error itself
+        message = f"{type(exc).__name__} (its message cannot be shown)"
+    return Text.assemble(("Error:", "bold red"), " ", plain(message))
 
 
 class _Group(click.Group):
@@ -29,7 +63,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CxrAttribError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err_console.print(_error_line(exc), highlight=False, soft_wrap=True)
             ctx.exit(1)
 
 
@@ -49,7 +83,7 @@ def methods() -> None:
         needs = [flag for flag, on in (("gradients", cls.needs_gradients), ("attentions", cls.needs_attentions),
                                        ("model", cls.uses_model)) if on]
         defaults = ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items())
-        table.add_row(name, cls.output, ", ".join(needs) or "-", defaults or "-", cls.summary)
+        table.add_row(*map(plain, (name, cls.output, ", ".join(needs) or "-", defaults or "-", cls.summary)))
     console.print(table)
 
 
@@ -60,7 +94,7 @@ def models() -> None:
 
     table = Table("key", "family", "source", "summary", title="Models")
     for key, card in model_cards().items():
-        table.add_row(key, card.family, card.source, card.summary)
+        table.add_row(*map(plain, (key, card.family, card.source, card.summary)))
     console.print(table)
 
 
@@ -73,9 +107,11 @@ def plugins() -> None:
     failed = False
     for info in plugin_report():
         registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items() if names)
-        status = "[green]ok[/]" if not info.errors else "[red]" + " | ".join(e.reason for e in info.errors) + "[/]"
+        status = plain(" | ".join(e.reason for e in info.errors) or "ok")
+        status.stylize("red" if info.errors else "green")
         failed = failed or bool(info.errors)
-        table.add_row(info.name, info.distribution or "-", info.version or "-", registered or "-", status)
+        cells = (info.name, info.distribution or "-", info.version or "-", registered or "-")
+        table.add_row(*map(plain, cells), status)
     console.print(table)
     if failed:
         err_console.print("Some plugins failed to load; the others work. See the status column.")
@@ -108,28 +144,32 @@ def _parse_param(text: str) -> tuple[str, Any]:
 @click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("attribution.png"),
               show_default=True, help="Overlay PNG; the JSON result is written next to it (.json).")
+@click.option("--no-clobber", is_flag=True, help="Refuse to replace an existing overlay or JSON (default: replace "
+              "them atomically and say so).")
 def attribute_command(image: Path, question: str, model: str, method: str, mode: str, target: str,
                       answer: str | None, seed: int, params: tuple[str, ...], device: str | None, dtype: str,
-                      out: Path) -> None:
+                      out: Path, no_clobber: bool) -> None:
     """Attribute a model's answer about IMAGE (PNG/JPEG/TIFF/DICOM) and write overlay + JSON."""
     from .adapter import LoadOptions
     from .api import DEFAULT_METHOD, attribute
+    from .outputs import check_outputs
 
     method = method or DEFAULT_METHOD
     parsed = dict(_parse_param(p) for p in params)
+    json_path = out.with_suffix(".json")
+    check_outputs([out, json_path], inputs=[image], overwrite=not no_clobber)
     result = attribute(model, image, question, method=method, mode=mode, target=target, answer=answer,
                        seed=seed, load_options=LoadOptions(dtype=dtype, device=device), **parsed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.save(out)
-    json_path = out.with_suffix(".json")
-    result.save(json_path)
-    console.print(f"answer: [bold]{result.answer.strip()}[/]  method: {result.meta.method}  "
-                  f"time: {result.meta.wall_time_s:.2f} s  passes: {dict(result.meta.passes)}")
+    replaced = result.save(out, json_path, overwrite=not no_clobber)
+    lines = [Text.assemble("answer: ", plain(result.answer.strip(), "bold"), "  method: ", plain(result.meta.method),
+                           f"  time: {result.meta.wall_time_s:.2f} s  passes: {dict(result.meta.passes)}")]
     if result.boxes:
-        console.print("boxes (input pixels, x1 y1 x2 y2): " + "; ".join(
-            " ".join(f"{v:.0f}" for v in box) for box in result.boxes[:5]))
-    console.print(f"wrote {out} and {json_path}")
-
+        lines.append(Text("boxes (input pixels, x1 y1 x2 y2): " + "; ".join(
+            " ".join(f"{v:.0f}" for v in box) for box in result.boxes[:5])))
+    lines.append(Text.assemble("wrote ", plain(out), " and ", plain(json_path)))
+    lines += [Text.assemble("replaced the existing ", plain(path)) for path in replaced]
+    for line in lines:
+        console.print(line, soft_wrap=True)
 
 
 @cli.command("filter")
@@ -157,15 +197,18 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     from collections import Counter
     from itertools import islice
 
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .adapter import LoadOptions
-    from .filtering import FolderProvider, InpaintProvider, causal_filter, write_records
+    from .filtering import FolderProvider, InpaintProvider, causal_filter, check_records_path, write_records
     from .models import load_adapter
     from .registry import get_benchmark
 
     if (counterfactuals is None) == (not inpaint):
         raise click.UsageError("pass exactly one of --counterfactuals DIR and --inpaint")
+    protected = [counterfactuals] if counterfactuals is not None else []
+    check_records_path(out, protected=protected)
     provider = InpaintProvider() if inpaint else FolderProvider(counterfactuals)
     seen: set[tuple[str, int]] = set()
     items = []
@@ -179,20 +222,21 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task(f"filtering {benchmark}/{split} with {model}", total=len(items))
+        description = escape(plain(f"filtering {benchmark}/{split} with {model}").plain)
+        task = progress.add_task(description, total=len(items))
         for record in causal_filter(adapter, items, provider, mode=mode, model=model,
                                     max_new_tokens=max_new_tokens):
             records.append(record)
             progress.advance(task)
-    write_records(records, out, protected=[counterfactuals] if counterfactuals is not None else [])
+    write_records(records, out, protected=protected)
     totals = Counter((r.dataset, r.finding) for r in records)
     kept = Counter((r.dataset, r.finding) for r in records if r.kept)
-    table = Table("dataset", "finding", "kept", "items", title=f"Causal filter: {model}")
+    table = Table("dataset", "finding", "kept", "items", title=plain(f"Causal filter: {model}"))
     for dataset, finding in sorted(totals):
-        table.add_row(dataset, finding, str(kept[dataset, finding]), str(totals[dataset, finding]))
+        table.add_row(*map(plain, (dataset, finding, kept[dataset, finding], totals[dataset, finding])))
     console.print(table)
     flag = " (approximate counterfactuals)" if any(r.approximate for r in records) else ""
-    console.print(f"kept {sum(kept.values())} of {len(records)} items{flag}; wrote {out}")
+    console.print(plain(f"kept {sum(kept.values())} of {len(records)} items{flag}; wrote {out}"))
 
 from .leaderboard.cli import COMMANDS as _LEADERBOARD_COMMANDS  # noqa: E402 (needs nothing from above)
 

@@ -22,6 +22,8 @@ __all__ = [
     "ImageLoadError",
     "ModelLoadError",
     "DataError",
+    "OutputError",
+    "check_choice",
 ]
 
 
@@ -118,3 +120,36 @@ class ModelLoadError(CxrAttribError):
 
 class DataError(CxrAttribError, ValueError):
     """A data file or folder that is missing or malformed (names file and line)."""
+
+
+class OutputError(CxrAttribError, ValueError):
+    """An output path that must not be written (the input image, a folder, no-clobber)."""
+
+
+def check_choice(
+    value: object, choices: Iterable[str], *, what: str, argument: str, error: type[CxrAttribError] = DataError
+) -> str:
+    """``value`` when it is one of ``choices``, else ``error`` listing them (and the closest).
+
+    Args:
+        value (object): what the caller passed.
+        choices (Iterable[str]): the valid names.
+        what (str): what the value names, e.g. ``"span policy"``.
+        argument (str): the parameter to fix, e.g. ``"regions"``.
+        error (type[CxrAttribError]): the error class raised. Default: DataError.
+
+    Returns:
+        str: ``value`` itself.
+
+    Examples::
+
+        >>> check_choice("auto", ("auto", "boxes"), what="region source", argument="regions")
+        'auto'
+    """
+    choices = tuple(choices)
+    if isinstance(value, str) and value in choices:
+        return value
+    listed = ", ".join(repr(choice) for choice in choices)
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5) if isinstance(value, str) else []
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise error(f"unknown {what} {value!r}; expected one of {listed}.{hint} Pass {argument}= one of those names.")

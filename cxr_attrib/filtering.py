@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from .adapter import Adapter
 from .benchmark import Sample
 from .errors import DataError
 from .frames import ResizePad
+from .outputs import check_outputs, write_files
 from .targets import Mode, Verdict, build_prompt, parse_yes_no, validate_mode
 from .typing import GreyImage
 
@@ -52,6 +52,7 @@ __all__ = [
     "InpaintProvider",
     "box_mask",
     "causal_filter",
+    "check_records_path",
     "write_records",
 ]
 
@@ -454,26 +455,21 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def write_records(
-    records: Iterable[FilterRecord],
-    path: str | os.PathLike,
-    *,
-    protected: Iterable[str | os.PathLike] = (),
-) -> int:
-    """Write records as one JSON list, atomically (a temporary file, then a rename).
+def check_records_path(path: str | os.PathLike, *, protected: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse a records destination inside a data folder (run before any model work).
 
     Args:
-        records (Iterable[FilterRecord]): from :func:`causal_filter`.
-        path (str | PathLike): the JSON file to (over)write; its folder is created.
+        path (str | PathLike): the JSON file about to be written.
         protected (Iterable[str | PathLike]): extra folders never to write into (e.g.
             the counterfactual folder). ``$CXR_ATTRIB_DATA``, when set, always is.
             Default: ().
 
     Returns:
-        int: the number of records written.
+        Path: the resolved destination.
 
     Raises:
         DataError: ``path`` lies inside a data root or a protected folder.
+        OutputError: ``path`` is a folder.
     """
     target = Path(path).expanduser().resolve()
     roots = [Path(p).expanduser().resolve() for p in protected]
@@ -486,15 +482,30 @@ def write_records(
                 f"refusing to write filter records to {target}: it is inside the data folder {root}, "
                 "which is never written to; choose an output path elsewhere"
             )
+    check_outputs([target])
+    return target
+
+
+def write_records(
+    records: Iterable[FilterRecord],
+    path: str | os.PathLike,
+    *,
+    protected: Iterable[str | os.PathLike] = (),
+) -> int:
+    """Write records as one JSON list, atomically (see :func:`cxr_attrib.outputs.write_files`).
+
+    Args:
+        records (Iterable[FilterRecord]): from :func:`causal_filter`.
+        path (str | PathLike): the JSON file to (over)write; its folder is created.
+        protected (Iterable[str | PathLike]): see :func:`check_records_path`. Default: ().
+
+    Returns:
+        int: the number of records written.
+
+    Raises:
+        DataError: ``path`` lies inside a data root or a protected folder.
+    """
+    target = check_records_path(path, protected=protected)
     rows = [record.to_dict() for record in records]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(rows, stream, indent=1)
-            stream.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_files({target: (json.dumps(rows, indent=1) + "\n").encode("utf-8")})
     return len(rows)

@@ -5,7 +5,9 @@ Every source becomes a read-only ``(H, W)`` uint8 array, 0 = black:
 - 8-bit data is kept as it is; colour (RGB, RGBA, LA, palette, ...) becomes
   ITU-R 601 luma exactly as Pillow's ``"L"`` mode computes it, alpha ignored;
 - integer data deeper than 8 bits (16-bit PNG/TIFF, ``int32`` arrays, ...) is
-  min-max scaled from its actual range to 0..255 (a constant image becomes 0);
+  min-max scaled from its actual range to 0..255 (a constant image becomes 0, with
+  a :class:`ConstantImageWarning` on stderr and ``meta["warning"]``; a range that
+  overflows to infinity is an error);
 - float data in ``[0, 1]`` is multiplied by 255; float data outside ``[0, 1]`` is
   min-max scaled; bool data becomes 0 / 255;
 - DICOM goes through the Modality LUT (rescale), the first VOI LUT or window, and
@@ -18,7 +20,9 @@ checked against a limit before anything is decoded. Nothing is ever written.
 from __future__ import annotations
 
 import io
+import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from cxr_attrib.errors import ImageLoadError
 from cxr_attrib.typing import GreyImage
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ConstantImageWarning", "LoadedImage", "load_image"]
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Largest accepted image (H * W pixels) when neither ``max_pixels`` nor the
@@ -41,6 +45,13 @@ _MAX_PIXELS_ENV = "CXR_ATTRIB_MAX_PIXELS"
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
+_RESCALINGS = ("min-max", "window", "voi-lut")
+
+
+
+class ConstantImageWarning(UserWarning):
+    """An image whose pixels are all equal after scaling: the model sees no content."""
+
 
 MetaValue: TypeAlias = str | int | float | bool | None
 ImageSource: TypeAlias = str | os.PathLike[str] | bytes | Image.Image | npt.NDArray[Any]
@@ -123,17 +134,34 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> LoadedI
     """
     limit = _resolve_limit(max_pixels)
     if isinstance(source, np.ndarray):
-        return _load_array(source, limit)
-    if isinstance(source, Image.Image):
-        return _load_pil(source, "<PIL.Image>", source.format or "PIL.Image", limit)
-    if isinstance(source, bytes):
-        return _load_bytes(source, limit)
-    if isinstance(source, (str, os.PathLike)):
-        return _load_path(Path(source), os.fspath(source), limit)
-    raise ImageLoadError(
-        f"cannot load an image from a {type(source).__name__}; expected a file path "
-        "(str or os.PathLike), bytes, a PIL.Image.Image or a numpy.ndarray"
+        loaded = _load_array(source, limit)
+    elif isinstance(source, Image.Image):
+        loaded = _load_pil(source, "<PIL.Image>", source.format or "PIL.Image", limit)
+    elif isinstance(source, bytes):
+        loaded = _load_bytes(source, limit)
+    elif isinstance(source, (str, os.PathLike)):
+        loaded = _load_path(Path(source), os.fspath(source), limit)
+    else:
+        raise ImageLoadError(
+            f"cannot load an image from a {type(source).__name__}; expected a file path "
+            "(str or os.PathLike), bytes, a PIL.Image.Image or a numpy.ndarray"
+        )
+    _flag_constant(loaded)
+    return loaded
+
+
+def _flag_constant(loaded: LoadedImage) -> None:
+    """Record (``meta["warning"]``) and warn (stderr) when rescaling left one grey value."""
+    pixels, scaling = loaded.pixels, loaded.meta.get("scaling")
+    if scaling not in _RESCALINGS or pixels.min() != pixels.max():
+        return
+    message = (
+        f"{loaded.source}: the image is constant after {scaling} scaling (every pixel is "
+        f"{int(pixels.flat[0])}); the model sees no content, so any answer about it is meaningless. "
+        "Check the file or its DICOM rescale / window"
     )
+    loaded.meta["warning"] = message
+    warnings.warn(message, ConstantImageWarning, stacklevel=3)
 
 
 def _resolve_limit(max_pixels: int | None) -> int:
@@ -179,15 +207,20 @@ def _load_path(path: Path, name: str, limit: int) -> LoadedImage:
         )
     if path.is_dir():
         raise ImageLoadError(f"{name}: is a folder; expected an image file inside it")
+    _require_regular(path.stat().st_mode, name)
     try:
-        empty = path.stat().st_size == 0
-        handle = path.open("rb")
-        head = handle.read(132)
+        # Non-blocking, so a FIFO swapped in after the check cannot hang the open; fstat
+        # then checks the file actually opened before anything is read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise ImageLoadError(
             f"{name}: cannot read the file ({exc.strerror or exc}); check its permissions"
         ) from exc
-    with handle:
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        _require_regular(info.st_mode, name)
+        empty = info.st_size == 0
+        head = handle.read(132)
         if empty:
             raise ImageLoadError(
                 f"{name}: the file is empty (0 bytes); re-export or re-copy the image"
@@ -196,6 +229,15 @@ def _load_path(path: Path, name: str, limit: int) -> LoadedImage:
         if _is_dicom(head) or path.suffix.lower() in _DICOM_SUFFIXES:
             return _load_dicom(handle, name, limit)
         return _load_encoded(handle, name, limit)
+
+
+def _require_regular(mode: int, name: str) -> None:
+    """Refuse FIFOs, sockets and devices (reading them can block or never end)."""
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    raise ImageLoadError(f"{name}: is {kind}, which is never read; expected a regular image file")
 
 
 def _load_bytes(data: bytes, limit: int) -> LoadedImage:
@@ -295,7 +337,7 @@ def _values_to_grey(
     low, high = float(values.min()), float(values.max())
     if array.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
         return _round_half_up(values.astype(np.float64) * 255.0), {"scaling": "unit"}
-    return _scale(values, low, high), {"scaling": "min-max", "data_min": low, "data_max": high}
+    return _scale(values, low, high, name), {"scaling": "min-max", "data_min": low, "data_max": high}
 
 
 def _validate_array(array: npt.NDArray[Any], name: str) -> None:
@@ -336,8 +378,17 @@ def _luma(rgb: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return rgb.astype(np.float64) @ _LUMA_WEIGHTS
 
 
-def _scale(values: npt.NDArray[Any], low: float, high: float) -> GreyImage:
-    """Map ``[low, high]`` linearly onto ``[0, 255]``; an empty range gives 0."""
+def _scale(values: npt.NDArray[Any], low: float, high: float, name: str = "<data>") -> GreyImage:
+    """Map ``[low, high]`` linearly onto ``[0, 255]``; an empty range gives 0.
+
+    Raises:
+        ImageLoadError: the range (or its width) is not finite in float64.
+    """
+    if not math.isfinite(high - low):
+        raise ImageLoadError(
+            f"{name}: the pixel values span [{low:g}, {high:g}], a range that overflows to infinity in float64; "
+            "the data (or its DICOM RescaleSlope / RescaleIntercept) is corrupt"
+        )
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
     return _round_half_up((values.astype(np.float64) - low) * 255.0 / (high - low))
@@ -381,7 +432,7 @@ def _load_dicom(stream: BinaryIO, name: str, limit: int) -> LoadedImage:
         "frame": 0,
     }
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
-        grey = _dicom_monochrome(array, dataset, pixels_module, meta)
+        grey = _dicom_monochrome(array, dataset, pixels_module, meta, name)
     else:
         if photometric == "PALETTE COLOR":
             array = pixels_module.apply_color_lut(array, dataset)
@@ -425,13 +476,19 @@ def _read_dicom(pydicom: Any, stream: BinaryIO, name: str, **options: Any) -> An
 
 
 def _dicom_monochrome(
-    array: npt.NDArray[Any], dataset: Any, pixels_module: Any, meta: dict[str, MetaValue]
+    array: npt.NDArray[Any], dataset: Any, pixels_module: Any, meta: dict[str, MetaValue], name: str
 ) -> GreyImage:
     """Modality LUT, then VOI LUT / first window (else min-max), then MONOCHROME1 flip.
 
     Updates ``meta`` with the VOI step that was applied.
     """
     values = pixels_module.apply_modality_lut(array, dataset)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ImageLoadError(
+            f"{name}: the Modality LUT (RescaleSlope "
+            f"{dataset.get('RescaleSlope', 1)!r}, RescaleIntercept {dataset.get('RescaleIntercept', 0)!r}) "
+            "sends pixel values to infinity or NaN; the DICOM header is corrupt"
+        )
     voi_item = (dataset.get("VOILUTSequence") or [None])[0]
     grey = None
     try:
@@ -460,7 +517,7 @@ def _dicom_monochrome(
     if grey is None:
         low, high = float(values.min()), float(values.max())
         meta.update(scaling="min-max", data_min=low, data_max=high)
-        grey = _scale(values, low, high)
+        grey = _scale(values, low, high, name)
     inverted = meta["photometric_interpretation"] == "MONOCHROME1"
     meta["inverted"] = inverted
     return np.subtract(255, grey, dtype=np.uint8) if inverted else grey

@@ -5,11 +5,25 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .errors import DataError, check_choice
 from .typing import WorkingImage
 
-__all__ = ["baseline_image", "FILLS"]
+__all__ = ["baseline_image", "check_fill", "FILLS"]
 
 FILLS = ("zero", "mean", "blur")
+
+
+def check_fill(fill: object) -> str | float:
+    """``fill`` when :func:`baseline_image` accepts it (a name of :data:`FILLS` or a number in [0, 1]).
+
+    Raises:
+        DataError: an unknown name or a number outside [0, 1] (a ValueError too).
+    """
+    if isinstance(fill, (int, float)) and not isinstance(fill, bool):
+        if not 0.0 <= float(fill) <= 1.0:
+            raise DataError(f"fill value must be in [0, 1], got {fill}")
+        return float(fill)
+    return check_choice(fill, FILLS, what="fill", argument="fill")
 
 
 def baseline_image(image: WorkingImage, fill: str | float = "zero", *, blur_sigma: float = 8.0) -> WorkingImage:
@@ -25,16 +39,13 @@ def baseline_image(image: WorkingImage, fill: str | float = "zero", *, blur_sigm
         (S, S) float32 baseline.
 
     Raises:
-        ValueError: an unknown fill name or a number outside [0, 1].
+        DataError: an unknown fill name or a number outside [0, 1] (a ValueError too).
     """
-    if isinstance(fill, (int, float)) and not isinstance(fill, bool):
-        if not 0.0 <= float(fill) <= 1.0:
-            raise ValueError(f"fill value must be in [0, 1], got {fill}")
-        return np.full_like(image, float(fill), dtype=np.float32)
+    fill = check_fill(fill)
+    if isinstance(fill, float):
+        return np.full_like(image, fill, dtype=np.float32)
     if fill == "zero":
         return np.zeros_like(image, dtype=np.float32)
     if fill == "mean":
         return np.full_like(image, float(image.mean()), dtype=np.float32)
-    if fill == "blur":
-        return ndimage.gaussian_filter(image.astype(np.float32), sigma=blur_sigma, mode="nearest")
-    raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS} or a number in [0, 1]")
+    return ndimage.gaussian_filter(image.astype(np.float32), sigma=blur_sigma, mode="nearest")

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont, features
 from cxr_attrib.errors import ImageLoadError
 from cxr_attrib.typing import BoxArray, GreyImage, Heatmap
 
-__all__ = ["BOX_COLOR", "CAPTION_MIN_WIDTH", "colormap", "render_overlay"]
+__all__ = ["BOX_COLOR", "CAPTION_MIN_WIDTH", "MAX_UPSCALED_PIXELS", "colormap", "render_overlay"]
 
 BOX_COLOR: tuple[int, int, int] = (0, 255, 255)
 """RGB of box outlines (cyan: apart from every colour of the heat map)."""
@@ -24,7 +24,12 @@ BOX_COLOR: tuple[int, int, int] = (0, 255, 255)
 CAPTION_MIN_WIDTH = 300
 """Narrower images are upscaled (by a whole factor) to at least this width when captioned."""
 
+MAX_UPSCALED_PIXELS = 16_000_000
+"""Upscaling for a caption stops before the image would exceed this many pixels."""
+
 _BOX_THICKNESS = 2
+_MAX_FONT_SIZE = 48
+_MAX_CAPTION_LINES = 6
 _CAPTION_BACKGROUND = (24, 24, 24)
 _CAPTION_TEXT = (255, 255, 255)
 
@@ -80,7 +85,9 @@ def render_overlay(
     just inside their (rounded) edges; boxes with no area after rounding and
     clipping are skipped. With a caption, an image narrower than
     :data:`CAPTION_MIN_WIDTH` is first enlarged by the smallest whole factor that
-    reaches it (nearest neighbour) and a strip with the wrapped text goes on top.
+    reaches it (nearest neighbour), but never beyond :data:`MAX_UPSCALED_PIXELS`,
+    and a strip with the wrapped text (at most 6 lines, font at most 48 px) goes
+    on top, so the overlay's size is bounded whatever the aspect ratio.
 
     Args:
         image (GreyImage | np.ndarray): ``(H, W)`` uint8, or float in ``[0, 1]``.
@@ -93,7 +100,8 @@ def render_overlay(
 
     Returns:
         PIL.Image.Image: RGB, ``W x H`` without a caption; with one,
-        ``kW x (kH + strip)`` where ``k = ceil(300 / W)`` for narrow images, else 1.
+        ``kW x (kH + strip)`` where ``k = ceil(300 / W)`` for narrow images (capped
+        so that ``kW * kH <= MAX_UPSCALED_PIXELS``), else 1.
 
     Examples::
 
@@ -110,12 +118,19 @@ def render_overlay(
         opacity = (alpha * heat)[:, :, None]
         blended = rgb * (1.0 - opacity) + colormap(heat) * opacity
         rgb = np.rint(blended).astype(np.uint8)
-    factor = math.ceil(CAPTION_MIN_WIDTH / grey.shape[1]) if caption is not None else 1
+    factor = _upscale_factor(*grey.shape) if caption is not None else 1
     if factor > 1:
         rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
     _draw_boxes(rgb, _box_array(boxes), factor)
     canvas = Image.fromarray(rgb)
     return canvas if caption is None else _add_caption(canvas, caption)
+
+
+def _upscale_factor(height: int, width: int) -> int:
+    """Whole factor that makes ``width`` reach the caption width, within the pixel cap."""
+    wanted = math.ceil(CAPTION_MIN_WIDTH / width)
+    room = math.isqrt(MAX_UPSCALED_PIXELS // (height * width)) if height * width <= MAX_UPSCALED_PIXELS else 1
+    return max(1, min(wanted, room))
 
 
 def _grey_uint8(image: npt.ArrayLike) -> GreyImage:
@@ -185,7 +200,7 @@ def _draw_boxes(rgb: npt.NDArray[np.uint8], boxes: BoxArray, factor: int) -> Non
 def _caption_font(canvas_width: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """PIL's default font, sized to the canvas when FreeType is available."""
     if features.check("freetype2"):
-        return ImageFont.load_default(size=max(12, canvas_width // 40))
+        return ImageFont.load_default(size=min(_MAX_FONT_SIZE, max(12, canvas_width // 40)))
     return ImageFont.load_default()
 
 
@@ -219,6 +234,8 @@ def _add_caption(canvas: Image.Image, caption: str) -> Image.Image:
     line_height = int(bottom - top) + 4
     pad = max(4, line_height // 3)
     lines = _wrap(caption, font, canvas.width - 2 * pad)
+    if len(lines) > _MAX_CAPTION_LINES:
+        lines = [*lines[: _MAX_CAPTION_LINES - 1], lines[_MAX_CAPTION_LINES - 1] + "..."]
     strip = 2 * pad + line_height * len(lines)
     out = Image.new("RGB", (canvas.width, canvas.height + strip), _CAPTION_BACKGROUND)
     out.paste(canvas, (0, strip))

@@ -60,13 +60,41 @@ def _encode_array(array: np.ndarray | None) -> dict[str, Any] | None:
     }
 
 
-def _decode_array(obj: Mapping[str, Any] | None) -> np.ndarray | None:
+MAX_ARRAY_BYTES = 1 << 30
+"""Largest array (bytes once inflated) a result file may hold: 1 GiB, far above a
+100-megapixel float32 heatmap (400 MB). Checked before and while inflating."""
+
+_ARRAY_DTYPES = ("f4", "u1")
+
+
+def _decode_array(obj: Mapping[str, Any] | None, name: str = "array") -> np.ndarray | None:
     if obj is None:
         return None
     if obj.get("encoding") != "zlib+base64":
         raise CxrAttribError(f"unknown array encoding {obj.get('encoding')!r}; expected 'zlib+base64'")
-    raw = zlib.decompress(base64.b64decode(obj["data"]))
-    return np.frombuffer(raw, dtype=np.dtype("<" + obj["dtype"])).reshape(obj["shape"]).astype(obj["dtype"])
+    dtype, shape = obj.get("dtype"), obj.get("shape")
+    if dtype not in _ARRAY_DTYPES:
+        raise CxrAttribError(f"{name}: array dtype {dtype!r} is not one of {_ARRAY_DTYPES}")
+    if not isinstance(shape, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                              for v in shape):
+        raise CxrAttribError(f"{name}: array shape {shape!r} is not a list of non-negative whole numbers")
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    if size > MAX_ARRAY_BYTES:
+        raise CxrAttribError(
+            f"{name}: the array claims shape {shape} ({size:,} bytes), more than the limit of "
+            f"{MAX_ARRAY_BYTES:,} bytes; the result file is corrupt or hostile"
+        )
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(base64.b64decode(obj["data"], validate=True), size + 1)
+    except (zlib.error, ValueError, TypeError) as error:
+        raise CxrAttribError(f"{name}: the array data is not valid zlib+base64 ({error})") from None
+    if len(raw) != size or not inflater.eof or inflater.unconsumed_tail:
+        raise CxrAttribError(
+            f"{name}: the array data inflates to {'more than ' if len(raw) > size else ''}{len(raw):,} "
+            f"bytes; shape {shape} of {dtype} needs exactly {size:,}"
+        )
+    return np.frombuffer(raw, dtype=np.dtype("<" + dtype)).reshape(shape).astype(dtype)
 
 
 def _boxes(boxes: Any) -> tuple[Box, ...]:
@@ -134,6 +162,8 @@ class Meta:
         passes (Mapping[str, int]): forward / backward calls and sequences.
         versions (Mapping[str, str]): library versions.
         info (Mapping[str, Any]): method-specific facts.
+        warnings (tuple[str, ...]): what may make the result misleading, e.g. an
+            input image that loading left constant.
     """
 
     method: str
@@ -149,11 +179,13 @@ class Meta:
     passes: Mapping[str, int] = field(default_factory=dict)
     versions: Mapping[str, str] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("params", "passes", "versions", "info"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
 
 
 def _plain(value: Any) -> Any:
@@ -283,14 +315,14 @@ class Attribution:
                 tokens=tuple(target["tokens"]),
             ),
             meta=Meta(**meta),
-            heatmap=_decode_array(data["heatmap"]),
-            grid=_decode_array(data["grid"]),
+            heatmap=_decode_array(data["heatmap"], "heatmap"),
+            grid=_decode_array(data["grid"], "grid"),
             boxes=_boxes(data["boxes"]),
             concepts={
                 c["name"]: Concept(c["name"], float(c["score"]), _boxes(c["boxes"])) for c in data["concepts"]
             },
             tokens=tuple(TokenScore(t["token"], int(t["token_id"]), float(t["score"])) for t in data["tokens"]),
-            image=_decode_array(data["image"]),
+            image=_decode_array(data["image"], "image"),
         )
 
     def to_json(self) -> str:
@@ -302,31 +334,36 @@ class Attribution:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
-        """Write ``.json`` (the whole result) or ``.png`` (an overlay).
+    def save(self, path: str | os.PathLike, *more: str | os.PathLike, overwrite: bool = True) -> list[str]:
+        """Write ``.json`` (the whole result) and / or ``.png`` (an overlay) files.
+
+        Several paths (e.g. ``save("a.png", "a.json")``) are written as one unit with
+        :func:`cxr_attrib.outputs.write_files`: every file is complete in a temporary
+        file before any is moved into place, and a failure or interruption leaves
+        the old files (or none) rather than a new / old mix.
 
         Args:
             path: destination; its suffix picks the format.
-            overwrite: replace an existing file. Default: True.
+            *more: further destinations written together with ``path``.
+            overwrite: replace existing files (atomically). Default: True.
+
+        Returns:
+            list[str]: the destinations that existed and were replaced.
 
         Raises:
-            CxrAttribError: unknown suffix, an existing file with ``overwrite=False``,
-                or a PNG requested from a result without its image.
+            CxrAttribError: unknown suffix or a PNG requested from a result without its image.
+            OutputError: an existing file with ``overwrite=False``, or a folder.
         """
-        path = os.fspath(path)
-        suffix = os.path.splitext(path)[1].lower()
-        if suffix not in (".json", ".png"):
-            raise CxrAttribError(f"cannot save to {path!r}: expected a .json or .png file name")
-        if not overwrite and os.path.exists(path):
-            raise CxrAttribError(f"{path!r} exists; pass overwrite=True to replace it")
-        if suffix == ".json":
-            payload = self.to_json().encode("utf-8")
-        else:
-            payload = self._overlay_png()
-        tmp = f"{path}.partial"
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
+        from .outputs import write_files
+
+        payloads: dict[str, bytes] = {}
+        for target in (path, *more):
+            target = os.fspath(target)
+            suffix = os.path.splitext(target)[1].lower()
+            if suffix not in (".json", ".png"):
+                raise CxrAttribError(f"cannot save to {target!r}: expected a .json or .png file name")
+            payloads[target] = self.to_json().encode("utf-8") if suffix == ".json" else self._overlay_png()
+        return [os.fspath(p) for p in write_files(payloads, overwrite=overwrite)]
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Attribution:

@@ -44,13 +44,12 @@ Verdict rules (:func:`parse_yes_no`, :func:`answer_char_span`):
 
 from __future__ import annotations
 
-import difflib
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from cxr_attrib.errors import CxrAttribError
+from cxr_attrib.errors import CxrAttribError, check_choice
 
 __all__ = [
     "DIRECT_SUFFIX",
@@ -93,17 +92,7 @@ class TargetError(CxrAttribError, ValueError):
 
 
 def _check_choice(value: object, choices: tuple[str, ...], what: str, argument: str) -> str:
-    if isinstance(value, str) and value in choices:
-        return value
-    listed = ", ".join(repr(choice) for choice in choices)
-    close = (
-        difflib.get_close_matches(value, choices, n=1, cutoff=0.5) if isinstance(value, str) else []
-    )
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise TargetError(
-        f"unknown {what} {value!r}; expected one of {listed}.{hint}"
-        f" Pass {argument}= one of those names."
-    )
+    return check_choice(value, choices, what=what, argument=argument, error=TargetError)
 
 
 def validate_mode(name: object) -> Mode:

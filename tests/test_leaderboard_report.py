@@ -180,7 +180,7 @@ def test_seconds_per_unit_are_means_of_successful_units_and_macro_over_models():
 def test_markdown_csv_and_json_round_trip_the_values(tmp_path):
     units = _failing_units() + _units("a", "ok", [0.2], finding="nodule")
     report = build_report(units, metrics=["iou"], n_boot=100)
-    paths = write_tables(report, tmp_path)
+    paths = dict(zip(("markdown", "csv", "json"), write_tables(report, tmp_path)))
     assert read_report_json(paths["json"]) == report
     with paths["csv"].open(newline="") as handle:
         lines = list(csv.DictReader(handle))

@@ -9,9 +9,10 @@ module does the rest:
   ``assistant: answer``, is rendered with the checkpoint's own chat template. The
   generation prompt (the conversation up to the assistant header) must be a prefix
   of the full text; the response starts right after it. The image placeholder is
-  expanded to one token per image-grid cell, the text is tokenized once with
-  character offsets, and the target tokens are those whose characters overlap the
-  span chosen by the policy (SPEC 3.5):
+  expanded to one token per image-grid cell, the text is tokenized with character
+  offsets, the prompt and answer as plain text (see :mod:`._text`: control tokens
+  typed into them are never special tokens), and the target tokens are those whose
+  characters overlap the span chosen by the policy (SPEC 3.5):
 
   - ``answer``: the verdict word found by :func:`cxr_attrib.targets.answer_char_span`;
   - ``response``: the response characters (template end-of-turn tokens excluded);
@@ -62,6 +63,7 @@ from cxr_attrib.targets import TargetError, answer_char_span, validate_span_poli
 from cxr_attrib.typing import WorkingImage
 
 from ._loading import ProcessingParts, load_processing, load_step, read_model_type, resolve_device_dtype
+from ._text import PlainText, encode_conversation, render_chat
 
 __all__ = ["HFAdapter", "area_resize", "grey_to_rgb", "square_side", "token_logprobs"]
 
@@ -169,6 +171,8 @@ class HFAdapter(Adapter):
     """transformers class loaded by :meth:`load`."""
     end_of_turn: ClassVar[str]
     """The template token that closes a turn."""
+    max_text_tokens: ClassVar[int] = 2048
+    """Most tokens the question and answer together may take."""
 
     def __init__(self, name: str, model: torch.nn.Module, options: LoadOptions, parts: ProcessingParts) -> None:
         super().__init__(name, model, options)
@@ -184,6 +188,7 @@ class HFAdapter(Adapter):
         configured = configured if isinstance(configured, list) else [configured]
         stops = {self.tokenizer.convert_tokens_to_ids(self.end_of_turn), self.tokenizer.eos_token_id, *configured}
         self.stop_ids = tuple(sorted(i for i in stops if i is not None))
+        self._added_ids = frozenset(int(i) for i in self.tokenizer.added_tokens_decoder)
         self._layouts: dict[tuple[str, str, str, str], _TextLayout] = {}
 
     # -- loading -------------------------------------------------------------------
@@ -277,18 +282,33 @@ class HFAdapter(Adapter):
     # -- text ----------------------------------------------------------------------
 
     def _render(self, prompt: str, answer: str | None) -> str:
-        messages: list[dict[str, Any]] = [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
-        ]
-        if answer is not None:
-            messages.append({"role": "assistant", "content": answer})
-        return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=answer is None
-        )
+        return render_chat(self.tokenizer, self.chat_template, prompt, answer)
 
-    def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        out = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return list(out["input_ids"]), [tuple(pair) for pair in out["offset_mapping"]]
+    def _conversation(self, prompt: str, answer: str | None, reserve: int = 0) -> PlainText:
+        """The tokenised conversation (user text plain), within the token limits.
+
+        Raises:
+            TargetError: the prompt and answer exceed :attr:`max_text_tokens`, or the
+                whole sequence plus ``reserve`` new tokens the model's context length.
+        """
+        text = encode_conversation(
+            self.tokenizer, self.chat_template, self._expand_image, prompt, answer, self._added_ids, name=self.name
+        )
+        user, total = text.user_token_count(), len(text.ids) + reserve
+        context = self.context_length
+        if user > self.max_text_tokens or (context is not None and total > context):
+            raise TargetError(
+                f"the question and answer take {user} tokens (limit {self.max_text_tokens}) and the whole "
+                f"sequence {total} tokens{f' including {reserve} new ones' if reserve else ''}; model "
+                f"{self.name!r} has a context length of {context} tokens. Shorten the question or answer."
+            )
+        return text
+
+    @property
+    def context_length(self) -> int | None:
+        """The language model's context length (``max_position_embeddings``), if known."""
+        value = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        return None if value is None else int(value)
 
     def _image_positions(self, ids: list[int]) -> torch.Tensor:
         positions = torch.tensor([i for i, t in enumerate(ids) if t == self.image_token_id], dtype=torch.long)
@@ -300,10 +320,10 @@ class HFAdapter(Adapter):
             )
         return positions
 
-    def _prompt_ids(self, prompt: str) -> torch.Tensor:
-        ids, _ = self._tokenize(self._expand_image(self._render(prompt, None)))
-        self._image_positions(ids)
-        return torch.tensor(ids, dtype=torch.long)
+    def _prompt_ids(self, prompt: str, max_new_tokens: int = 0) -> torch.Tensor:
+        text = self._conversation(prompt, None, max_new_tokens)
+        self._image_positions(text.ids)
+        return torch.tensor(text.ids, dtype=torch.long)
 
     def _layout(self, query: Query) -> _TextLayout:
         key = (query.prompt, query.answer, query.mode, query.policy)
@@ -315,22 +335,11 @@ class HFAdapter(Adapter):
 
     def _build_layout(self, query: Query) -> _TextLayout:
         policy = validate_span_policy(query.policy)
-        prompt_text = self._render(query.prompt, None)
-        full_text = self._render(query.prompt, query.answer)
-        if not full_text.startswith(prompt_text):
-            raise ModelLoadError(
-                f"model {self.name!r}: its chat template does not render the conversation as the "
-                "generation prompt followed by the answer; expected a standard chat template."
-            )
-        rest = full_text[len(prompt_text) :]
-        response = next((r for r in (query.answer, query.answer.strip()) if r and rest.startswith(r)), None)
-        if response is None:
-            raise TargetError(
-                f"the answer {query.answer!r} does not appear verbatim after the generation prompt "
-                f"of model {self.name!r} (template output {rest[:80]!r}); pass a non-empty answer."
-            )
-        prefix = self._expand_image(prompt_text)
-        start = len(prefix)
+        if not query.answer or not query.answer.strip():
+            raise TargetError(f"the answer {query.answer!r} is empty; pass a non-empty answer to explain.")
+        text = self._conversation(query.prompt, query.answer)
+        assert text.answer_span is not None
+        start, response = text.answer_span[0], text.response
         if policy == "answer":
             span = answer_char_span(response, query.mode)
             if span is None:
@@ -340,11 +349,11 @@ class HFAdapter(Adapter):
                 )
             lo, hi = start + span[0], start + span[1]
         elif policy == "response":
-            lo, hi = start, start + len(response)
+            lo, hi = text.answer_span
         else:  # "turn": the response and the template's closing tokens
-            lo, hi = start, start + len(rest)
-        ids, offsets = self._tokenize(prefix + rest)
-        picked = [i for i, (s, e) in enumerate(offsets) if s < hi and e > lo and e > s]
+            lo, hi = start, len(text.text)
+        ids = text.ids
+        picked = [i for i, (s, e) in enumerate(text.offsets) if s < hi and e > lo and e > s]
         if not picked or picked[0] == 0:
             raise TargetError(f"the {policy!r} span of {response!r} holds no tokens; pass a longer answer.")
         target_ids = [ids[i] for i in picked]
@@ -435,7 +444,7 @@ class HFAdapter(Adapter):
         Other settings of the checkpoint's generation config (e.g. ``suppress_tokens``)
         are kept. Log-probs are float32 log-softmax of the raw logits at each step.
         """
-        input_ids = self._prompt_ids(prompt)
+        input_ids = self._prompt_ids(prompt, max_new_tokens)
         pixels = self.pixel_inputs([image])
         inputs = self._model_inputs(input_ids, pixels)
         with torch.no_grad():

@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, Literal
 
-from ..benchmark import Benchmark, Sample
+from ..benchmark import Benchmark, Sample, path_under
 from ..errors import DataError, UnknownNameError
 from ..hookspecs import hookimpl
 from ..targets import finding_question
@@ -434,18 +434,23 @@ class MedGroundBench(Benchmark):
         )
 
     def _imagenome(self, root: Path, item: ImaGenomeItem) -> tuple[Path, BoxArray, dict]:
-        path = root / self.layout.mimic_cxr_jpg / item.image_relpath
+        path = path_under(root / self.layout.mimic_cxr_jpg, item.image_relpath,
+                          source=f"{root / self.layout.imagenome_gold}, lines {list(item.lines)}",
+                          field="patient_id/study_id/image_id")
         extra = {"patient_id": item.patient_id, "study_id": item.study_id,
                  "dicom_id": item.dicom_id, "category": item.category,
                  "source_lines": list(item.lines)}
         return path, item.boxes, extra
 
     def _vindr(self, root: Path, item: VinDrItem) -> tuple[Path, BoxArray, dict]:
-        path = root / self.layout.vindr_images / item.image_relpath
+        path = path_under(root / self.layout.vindr_images, item.image_relpath,
+                          source=f"{root / self.layout.vindr_annotations}, lines {list(item.lines)}",
+                          field="image_id")
         return path, item.boxes, {"image_id": item.image_id, "source_lines": list(item.lines)}
 
     def _padchest(self, root: Path, item: PadChestItem) -> tuple[Path, BoxArray, dict]:
-        path = root / self.layout.padchest_images / item.image_relpath
+        path = path_under(root / self.layout.padchest_images, item.image_relpath,
+                          source=f"{root / self.layout.padchest_studies}, study [{item.study}]", field="ImageID")
         if path not in self._sizes:
             self._sizes[path] = image_size(path)
         width, height = self._sizes[path]

@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 
 from cxr_attrib.errors import DataError
+from cxr_attrib.outputs import write_files
 from cxr_attrib.scoring.aggregate import (
     MACRO_MODEL,
     AggregateRow,
     aggregate,
+    csv_text,
     read_versioned_json,
-    to_csv,
     to_markdown,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "labeller",
     "method_label",
     "read_report_json",
+    "table_files",
     "write_tables",
 ]
 
@@ -332,39 +334,45 @@ def build_report(
                   dict(sorted(errors.items())), len(units))
 
 
-def write_tables(
+def table_files(
     report: Report, out: str | Path, kinds: Sequence[str] = ("markdown", "csv", "json")
-) -> dict[str, Path]:
-    """Write ``report.md``, ``report.csv`` and / or ``report.json`` into the folder ``out``.
+) -> dict[Path, bytes]:
+    """The contents of ``report.md``, ``report.csv`` and / or ``report.json`` in ``out``.
 
     The markdown has the ranked table (rank, failures, seconds, every row) and one
     macro table per finding; the CSV has the ranked table's rows with every number
-    (:func:`cxr_attrib.scoring.to_csv` columns after ``rank``, ``failures`` and
-    ``seconds``, blank without a time); the
-    JSON is :meth:`Report.to_dict`.
+    (:func:`cxr_attrib.scoring.aggregate.csv_text` columns after ``rank``,
+    ``failures`` and ``seconds``, blank without a time); the JSON is
+    :meth:`Report.to_dict`.
 
     Args:
         report (Report): output of :func:`build_report`.
-        out (str | Path): an existing folder.
-        kinds (Sequence[str]): which of ``markdown``, ``csv``, ``json`` to write.
-            Default: all three.
+        out (str | Path): the folder the files are meant for.
+        kinds (Sequence[str]): which of ``markdown``, ``csv``, ``json``. Default: all three.
 
     Returns:
-        dict[str, Path]: kind -> the file written.
+        dict[Path, bytes]: destination -> UTF-8 contents, for
+        :func:`cxr_attrib.outputs.write_files`.
     """
-    folder = Path(out)
-    suffixes = {"markdown": "md", "csv": "csv", "json": "json"}
-    unknown = sorted(set(kinds) - set(suffixes))
+    makers = {
+        "markdown": ("md", lambda: _markdown(report)),
+        "csv": ("csv", lambda: csv_text(report.rows, lead=report.lead)),
+        "json": ("json", lambda: json.dumps(report.to_dict(), indent=2) + "\n"),
+    }
+    unknown = sorted(set(kinds) - set(makers))
     if unknown:
-        raise DataError(f"unknown table kinds {unknown}; choose from {sorted(suffixes)}.")
-    paths = {kind: folder / f"report.{suffixes[kind]}" for kind in suffixes if kind in kinds}
-    if "markdown" in paths:
-        paths["markdown"].write_text(_markdown(report), encoding="utf-8")
-    if "csv" in paths:
-        to_csv(report.rows, paths["csv"], lead=report.lead)
-    if "json" in paths:
-        paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return paths
+        raise DataError(f"unknown table kinds {unknown}; choose from {sorted(makers)}.")
+    return {Path(out) / f"report.{suffix}": make().encode("utf-8")
+            for kind, (suffix, make) in makers.items() if kind in kinds}
+
+
+def write_tables(
+    report: Report, out: str | Path, kinds: Sequence[str] = ("markdown", "csv", "json")
+) -> list[Path]:
+    """Write :func:`table_files` atomically (all or none); returns the files written."""
+    files = table_files(report, out, kinds)
+    write_files(files)
+    return list(files)
 
 
 def _markdown(report: Report) -> str:

@@ -46,12 +46,17 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
     Per model, split, method and dataset: sample counts, failures, means with
     bootstrap 95% CIs and the macro average over models (never pooled over samples).
     """
-    from .report import REPORT_METRICS, build_report, labeller, write_tables
+    from cxr_attrib.outputs import check_outputs, write_files
+
+    from .report import REPORT_METRICS, build_report, labeller, table_files
     from .report_html import render_html
-    from .store_units import read_units
+    from .store_units import read_units, store_files
 
     console = Console()
     chosen = set(formats or FORMATS)
+    suffixes = {"markdown": "md", "csv": "csv", "json": "json", "html": "html"}
+    destinations = [out / f"report.{suffixes[kind]}" for kind in FORMATS if kind in chosen - {"table"}]
+    check_outputs(destinations, inputs=store_files(stores))  # before any work
     config, units = read_units(stores)
     report = build_report(units, rank_by=rank_by, metrics=_names(metrics) or REPORT_METRICS,
                           n_boot=n_boot, seed=seed)
@@ -61,24 +66,19 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
         shown = list(dict.fromkeys([rank_by, *(m for m in TERMINAL_METRICS if m in report.metrics)]))
         console.print(to_rich_table(report.rows, shown[:4], lead=report.lead,
                                     title=f"Leaderboard (ranked by macro {rank_by})"))
-    files = chosen - {"table"}
-    if not files:
+    if not destinations:
         return
-    thumbs = None
-    if "html" in files and thumbnails:
-        thumbs = _thumbnails(stores, units, labeller(units), thumbnails)
+    files = table_files(report, out, [kind for kind in chosen if kind in ("markdown", "csv", "json")])
+    if "html" in chosen:
+        thumbs = _thumbnails(stores, units, labeller(units), thumbnails) if thumbnails else None
+        page = render_html(report, thumbs, title=title, run=config.to_dict())
+        files[out / "report.html"] = page.encode("utf-8")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        written = list(write_tables(report, out, sorted(files - {"html"})).values())
-        if "html" in files:
-            page = out / "report.html"
-            page.write_text(render_html(report, thumbs, title=title, run=config.to_dict()),
-                            encoding="utf-8")
-            written.append(page)
+        write_files(files)  # all or none
     except OSError as exc:
         raise DataError(f"cannot write the report into {out}: {exc.strerror or exc}; "
                         "choose a writable --out folder.") from None
-    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)
+    console.print("wrote " + ", ".join(str(p) for p in destinations), highlight=False, markup=False)
 
 
 def _thumbnails(stores, units, label, per_method):

@@ -29,6 +29,7 @@ import csv
 import dataclasses
 import hashlib
 import html
+import io
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from cxr_attrib.errors import DataError
+from cxr_attrib.outputs import write_files
 
 __all__ = [
     "GROUP_KEYS",
@@ -49,6 +51,7 @@ __all__ = [
     "MetricSummary",
     "AggregateRow",
     "aggregate",
+    "csv_text",
     "to_csv",
     "to_json",
     "read_json",
@@ -325,8 +328,8 @@ def _lead_columns(rows: Sequence[AggregateRow], lead: Lead) -> tuple[list[str], 
     return list(lead), [[values[i] for values in lead.values()] for i in range(len(rows))]
 
 
-def to_csv(rows: Sequence[AggregateRow], path: str | Path, *, lead: Lead = None) -> None:
-    """Write rows as CSV, one line per row, four columns per metric.
+def csv_text(rows: Sequence[AggregateRow], *, lead: Lead = None) -> str:
+    """Rows as CSV text, one line per row, four columns per metric.
 
     Columns: the ``lead`` columns, ``model, split, method, dataset, macro, n, n_models``
     then, per metric ``m``: ``m_mean, m_ci_low, m_ci_high, m_n`` (blank when the row
@@ -334,28 +337,44 @@ def to_csv(rows: Sequence[AggregateRow], path: str | Path, *, lead: Lead = None)
 
     Args:
         rows (Sequence[AggregateRow]): output of :func:`aggregate`.
-        path (str | Path): the file to (over)write.
         lead (Mapping[str, Sequence] | None): extra leading columns, name -> one value
             per row (e.g. a rank). Default: None.
+
+    Returns:
+        str: the CSV document (``\\r\\n`` line ends, as :mod:`csv` writes them).
     """
     names = _metric_names(rows, None)
     lead_names, lead_values = _lead_columns(rows, lead)
     header = [*lead_names, "model", "split", "method", "dataset", "macro", "n", "n_models"]
     header += [f"{m}_{part}" for m in names for part in ("mean", "ci_low", "ci_high", "n")]
-    with Path(path).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for row, extra in zip(rows, lead_values):
-            line = [*extra, row.model, row.split, row.method, row.dataset, row.macro, row.n,
-                    row.n_models]
-            for name in names:
-                summary = row.metrics.get(name)
-                line += (
-                    [summary.mean, summary.ci_low, summary.ci_high, summary.n]
-                    if summary
-                    else ["", "", "", ""]
-                )
-            writer.writerow(line)
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(header)
+    for row, extra in zip(rows, lead_values):
+        line = [*extra, row.model, row.split, row.method, row.dataset, row.macro, row.n,
+                row.n_models]
+        for name in names:
+            summary = row.metrics.get(name)
+            line += (
+                [summary.mean, summary.ci_low, summary.ci_high, summary.n]
+                if summary
+                else ["", "", "", ""]
+            )
+        writer.writerow(line)
+    return handle.getvalue()
+
+
+def to_csv(rows: Sequence[AggregateRow], path: str | Path, *, lead: Lead = None) -> None:
+    """Write :func:`csv_text` of the rows to ``path``.
+
+    Args:
+        rows (Sequence[AggregateRow]): output of :func:`aggregate`.
+        path (str | Path): the file to (over)write, atomically (see
+            :func:`cxr_attrib.outputs.write_files`).
+        lead (Mapping[str, Sequence] | None): extra leading columns, name -> one value
+            per row (e.g. a rank). Default: None.
+    """
+    write_files({path: csv_text(rows, lead=lead).encode("utf-8")})
 
 
 def to_json(rows: Sequence[AggregateRow], path: str | Path) -> None:
@@ -363,10 +382,10 @@ def to_json(rows: Sequence[AggregateRow], path: str | Path) -> None:
 
     Args:
         rows (Sequence[AggregateRow]): output of :func:`aggregate`.
-        path (str | Path): the file to (over)write.
+        path (str | Path): the file to (over)write, atomically.
     """
     document = {"schema_version": _SCHEMA_VERSION, "rows": [row.to_dict() for row in rows]}
-    Path(path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_files({path: (json.dumps(document, indent=2) + "\n").encode("utf-8")})
 
 
 def read_json(path: str | Path) -> list[AggregateRow]:

@@ -66,20 +66,24 @@ class RegionMetrics:
         return asdict(self)
 
 
-def as_boxes(boxes: object, *, name: str = "boxes") -> BoxArray:
+def as_boxes(boxes: object, *, name: str = "boxes", allow_inverted: bool = True) -> BoxArray:
     """Validate boxes and return the ones with positive area.
 
     Args:
         boxes (array-like): (N, 4) ``x1, y1, x2, y2`` with exclusive ends, or a flat
             length-4 box, or an empty sequence.
         name (str): how error messages call them. Default: ``"boxes"``.
+        allow_inverted (bool): drop boxes with ``x2 < x1`` or ``y2 < y1`` like
+            zero-area ones; False makes them an error (ground truth, where swapped
+            corners or width / height boxes are a data bug). Default: True.
 
     Returns:
         BoxArray: (M, 4) float64, ``M <= N``: the boxes with ``x2 > x1`` and
         ``y2 > y1``, in input order.
 
     Raises:
-        DataError: wrong shape or non-finite coordinates.
+        DataError: wrong shape, non-finite coordinates, or (``allow_inverted=False``)
+            an inverted box.
 
     Examples::
 
@@ -105,6 +109,13 @@ def as_boxes(boxes: object, *, name: str = "boxes") -> BoxArray:
     if not np.isfinite(array).all():
         raise DataError(
             f"{name} must have finite coordinates; received NaN or infinity in {array.tolist()}."
+        )
+    inverted = np.flatnonzero((array[:, 2] < array[:, 0]) | (array[:, 3] < array[:, 1]))
+    if inverted.size and not allow_inverted:
+        row = int(inverted[0])
+        raise DataError(
+            f"{name} row {row} is inverted: {array[row].tolist()} has x2 < x1 or y2 < y1; boxes are "
+            "(x1, y1, x2, y2) corners with x2 >= x1 and y2 >= y1 (convert (x, y, width, height) first)."
         )
     keep = (array[:, 2] > array[:, 0]) & (array[:, 3] > array[:, 1])
     return array[keep]

@@ -22,24 +22,30 @@ Two independent parts, each run when its inputs are given:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 
 from cxr_attrib.adapter import Adapter, Query
-from cxr_attrib.errors import DataError
+from cxr_attrib.errors import DataError, check_choice
 from cxr_attrib.frames import ResizePad
+from cxr_attrib.perturb import check_fill
 from cxr_attrib.result import Attribution
 from cxr_attrib.scoring.boxes import heatmap_to_boxes
-from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, faithfulness
+from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, _check_count, _check_fraction, faithfulness
 from cxr_attrib.scoring.localisation import as_boxes, energy, pointing_game, region_metrics
 from cxr_attrib.typing import BoxArray, GreyImage
 
-__all__ = ["Scores", "score"]
+__all__ = ["ScoreWarning", "Scores", "score"]
 
 Regions = Literal["auto", "heatmap", "boxes"]
+
+
+class ScoreWarning(UserWarning):
+    """Scores that were computed but may not mean what they seem (see ``Scores.warnings``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +76,9 @@ class Scores:
             frame, exclusive ends); empty when localisation was not scored.
         curves (Curves | None): the deletion / insertion curves.
         region_drop (RegionDrop | None): the random-region comparison.
+        warnings (tuple[str, ...]): what makes these scores doubtful, e.g. faithfulness
+            measured with a model other than the one that made the result (also
+            issued as a :class:`ScoreWarning`).
     """
 
     METRICS: ClassVar[tuple[str, ...]] = (
@@ -100,6 +109,7 @@ class Scores:
     pred_boxes: tuple[tuple[float, float, float, float], ...] = ()
     curves: Curves | None = None
     region_drop: RegionDrop | None = None
+    warnings: tuple[str, ...] = ()
 
     def as_row(self) -> dict[str, Any]:
         """A flat row for :func:`~cxr_attrib.scoring.aggregate.aggregate`.
@@ -241,10 +251,18 @@ def score(
         (0.41, 0.18)
     """
     meta = attribution.meta
+    check_choice(regions, get_args(Regions), what="region source", argument="regions")
+    if model is not None:  # every faithfulness option is checked before the model loads
+        check_fill(fill)
+        _check_count("steps", steps, 1)
+        _check_count("n_random", n_random, 1)
+        _check_fraction(fraction)
+        if batch_size is not None:
+            _check_count("batch_size", batch_size, 1)
     height, width = _input_shape(attribution)
     values: dict[str, Any] = {}
     if ground_truth is not None:
-        gt = as_boxes(ground_truth, name="ground_truth")
+        gt = as_boxes(ground_truth, name="ground_truth", allow_inverted=False)
         frame = ResizePad(height, width, meta.working_size)
         pred = _predicted_boxes(attribution, frame, regions)
         values.update(region_metrics(pred, gt).to_dict())
@@ -274,6 +292,13 @@ def _faithfulness(
     from cxr_attrib.models import load_adapter
 
     adapter = load_adapter(model)
+    notes = ()
+    if adapter.name != attribution.meta.model:
+        notes = (
+            f"faithfulness was measured with model {adapter.name!r}, but the attribution was made with "
+            f"{attribution.meta.model!r} (meta.model); its curves say nothing about that model's answer",
+        )
+        warnings.warn(notes[0], ScoreWarning, stacklevel=3)
     pixels = attribution.image if image is None else np.asarray(image)
     if pixels is None:
         raise DataError(
@@ -285,7 +310,7 @@ def _faithfulness(
     frame = ResizePad(shape[0], shape[1], adapter.working_size)
     ranking = _ranking_map(attribution, frame)
     if ranking is None:
-        return {}
+        return {"warnings": notes}
     curves, drop = faithfulness(
         adapter, frame.image_to_working(pixels), query or _query(attribution), ranking,
         content_mask=frame.content_mask(), **options,
@@ -301,4 +326,5 @@ def _faithfulness(
         "beats_random": drop.beats_random,
         "curves": curves,
         "region_drop": drop,
+        "warnings": notes,
     }

@@ -21,7 +21,7 @@ from cxr_attrib.benchmark import Benchmark, Sample
 from cxr_attrib.errors import DataError
 from cxr_attrib.filtering import CounterfactualProvider, Counterfactuals
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.targets import finding_question
+from cxr_attrib.targets import finding_question, validate_mode
 from .evaluation import HELD_OUT_SEED_START
 from .findings import DISPLAY_NAMES, FINDINGS, Case, make_case
 
@@ -51,7 +51,11 @@ def phantom_sample(seed: int, finding: str, *, size: int = 224, mode: str = "dir
 
     Returns:
         Sample: input frame = the (size, size) phantom; boxes exact, exclusive ends.
+
+    Raises:
+        TargetError: an unknown mode (the message lists the modes).
     """
+    mode = validate_mode(mode)
     case = _case(seed, finding, size)
     return Sample(
         id=f"phantom/{mode}/{finding}/{seed}",

@@ -7,7 +7,9 @@ from typing import Any
 
 import click
 
-from cxr_attrib.cli import console
+from rich.text import Text
+
+from cxr_attrib.cli import console, plain
 from cxr_attrib.hookspecs import hookimpl
 
 from .demo import DEMO_SEED, run_demo
@@ -30,9 +32,11 @@ def register_commands(cli: Any) -> None:
         """Attribute an embedded model's answer on a phantom X-ray with a known finding."""
         run = run_demo(out, model=model, method=method, finding=finding, seed=DEMO_SEED if seed is None else seed)
         result = run.result
-        console.print(f"question: {result.meta.question}")
-        console.print(f"model {result.meta.model} answered [bold]{result.answer.strip()}[/]; "
-                      f"method {result.meta.method} took {result.meta.wall_time_s:.2f} s, passes {dict(result.meta.passes)}")
+        console.print(plain(f"question: {result.meta.question}"))
+        console.print(Text.assemble(
+            plain(f"model {result.meta.model} answered "), plain(result.answer.strip(), "bold"),
+            plain(f"; method {result.meta.method} took {result.meta.wall_time_s:.2f} s, "
+                  f"passes {dict(result.meta.passes)}")))
         console.print(f"ground-truth box {tuple(round(v) for v in run.ground_truth)}; "
                       f"IoU {run.iou:.2f}, peak inside the box: {run.pointing_game}")
-        console.print(f"wrote {run.image_path}, {run.overlay_path}, {run.json_path}")
+        console.print(plain(f"wrote {run.image_path}, {run.overlay_path}, {run.json_path}"))

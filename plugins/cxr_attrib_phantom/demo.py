@@ -7,12 +7,14 @@ scores the attribution against the finding's exact box (known by construction).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from cxr_attrib.api import attribute
+from cxr_attrib.outputs import check_outputs, write_files
 from .benchmark import HELD_OUT_START, phantom_sample
 from cxr_attrib.result import Attribution
 from cxr_attrib.scoring.score import score
@@ -62,15 +64,16 @@ def run_demo(
         seed: phantom seed (held-out seeds start at 10,000,000). Default: :data:`DEMO_SEED`.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     sample = phantom_sample(seed, finding)
     pixels = sample.load_image()
     image_path = out / "phantom.png"
-    Image.fromarray(pixels).save(image_path)
-    result = attribute(model, image_path, sample.question, method=method)
     overlay_path, json_path = out / "overlay.png", out / "result.json"
-    result.save(overlay_path)
-    result.save(json_path)
+    check_outputs([image_path, overlay_path, json_path])
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    write_files({image_path: buffer.getvalue()})
+    result = attribute(model, image_path, sample.question, method=method)
+    result.save(overlay_path, json_path)
     scores = score(result, sample.boxes)
     return DemoResult(
         result=result,

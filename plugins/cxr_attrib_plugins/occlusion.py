@@ -57,8 +57,8 @@ class Occlusion(Method):
         baseline = torch.from_numpy(baseline_image(original, request.params["fill"]))[None]
         mask = torch.from_numpy(tile_mask(request.size, tiles))[None]
         with torch.no_grad():
-            drop = FeatureAblation(relative_logprob).attribute(
-                original_t, baselines=baseline, feature_mask=mask, perturbations_per_eval=batch_size
+            drop = FeatureAblation(relative_logprob).attribute(  # a batch never exceeds the work
+                original_t, baselines=baseline, feature_mask=mask, perturbations_per_eval=min(batch_size, tiles**2)
             )
         heat = drop[0].numpy().astype(np.float32)
         return MethodOutput(heatmap=heat, unit="drop of target log-prob (nats)", info={"tiles": tiles})
