@@ -369,6 +369,10 @@ def test_report_command_refuses_mixed_runs_and_non_stores(tmp_path):
     result = _report_cli("report", folder, "--rank-by", "nope", "--format", "json")
     assert result.exit_code == 1 and "rank_by='nope'" in result.output
     assert not (tmp_path / "o").exists()
+    (tmp_path / "busy" / "report.html").mkdir(parents=True)  # a folder where the page goes
+    result = _report_cli("report", folder, "--out", tmp_path / "busy")
+    assert result.exit_code == 1 and "report.html" in result.output
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["report.html"]  # nothing written
     (tmp_path / "file").write_text("x")
     result = _report_cli("report", folder, "--out", tmp_path / "file" / "sub", "--format", "json")
     assert result.exit_code == 1
