@@ -122,6 +122,31 @@ class Benchmark(ABC):
         """Yield the samples of ``split`` (all splits when None), optionally only
         those verified for ``model`` (a registry key)."""
 
+    def sample(self, sample_id: str, *, split: str | None = None) -> Sample:
+        """The sample whose :attr:`Sample.id` is ``sample_id``.
+
+        This default scans :meth:`samples`; benchmarks whose ids encode how to build
+        the sample (e.g. a generator seed) override it with a direct lookup.
+
+        Args:
+            sample_id (str): a stable id, as stored by a leaderboard.
+            split (str | None): the split to search; None = all. Default: None.
+
+        Returns:
+            Sample: the sample with that id.
+
+        Raises:
+            DataError: no sample has that id.
+        """
+        for sample in self.samples(split=split):
+            if sample.id == sample_id:
+                return sample
+        where = "any split" if split is None else f"split {split!r}"
+        raise DataError(
+            f"benchmark {self.name!r} has no sample with id {sample_id!r} in {where}; "
+            "was the store written from another version or layout of the benchmark?"
+        )
+
     def counterfactual_provider(self) -> CounterfactualProvider | None:
         """The exact counterfactuals this benchmark makes for its samples, or None.
 

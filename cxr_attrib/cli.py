@@ -20,6 +20,7 @@ from rich.text import Text
 
 from . import __version__
 from .errors import CxrAttribError
+from .leaderboard.report_command import report_command
 
 console = Console()
 err_console = Console(stderr=True)
@@ -303,6 +304,7 @@ from .leaderboard.cli import COMMANDS as _LEADERBOARD_COMMANDS  # noqa: E402 (ne
 
 for _command in _LEADERBOARD_COMMANDS:
     cli.add_command(_command)
+cli.add_command(report_command)
 
 
 def main(argv: list[str] | None = None) -> None:

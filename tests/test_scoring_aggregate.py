@@ -231,3 +231,19 @@ def test_rich_table():
     console = Console(file=io.StringIO(), width=120)
     console.print(table)
     assert "30.0 [20.0, 40.0]" in console.file.getvalue()
+
+
+def test_writers_take_lead_columns_and_treat_names_as_text(tmp_path):
+    row = AggregateRow("<b>[red]x|y\nz", "direct", "m", "d", n=1,
+                       metrics={"iou": MetricSummary(30.0, 20.0, 40.0, 1)})
+    markdown = to_markdown([row], lead={"rank": [3]})
+    assert markdown.splitlines()[0] == "| rank | model | split | method | dataset | n | iou |"
+    assert markdown.splitlines()[1] == "|---:|---|---|---|---|---:|---:|"
+    assert markdown.splitlines()[2].startswith("| 3 | &lt;b&gt;[red]x\\|y z | direct |")
+    console = Console(file=io.StringIO(), width=200)
+    console.print(to_rich_table([row], lead={"rank": [3]}, title="[bold]t"))
+    assert "[red]x|y" in console.file.getvalue() and "[bold]t" in console.file.getvalue()
+    to_csv([row], tmp_path / "a.csv", lead={"rank": [3]})
+    assert (tmp_path / "a.csv").read_text().splitlines()[0].startswith("rank,model,split,")
+    with pytest.raises(DataError, match="lead column 'rank' has 2 values for 1 rows"):
+        to_markdown([row], lead={"rank": [1, 2]})

@@ -28,15 +28,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import html
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from cxr_attrib.errors import DataError
@@ -49,9 +51,11 @@ __all__ = [
     "MetricSummary",
     "AggregateRow",
     "aggregate",
+    "csv_text",
     "to_csv",
     "to_json",
     "read_json",
+    "read_versioned_json",
     "to_markdown",
     "to_rich_table",
 ]
@@ -66,6 +70,9 @@ MACRO_MODEL = "macro"
 """The ``model`` value of macro-average rows."""
 
 _SCHEMA_VERSION = 1
+T = TypeVar("T")
+Lead = Mapping[str, Sequence[object]] | None
+"""Extra leading columns of a writer: name -> one value per row (e.g. a rank)."""
 _MAX_DRAWS = 1 << 22  # resampled values held in memory at once
 
 
@@ -309,25 +316,43 @@ def _metric_names(rows: Sequence[AggregateRow], metrics: Sequence[str] | None) -
     return list(names)
 
 
-def to_csv(rows: Sequence[AggregateRow], path: str | Path) -> None:
-    """Write rows as CSV, one line per row, four columns per metric.
+def _lead_columns(rows: Sequence[AggregateRow], lead: Lead) -> tuple[list[str], list[list[object]]]:
+    """Names of the extra leading columns and, per row, their values."""
+    lead = lead or {}
+    for name, values in lead.items():
+        if len(values) != len(rows):
+            raise DataError(
+                f"lead column {name!r} has {len(values)} values for {len(rows)} rows; "
+                "give one value per row."
+            )
+    return list(lead), [[values[i] for values in lead.values()] for i in range(len(rows))]
 
-    Columns: ``model, split, method, dataset, macro, n, n_models`` then, per metric
-    ``m``: ``m_mean, m_ci_low, m_ci_high, m_n`` (blank when the row lacks ``m``).
+
+def csv_text(rows: Sequence[AggregateRow], *, lead: Lead = None) -> str:
+    """Rows as CSV text, one line per row, four columns per metric.
+
+    Columns: the ``lead`` columns, ``model, split, method, dataset, macro, n, n_models``
+    then, per metric ``m``: ``m_mean, m_ci_low, m_ci_high, m_n`` (blank when the row
+    lacks ``m``).
 
     Args:
         rows (Sequence[AggregateRow]): output of :func:`aggregate`.
-        path (str | Path): the file to (over)write, atomically (see
-            :func:`cxr_attrib.outputs.write_files`).
+        lead (Mapping[str, Sequence] | None): extra leading columns, name -> one value
+            per row (e.g. a rank). Default: None.
+
+    Returns:
+        str: the CSV document (``\\r\\n`` line ends, as :mod:`csv` writes them).
     """
     names = _metric_names(rows, None)
-    header = ["model", "split", "method", "dataset", "macro", "n", "n_models"]
+    lead_names, lead_values = _lead_columns(rows, lead)
+    header = [*lead_names, "model", "split", "method", "dataset", "macro", "n", "n_models"]
     header += [f"{m}_{part}" for m in names for part in ("mean", "ci_low", "ci_high", "n")]
     handle = io.StringIO(newline="")
     writer = csv.writer(handle)
     writer.writerow(header)
-    for row in rows:
-        line = [row.model, row.split, row.method, row.dataset, row.macro, row.n, row.n_models]
+    for row, extra in zip(rows, lead_values):
+        line = [*extra, row.model, row.split, row.method, row.dataset, row.macro, row.n,
+                row.n_models]
         for name in names:
             summary = row.metrics.get(name)
             line += (
@@ -336,7 +361,20 @@ def to_csv(rows: Sequence[AggregateRow], path: str | Path) -> None:
                 else ["", "", "", ""]
             )
         writer.writerow(line)
-    write_files({path: handle.getvalue().encode("utf-8")})
+    return handle.getvalue()
+
+
+def to_csv(rows: Sequence[AggregateRow], path: str | Path, *, lead: Lead = None) -> None:
+    """Write :func:`csv_text` of the rows to ``path``.
+
+    Args:
+        rows (Sequence[AggregateRow]): output of :func:`aggregate`.
+        path (str | Path): the file to (over)write, atomically (see
+            :func:`cxr_attrib.outputs.write_files`).
+        lead (Mapping[str, Sequence] | None): extra leading columns, name -> one value
+            per row (e.g. a rank). Default: None.
+    """
+    write_files({path: csv_text(rows, lead=lead).encode("utf-8")})
 
 
 def to_json(rows: Sequence[AggregateRow], path: str | Path) -> None:
@@ -362,15 +400,37 @@ def read_json(path: str | Path) -> list[AggregateRow]:
     Raises:
         DataError: the file is not such a document.
     """
+    return read_versioned_json(
+        path,
+        _SCHEMA_VERSION,
+        lambda document: [AggregateRow.from_dict(row) for row in document["rows"]],
+        "an aggregate JSON file written by to_json; re-run the aggregation",
+    )
+
+
+def read_versioned_json(
+    path: str | Path, version: int, build: Callable[[dict[str, Any]], T], what: str
+) -> T:
+    """Parse a JSON document carrying ``"schema_version": version`` with ``build``.
+
+    Args:
+        path (str | Path): the file.
+        version (int): the only schema version accepted.
+        build (Callable): document -> object; may raise KeyError, TypeError, ValueError.
+        what (str): what the file should be, for the error message.
+
+    Raises:
+        DataError: unreadable file, invalid JSON, another version or a malformed
+            document, naming ``path`` and ``what``.
+    """
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
-        if document.get("schema_version") != _SCHEMA_VERSION:
+        if document.get("schema_version") != version:
             raise ValueError(f"schema_version {document.get('schema_version')!r}")
-        return [AggregateRow.from_dict(row) for row in document["rows"]]
+        return build(document)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise DataError(
-            f"{path}: expected an aggregate JSON file (schema_version {_SCHEMA_VERSION}) "
-            f"written by to_json; could not read it ({error}). Re-run the aggregation."
+            f"{path}: expected {what} (schema_version {version}); could not read it ({error})."
         ) from None
 
 
@@ -381,25 +441,35 @@ def _cell(summary: MetricSummary | None) -> str:
 
 
 def _table_rows(
-    rows: Sequence[AggregateRow], metrics: Sequence[str] | None
-) -> tuple[list[str], list[list[str]]]:
+    rows: Sequence[AggregateRow], metrics: Sequence[str] | None, lead: Lead
+) -> tuple[list[str], list[list[str]], list[bool]]:
+    """Header, cells and, per column, whether it is text (left-aligned, the names)."""
     names = _metric_names(rows, metrics)
-    header = ["model", "split", "method", "dataset", "n", *names]
+    lead_names, lead_values = _lead_columns(rows, lead)
+    header = [*lead_names, "model", "split", "method", "dataset", "n", *names]
     body = [
-        [row.model, row.split, row.method, row.dataset, str(row.n)]
+        [*(str(value) for value in extra), row.model, row.split, row.method, row.dataset,
+         str(row.n)]
         + [_cell(row.metrics.get(name)) for name in names]
-        for row in rows
+        for row, extra in zip(rows, lead_values)
     ]
-    return header, body
+    return header, body, [False] * len(lead_names) + [True] * 4 + [False] * (len(names) + 1)
 
 
-def to_markdown(rows: Sequence[AggregateRow], metrics: Sequence[str] | None = None) -> str:
+def to_markdown(
+    rows: Sequence[AggregateRow], metrics: Sequence[str] | None = None, *, lead: Lead = None
+) -> str:
     """A GitHub-flavoured markdown table, cells ``mean [ci_low, ci_high]`` in percent.
+
+    Names are text, never markup: ``&``, ``<`` and ``>`` are written as HTML
+    entities, ``|`` is escaped and line breaks become spaces.
 
     Args:
         rows (Sequence[AggregateRow]): output of :func:`aggregate`.
         metrics (Sequence[str] | None): columns to show, in order; None = every metric
             present, in order of first appearance. Default: None.
+        lead (Mapping[str, Sequence] | None): extra leading columns, name -> one value
+            per row. Default: None.
 
     Returns:
         str: the table, one line per row, ending with a newline.
@@ -413,11 +483,15 @@ def to_markdown(rows: Sequence[AggregateRow], metrics: Sequence[str] | None = No
         |---|---|---|---|---:|---:|
         | a | direct | m | d | 2 | 30.0 [20.0, 40.0] |
     """
-    header, body = _table_rows(rows, metrics)
-    align = ["---"] * 4 + ["---:"] * (len(header) - 4)
+    header, body, text_columns = _table_rows(rows, metrics, lead)
+    align = ["---" if is_text else "---:" for is_text in text_columns]
+
+    def text(cell: str) -> str:
+        flat = " ".join(cell.splitlines())
+        return html.escape(flat, quote=False).replace("|", "\\|")
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(text(c) for c in cells) + " |"
 
     lines = [line(header), "|" + "|".join(align) + "|", *(line(cells) for cells in body)]
     return "\n".join(lines) + "\n"
@@ -428,22 +502,27 @@ def to_rich_table(
     metrics: Sequence[str] | None = None,
     *,
     title: str | None = None,
+    lead: Lead = None,
 ) -> Table:
     """A rich table of the rows (macro rows in bold), for the terminal.
+
+    Cells are text: rich markup in a name (``[red]``) is shown, not interpreted.
 
     Args:
         rows (Sequence[AggregateRow]): output of :func:`aggregate`.
         metrics (Sequence[str] | None): columns to show; None = all present.
             Default: None.
-        title (str | None): table title. Default: None.
+        title (str | None): table title (text, not markup). Default: None.
+        lead (Mapping[str, Sequence] | None): extra leading columns, name -> one value
+            per row. Default: None.
 
     Returns:
         rich.table.Table: print it with ``rich.console.Console().print(table)``.
     """
-    header, body = _table_rows(rows, metrics)
-    table = Table(title=title)
-    for position, name in enumerate(header):
-        table.add_column(name, justify="right" if position >= 4 else "left")
+    header, body, text_columns = _table_rows(rows, metrics, lead)
+    table = Table(title=None if title is None else rich_escape(title))
+    for name, is_text in zip(header, text_columns):
+        table.add_column(rich_escape(name), justify="left" if is_text else "right")
     for row, cells in zip(rows, body):
-        table.add_row(*cells, style="bold" if row.macro else None)
+        table.add_row(*(rich_escape(c) for c in cells), style="bold" if row.macro else None)
     return table

@@ -99,6 +99,23 @@ class PhantomBench(Benchmark):
                 finding = FINDINGS[i % len(FINDINGS)]
                 yield phantom_sample(self.start + i, finding, size=self.size, mode=mode)
 
+    def sample(self, sample_id: str, *, split: str | None = None) -> Sample:
+        """Rebuild the sample ``phantom/<mode>/<finding>/<seed>`` from its id alone.
+
+        Raises:
+            DataError: the id is not of that form, names an unknown finding or mode, or
+                its mode differs from ``split``.
+        """
+        parts = sample_id.split("/")
+        valid = (len(parts) == 4 and parts[0] == "phantom" and parts[1] in ("direct", "reasoning")
+                 and parts[2] in FINDINGS and parts[3].isdigit())
+        if not valid or (split is not None and parts[1] != split):
+            raise DataError(
+                f"{sample_id!r} is not a phantom sample id of split {split or 'direct|reasoning'}; "
+                f"expected phantom/<direct|reasoning>/<{'|'.join(FINDINGS)}>/<seed>"
+            )
+        return phantom_sample(int(parts[3]), parts[2], size=self.size, mode=parts[1])
+
     def counterfactual_provider(self) -> PhantomCounterfactuals:
         """The phantom's exact counterfactuals (``cxr-attrib filter --benchmark phantom``)."""
         return PhantomCounterfactuals()
