@@ -204,7 +204,9 @@ def test_a_raising_method_fails_only_its_unit(tmp_path, registered_plugin):
     failed = [u for u in units if not u.ok]
     assert len(units) == 3 * 3 and len(failed) == 1  # nodule, mass, effusion x (boom, center, whole_image)
     assert failed[0].method == "boom" and failed[0].sample.finding == "mass"
-    assert failed[0].error == "RuntimeError: boom on the mass sample" and "attribute" in failed[0].traceback
+    # the error names the method and its plugin, then the method's own exception
+    assert failed[0].error.startswith("MethodFailedError: method 'boom' (from plugin ")
+    assert "RuntimeError: boom on the mass sample" in failed[0].error and "attribute" in failed[0].traceback
     assert failed[0].metrics == {} and all(u.metrics["iou"] is not None for u in units if u.ok)
 
 

@@ -26,8 +26,8 @@ from cxr_attrib.benchmark import Sample
 from cxr_attrib.filtering import causal_filter
 from cxr_attrib.frames import ResizePad
 from cxr_attrib.imageio import load_image
-from cxr_attrib.models import clear_adapter_cache, load_adapter, with_attentions
-from cxr_attrib.registry import get_benchmark, get_method
+from cxr_attrib.models import clear_adapter_cache, load_adapter
+from cxr_attrib.registry import get_benchmark
 from cxr_attrib.scoring import Scores, score
 from cxr_attrib.targets import build_prompt
 
@@ -271,16 +271,14 @@ def run_shard(
         store (Store): the shard's store, opened for writing.
         shard (Shard): this process's shard (written into ``worker``).
         plans (list[ModelPlan]): from :func:`plan_models`.
-        options (LoadOptions | None): model loading options; eager attention is
-            switched on when a method needs attentions, so each model loads once.
+        options (LoadOptions | None): model loading options (attention methods switch
+            eager attention on for their own forwards, so each model loads once).
         advance (Advance): progress callback.
 
     Returns:
         RunStats: counts and timings.
     """
     options = options or LoadOptions()
-    if any(get_method(m).needs_attentions for m in config.methods):
-        options = with_attentions(options)
     stats = RunStats()
     runner = _ModelRun(config, store, worker_id(shard), stats, advance)
     for plan in plans:
