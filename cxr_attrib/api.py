@@ -27,8 +27,9 @@ from .targets import Mode, build_prompt, validate_span_policy
 
 __all__ = ["DEFAULT_METHOD", "attribute", "finish_result"]
 
-DEFAULT_METHOD = "occlusion"
-"""The method ``attribute()`` and ``cxr-attrib attribute`` use when none is named."""
+DEFAULT_METHOD = "medfocus"
+"""The method ``attribute()`` and ``cxr-attrib attribute`` use when none is named (the paper's
+concept-based causal attribution, docs/methods/medfocus.md)."""
 
 ImageSource = Any  # path, bytes, PIL image, numpy array or LoadedImage
 

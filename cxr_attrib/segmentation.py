@@ -33,30 +33,12 @@ import numpy.typing as npt
 import torch
 
 from .errors import ModelLoadError
+from .pools import mask_box
 from .typing import WorkingImage
 
-__all__ = ["BoxSegmenter", "Segmentation", "load_segmenter", "mask_box"]
+__all__ = ["BoxSegmenter", "Segmentation", "load_segmenter"]
 
 Box = tuple[float, float, float, float]
-
-
-def mask_box(mask: npt.NDArray[np.bool_]) -> Box | None:
-    """Tight exclusive-end box ``(x1, y1, x2, y2)`` of the True pixels of an (H, W) mask.
-
-    Returns:
-        The box in the mask's pixel frame, or None when the mask is empty.
-
-    Example::
-
-        >>> m = np.zeros((5, 6), bool); m[1:3, 2:5] = True
-        >>> mask_box(m)
-        (2.0, 1.0, 5.0, 3.0)
-    """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
 @dataclass(frozen=True)

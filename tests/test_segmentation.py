@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 
 from cxr_attrib.errors import ModelLoadError
-from cxr_attrib.segmentation import BoxSegmenter, load_segmenter, mask_box
+from cxr_attrib.pools import mask_box
+from cxr_attrib.segmentation import BoxSegmenter, load_segmenter
 from cxr_attrib.testing import tiny_sam
 
 BOXES = [(20.0, 30.0, 110.0, 150.0), (120.0, 40.0, 200.0, 190.0), (60.0, 60.0, 160.0, 120.0)]
@@ -99,15 +98,3 @@ def test_unreadable_folders_are_clear_errors(tmp_path):
 
 def test_load_segmenter_loads_a_folder_once(tiny_sam_dir):
     assert load_segmenter(tiny_sam_dir) is load_segmenter(str(tiny_sam_dir))
-
-
-@given(st.integers(1, 12), st.integers(1, 12), st.data())
-def test_mask_box_is_the_tight_exclusive_box(h, w, data):
-    mask = np.array(data.draw(st.lists(st.lists(st.booleans(), min_size=w, max_size=w), min_size=h, max_size=h)))
-    box = mask_box(mask)
-    if not mask.any():
-        assert box is None
-        return
-    x1, y1, x2, y2 = map(int, box)
-    assert mask[y1:y2, x1:x2].sum() == mask.sum()
-    assert mask[y1].any() and mask[y2 - 1].any() and mask[:, x1].any() and mask[:, x2 - 1].any()
