@@ -1,0 +1,25 @@
+"""MedFocus: concept-based causal attribution (concept transfer by unbalanced OT).
+
+Public pieces: :func:`transfer_concepts` maps a concept pool's 11 anatomical masks
+onto a working-frame image and returns a :class:`ConceptTransfer`;
+:class:`TransferCache` keeps finished transfers by content hash.
+"""
+
+from .cache import TransferCache, default_cache
+from .transfer import TRANSFER_DEFAULTS, ConceptTransfer, check_transfer_params, members, transfer_concepts
+from .transport import GridMeasure, NoSupportError, UOTResult, grid_measure, solve_uot
+
+__all__ = [
+    "TRANSFER_DEFAULTS",
+    "ConceptTransfer",
+    "GridMeasure",
+    "NoSupportError",
+    "TransferCache",
+    "UOTResult",
+    "default_cache",
+    "grid_measure",
+    "members",
+    "check_transfer_params",
+    "solve_uot",
+    "transfer_concepts",
+]
