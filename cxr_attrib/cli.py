@@ -16,6 +16,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import CxrAttribError
+from .pool_cli import pool
 
 console = Console()
 err_console = Console(stderr=True)
@@ -192,6 +193,9 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     console.print(table)
     flag = " (approximate counterfactuals)" if any(r.approximate for r in records) else ""
     console.print(f"kept {sum(kept.values())} of {len(records)} items{flag}; wrote {out}")
+
+cli.add_command(pool)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cxr-attrib`` console script."""

@@ -15,6 +15,7 @@ __all__ = [
     "UnknownMethodError",
     "UnknownModelError",
     "UnknownBenchmarkError",
+    "UnknownPoolError",
     "DuplicateNameError",
     "PluginError",
     "MethodContractError",
@@ -77,6 +78,12 @@ class UnknownBenchmarkError(UnknownNameError):
     """A benchmark name that no plugin registered."""
 
     kind = "benchmark"
+
+
+class UnknownPoolError(UnknownNameError):
+    """A concept-pool name that no plugin registered."""
+
+    kind = "pool"
 
 
 class DuplicateNameError(CxrAttribError):

@@ -41,6 +41,7 @@ from .adapter import Adapter
 from .benchmark import Sample
 from .errors import DataError
 from .frames import ResizePad
+from .paths import ensure_outside_data
 from .targets import Mode, Verdict, build_prompt, parse_yes_no, validate_mode
 from .typing import GreyImage
 
@@ -446,14 +447,6 @@ def causal_filter(
         )
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
 def write_records(
     records: Iterable[FilterRecord],
     path: str | os.PathLike,
@@ -475,17 +468,7 @@ def write_records(
     Raises:
         DataError: ``path`` lies inside a data root or a protected folder.
     """
-    target = Path(path).expanduser().resolve()
-    roots = [Path(p).expanduser().resolve() for p in protected]
-    data_root = os.environ.get("CXR_ATTRIB_DATA", "").strip()
-    if data_root:
-        roots.append(Path(data_root).expanduser().resolve())
-    for root in roots:
-        if _inside(target, root):
-            raise DataError(
-                f"refusing to write filter records to {target}: it is inside the data folder {root}, "
-                "which is never written to; choose an output path elsewhere"
-            )
+    target = ensure_outside_data(path, protected=protected, what="filter records")
     rows = [record.to_dict() for record in records]
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)

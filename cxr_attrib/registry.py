@@ -34,8 +34,10 @@ from .errors import (
     UnknownBenchmarkError,
     UnknownMethodError,
     UnknownNameError,
+    UnknownPoolError,
 )
 from .method import Method
+from .pools import ConceptPool
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -51,6 +53,8 @@ __all__ = [
     "model_cards",
     "benchmarks",
     "get_benchmark",
+    "pools",
+    "get_pool",
 ]
 
 ENTRY_POINT_GROUP = "cxr_attrib"
@@ -66,7 +70,7 @@ class PluginInfo:
         distribution (str | None): the distribution shipping it; None when registered
             directly in Python.
         version (str | None): that distribution's version.
-        registered (dict[str, list[str]]): kind ("methods", "models", "benchmarks")
+        registered (dict[str, list[str]]): kind ("methods", "models", "benchmarks", "pools")
             -> names it registered.
         errors (list[PluginError]): everything that went wrong with it.
     """
@@ -107,6 +111,10 @@ def _check_benchmark(obj: Any) -> str | None:
     return None if isinstance(obj, Benchmark) else f"{obj!r} is not a cxr_attrib.benchmark.Benchmark"
 
 
+def _check_pool(obj: Any) -> str | None:
+    return None if isinstance(obj, ConceptPool) else f"{obj!r} is not a cxr_attrib.pools.ConceptPool"
+
+
 @dataclass(frozen=True)
 class _Kind:
     hook: str
@@ -119,6 +127,7 @@ _KINDS = {
     "methods": _Kind("register_methods", "method", _check_method, lambda obj: getattr(obj, "name", "")),
     "models": _Kind("register_adapters", "model", _check_card, lambda obj: getattr(obj, "key", "")),
     "benchmarks": _Kind("register_benchmarks", "benchmark", _check_benchmark, lambda obj: getattr(obj, "name", "")),
+    "pools": _Kind("register_pools", "pool", _check_pool, lambda obj: getattr(obj, "name", "")),
 }
 
 
@@ -326,3 +335,17 @@ def get_benchmark(name: str) -> Benchmark:
         UnknownBenchmarkError: listing the registered names and the closest matches.
     """
     return _lookup("benchmarks", name, UnknownBenchmarkError)
+
+
+def pools() -> Mapping[str, ConceptPool]:
+    """Registered concept pools by name (sorted); their images are read lazily."""
+    return _registry("pools")
+
+
+def get_pool(name: str) -> ConceptPool:
+    """The concept pool registered as ``name``.
+
+    Raises:
+        UnknownPoolError: listing the registered names and the closest matches.
+    """
+    return _lookup("pools", name, UnknownPoolError)

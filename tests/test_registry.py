@@ -42,7 +42,7 @@ def test_builtin_methods_come_from_entry_points():
     assert {"occlusion", "whole_image", "center"} <= names
     by_plugin = {i.name: i for i in registry.plugin_report()}
     assert by_plugin["priors"].distribution == "cxr-attrib"
-    assert by_plugin["priors"].registered["methods"] == ["center", "whole_image"]
+    assert by_plugin["priors"].registered["methods"] == ["anatomy_prior", "center", "whole_image"]
 
 
 def test_unknown_method_lists_closest_names():

@@ -33,7 +33,7 @@ from cxr_attrib.segmentation import BoxSegmenter, load_segmenter
 from .cache import TransferCache
 from .decision import NORMALISATIONS, concept_heatmap, decide, region_scores
 from .interventions import SHAPES, concept_regions, measure_drops
-from .transfer import ConceptTransfer, transfer_concepts, transfer_params
+from .transfer import ConceptTransfer, check_transfer_params, transfer_concepts
 from .transport import NoSupportError
 
 __all__ = ["MedFocus"]
@@ -76,9 +76,9 @@ def _settings(request: MethodRequest) -> _Settings:
         baseline = baseline_image(np.asarray(request.image, dtype=np.float32), params["fill"])
     except ValueError as err:
         raise MethodParameterError(f"medfocus: fill: {err}") from err
-    transfer = transfer_params(
-        selection=params["selection"], transfer=params["transfer"], epsilon=params["epsilon"],
-        marginal=params["marginal"], mass_quantile=params["mass_quantile"], size=request.size,
+    transfer = check_transfer_params(
+        {key: params[key] for key in ("selection", "transfer", "epsilon", "marginal", "mass_quantile")},
+        request.size,
     )
     shape = _choice(params, "shape", SHAPES)
     normalise = _choice(params, "normalise", NORMALISATIONS)
