@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,6 +99,15 @@ class BoxSegmenter:
                 f"sam={os.fspath(path)!r} is not a readable SAM checkpoint folder: expected a folder with "
                 "config.json, the weights and the processor config (as written by save_pretrained), "
                 "e.g. a local copy of a MedSAM ViT-B checkpoint."
+            )
+        try:
+            model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError) as err:
+            raise ModelLoadError(f"sam={os.fspath(path)!r}: config.json is not a JSON object ({err}).") from err
+        if model_type != "sam":
+            raise ModelLoadError(
+                f"sam={os.fspath(path)!r} holds a {model_type!r} model; expected a SAM checkpoint "
+                "(config.json model_type 'sam', e.g. MedSAM ViT-B)."
             )
         try:
             model = SamModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)

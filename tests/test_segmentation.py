@@ -89,6 +89,12 @@ def test_an_empty_best_mask_keeps_the_prompt_box():
 def test_unreadable_folders_are_clear_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="sam=.*not a readable SAM checkpoint folder"):
         BoxSegmenter.from_folder(tmp_path / "missing")
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    with pytest.raises(ModelLoadError, match="holds a 'qwen2_5_vl' model; expected a SAM checkpoint"):
+        BoxSegmenter.from_folder(tmp_path)
+    (tmp_path / "config.json").write_text("not json")
+    with pytest.raises(ModelLoadError, match="config.json is not a JSON object"):
+        BoxSegmenter.from_folder(tmp_path)
     (tmp_path / "config.json").write_text('{"model_type": "sam"}')
     with pytest.raises(ModelLoadError, match="cannot load a SAM model"):
         BoxSegmenter.from_folder(tmp_path)
