@@ -33,7 +33,7 @@ from cxr_attrib.segmentation import BoxSegmenter, load_segmenter
 from .cache import TransferCache
 from .decision import NORMALISATIONS, concept_heatmap, decide, region_scores
 from .interventions import SHAPES, concept_regions, measure_drops
-from .transfer import ConceptTransfer, check_transfer_params, transfer_concepts
+from .transfer import TRANSFER_DEFAULTS, ConceptTransfer, check_transfer_params, transfer_concepts
 from .transport import NoSupportError
 
 __all__ = ["MedFocus"]
@@ -76,10 +76,7 @@ def _settings(request: MethodRequest) -> _Settings:
         baseline = baseline_image(np.asarray(request.image, dtype=np.float32), params["fill"])
     except ValueError as err:
         raise MethodParameterError(f"medfocus: fill: {err}") from err
-    transfer = check_transfer_params(
-        {key: params[key] for key in ("selection", "transfer", "epsilon", "marginal", "mass_quantile")},
-        request.size,
-    )
+    transfer = check_transfer_params({key: params[key] for key in TRANSFER_DEFAULTS}, request.size)
     shape = _choice(params, "shape", SHAPES)
     normalise = _choice(params, "normalise", NORMALISATIONS)
     pool = get_pool(params["pool"])
@@ -119,11 +116,7 @@ class MedFocus(Method):
     output = "concepts"
     defaults = MappingProxyType({
         "pool": "phantom",
-        "selection": "cost",
-        "transfer": "mass",
-        "epsilon": 0.05,
-        "marginal": 0.1,
-        "mass_quantile": 0.75,
+        **TRANSFER_DEFAULTS,
         "shape": "box",
         "fill": "zero",
         "tau": 0.75,
