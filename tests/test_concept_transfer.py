@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import ot
+import torch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -348,3 +349,11 @@ def test_pool_images_of_any_size_are_resize_padded_into_the_working_frame():
                                transfer_grid=28, cache=TransferCache())
     ious = [_iou(result.boxes[c], mask_box(phantom.masks[c])) for c in ("left_lung", "right_lung", "cardiac_silhouette")]
     assert min(ious) >= 0.85, ious
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_backend_on_the_gpu_gives_the_numpy_plan():
+    a, b = _small_problem()
+    on_gpu = solve_uot(a, b, device="cuda")
+    assert on_gpu.backend.startswith("torch:cuda")
+    assert np.allclose(on_gpu.plan, solve_uot(a, b).plan, rtol=1e-9)

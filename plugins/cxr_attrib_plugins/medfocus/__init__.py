@@ -6,7 +6,14 @@ onto a working-frame image and returns a :class:`ConceptTransfer`;
 """
 
 from .cache import TransferCache, default_cache
-from .transfer import TRANSFER_DEFAULTS, ConceptTransfer, check_transfer_params, members, transfer_concepts
+from .transfer import (
+    TRANSFER_DEFAULTS,
+    ConceptTransfer,
+    check_transfer_params,
+    members,
+    transfer_concepts,
+    transfer_params,
+)
 from .transport import GridMeasure, NoSupportError, UOTResult, grid_measure, solve_uot
 
 __all__ = [
@@ -22,4 +29,5 @@ __all__ = [
     "check_transfer_params",
     "solve_uot",
     "transfer_concepts",
+    "transfer_params",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "check_transfer_params",
     "members",
     "transfer_concepts",
+    "transfer_params",
 ]
 
 Box = tuple[float, float, float, float]
@@ -160,6 +161,17 @@ def check_transfer_params(params: Mapping[str, Any], size: int = 224) -> dict[st
     for name in ("epsilon", "marginal", "mass_quantile", "tol"):
         p[name] = float(p[name])
     return p
+
+
+def transfer_params(*, size: int = 224, **params: Any) -> dict[str, Any]:
+    """Keyword form of :func:`check_transfer_params` (the dict feeds ``transfer_concepts(**...)``).
+
+    Examples::
+
+        >>> transfer_params(selection="objective", size=224)["selection"]
+        'objective'
+    """
+    return check_transfer_params(params, size)
 
 
 def transfer_concepts(
