@@ -29,7 +29,7 @@ import cxr_attrib_plugins.medfocus.transfer as transfer_module
 from cxr_attrib_phantom import generate_phantom
 from cxr_attrib_phantom.pool import phantom_pool
 from cxr_attrib_plugins.medfocus import TransferCache, grid_measure, solve_uot, transfer_concepts
-from cxr_attrib_plugins.medfocus.transfer import pool_grids
+from cxr_attrib_plugins.medfocus.grids import pool_grids
 
 
 def timed(call: Callable[[], object], repeat: int) -> tuple[float, object]:

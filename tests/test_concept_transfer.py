@@ -19,7 +19,7 @@ from cxr_attrib.pools import CONCEPTS, ConceptPool, PoolReference, mask_box
 from cxr_attrib.scoring.localisation import region_metrics
 from cxr_attrib_phantom import generate_phantom, make_case
 from cxr_attrib_plugins.medfocus import NoSupportError, TransferCache, transfer_concepts
-from cxr_attrib_plugins.medfocus.transfer import _quantile_cells, members
+from cxr_attrib_plugins.medfocus.transfer import _cells_to_mask, _quantile_cells, members
 from cxr_attrib_plugins.medfocus.transport import (
     GridMeasure,
     cell_edges,
@@ -165,6 +165,32 @@ def test_quantile_cells_are_the_fewest_carrying_the_share():
     assert sorted(_quantile_cells(mass, 0.7).tolist()) == [1, 3]
     assert sorted(_quantile_cells(mass, 1.0).tolist()) == [0, 1, 3, 4]  # never a zero-mass cell
     assert _quantile_cells(np.zeros(3), 0.75).size == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=30), st.floats(0.01, 1.0))
+def test_quantile_cells_reach_the_share_and_no_cell_can_go(values, quantile):
+    mass = np.asarray(values)
+    kept = _quantile_cells(mass, quantile)
+    total = mass.sum()
+    if total == 0:
+        assert kept.size == 0
+        return
+    assert mass[kept].sum() >= quantile * total * (1 - 1e-9)
+    assert mass[kept].sum() - mass[kept].min() < quantile * total * (1 + 1e-9)  # minimal
+    assert (mass[kept] > 0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.sets(st.integers(0, 39 * 40 + 39), min_size=1, max_size=20))
+def test_cell_masks_tile_the_frame_and_box_on_cell_edges(grid, flat):
+    cells = np.array(sorted(c for c in flat if c < grid * grid) or [0])
+    mask = _cells_to_mask(cells, grid, 224)
+    edges = cell_edges(224, grid)
+    rows, cols = np.divmod(cells, grid)
+    assert mask_box(mask) == (edges[cols.min()], edges[rows.min()], edges[cols.max() + 1], edges[rows.max() + 1])
+    widths = np.diff(edges)
+    assert mask.sum() == sum(widths[r] * widths[c] for r, c in zip(rows, cols))
 
 
 def test_identity_transfer_returns_every_exact_box():

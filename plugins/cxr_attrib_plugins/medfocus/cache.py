@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
