@@ -383,3 +383,18 @@ def test_torch_backend_on_the_gpu_gives_the_numpy_plan():
     on_gpu = solve_uot(a, b, device="cuda")
     assert on_gpu.backend.startswith("torch:cuda")
     assert np.allclose(on_gpu.plan, solve_uot(a, b).plan, rtol=1e-9)
+
+
+def test_memory_cache_drops_the_least_recently_used(tiny_pool):
+    cache = TransferCache(max_entries=2)
+    images = [generate_phantom(seed).image for seed in (4, 5, 6)]
+    first = transfer_concepts(images[0], tiny_pool, transfer_grid=14, cache=cache)
+    transfer_concepts(images[1], tiny_pool, transfer_grid=14, cache=cache)
+    assert transfer_concepts(images[0], tiny_pool, transfer_grid=14, cache=cache) is first  # now most recent
+    transfer_concepts(images[2], tiny_pool, transfer_grid=14, cache=cache)  # drops images[1]
+    assert len(cache) == 2 and cache.misses == 3
+    assert transfer_concepts(images[0], tiny_pool, transfer_grid=14, cache=cache) is first
+    transfer_concepts(images[1], tiny_pool, transfer_grid=14, cache=cache)
+    assert cache.misses == 4
+    with pytest.raises(DataError, match="max_entries"):
+        TransferCache(max_entries=0)
