@@ -79,7 +79,7 @@ def test_write_then_load_round_trips_lazily(pool_dir: Path, monkeypatch):
     assert np.abs(loaded.image - original.image).max() <= 0.5 / 255 + 1e-6
     for name in CONCEPTS:
         assert np.array_equal(loaded.masks[name], original.masks[name])
-    assert pool[1] is loaded and len(reads) == 12  # read once
+    assert pool[1] is loaded and len(reads) == 12  # kept, not read again
 
 
 def test_fingerprint_follows_the_manifest(pool_dir: Path, tmp_path: Path):
