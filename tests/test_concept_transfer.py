@@ -398,3 +398,17 @@ def test_memory_cache_drops_the_least_recently_used(tiny_pool):
     assert cache.misses == 4
     with pytest.raises(DataError, match="max_entries"):
         TransferCache(max_entries=0)
+
+
+def test_pool_references_are_read_and_prepared_once_per_pool():
+    phantom = generate_phantom(8)
+    reads = []
+
+    def load(index):
+        reads.append(index)
+        return PoolReference(f"r{index}", phantom.image, phantom.masks)
+
+    pool = ConceptPool("counted", ["r0", "r1"], load, "counted-v1")
+    for seed in (9, 10):
+        transfer_concepts(generate_phantom(seed).image, pool, transfer_grid=28, cache=TransferCache())
+    assert sorted(reads) == [0, 1]

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["TransferCache", "default_cache"]
 
 _FORMAT = "cxr-attrib-concept-transfer"
-_VERSION = 1
+_VERSION = 1  # bump when the transfer's results change, so old disk entries are not reused
 
 
 class TransferCache:
@@ -71,11 +71,11 @@ class TransferCache:
 
     @staticmethod
     def key(image: npt.NDArray[np.float32], pool: ConceptPool, params: dict[str, Any]) -> str:
-        """Hex SHA-256 of the image bytes and shape, the pool and the parameters."""
+        """Hex SHA-256 of the image bytes and shape, the pool, the parameters and the format version."""
         digest = hashlib.sha256()
         pixels = np.ascontiguousarray(image, dtype=np.float32)
         digest.update(repr(pixels.shape).encode() + pixels.tobytes())
-        digest.update(json.dumps([pool.name, pool.fingerprint, params], sort_keys=True).encode())
+        digest.update(json.dumps([_FORMAT, _VERSION, pool.name, pool.fingerprint, params], sort_keys=True).encode())
         return digest.hexdigest()
 
     def get(self, key: str) -> ConceptTransfer | None:
