@@ -2,8 +2,8 @@
 
 A pool's references are resize-padded into the working frame once per (pool content,
 frame size), and measured on each grid once per (pool content, frame size, grid); the
-results are kept for the life of the process, so every image after the first pays
-only for its own transport.
+results are kept (for the last :data:`KEEP_POOLS` pools), so every image after the
+first pays only for its own transport.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cxr_attrib.pools import CONCEPTS, ConceptPool, PoolError
 
 from .transport import GridMeasure, NoSupportError, downsample, grid_measure
 
-__all__ = ["ReferenceGrid", "pool_grids"]
+__all__ = ["KEEP_POOLS", "ReferenceGrid", "pool_grids"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +41,9 @@ class ReferenceGrid:
         """``(S, S)`` bool mask of concept ``k`` in the working frame (half covered or more)."""
         return _binary(self.working[k])
 
+
+KEEP_POOLS = 8
+"""Prepared (pool, frame size) pairs kept; the oldest is dropped first."""
 
 _GRIDS: dict[tuple[str, str, int, int], tuple[ReferenceGrid, ...]] = {}
 _WORKING: dict[tuple[str, str, int], tuple[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]], ...]] = {}
@@ -73,6 +76,7 @@ def pool_grids(pool: ConceptPool, size: int, grid: int) -> tuple[ReferenceGrid, 
             coverage = np.stack([downsample(plane, grid).ravel()[measure.cells] for plane in working])
             grids.append(ReferenceGrid(measure, coverage, working))
         _GRIDS[key] = tuple(grids)
+        _forget_oldest(_GRIDS, 2 * KEEP_POOLS)
     return _GRIDS[key]
 
 
@@ -87,7 +91,14 @@ def _working_references(pool: ConceptPool, size: int) -> tuple[tuple[npt.NDArray
             working.setflags(write=False)
             prepared.append((frame.image_to_working(ref.image), working))
         _WORKING[key] = tuple(prepared)
+        _forget_oldest(_WORKING, KEEP_POOLS)
     return _WORKING[key]
+
+
+def _forget_oldest(store: dict, keep: int) -> None:
+    """Drop the oldest entries (dicts keep insertion order) beyond ``keep``."""
+    while len(store) > keep:
+        store.pop(next(iter(store)))
 
 
 def _binary(coverage: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
