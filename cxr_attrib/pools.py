@@ -41,6 +41,7 @@ from .paths import ensure_outside_data
 __all__ = [
     "CONCEPTS",
     "COMPOSITES",
+    "KEEP_READ",
     "MANIFEST",
     "POOL_FORMAT",
     "ConceptPool",
@@ -81,6 +82,9 @@ MANIFEST = "manifest.json"
 
 POOL_FORMAT = "cxr-attrib-concept-pool"
 """Value of the manifest's ``format`` field."""
+
+KEEP_READ = 4
+"""How many read references a :class:`ConceptPool` keeps in memory."""
 
 _VERSION = 1
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -165,8 +169,10 @@ class ConceptPool(Sequence[PoolReference]):
     Args:
         name (str): registry name, lower case letters, digits, ``_`` and ``-``.
         ids (Sequence[str]): reference ids, unique, at least one.
-        load (Callable[[int], PoolReference]): reads reference ``i``; called at most
-            once per index (results are kept).
+        load (Callable[[int], PoolReference]): reads reference ``i``; the
+            :data:`KEEP_READ` most recently read references are kept, so a pool of
+            large radiographs never sits in memory whole (concept transfer keeps its
+            own small working-frame copies).
         fingerprint (str): identifies the pool's content (a hash of the manifest, or of
             the generator's seeds); part of every cache key built on this pool.
         source (str): where the pool comes from, for messages. Default: the name.
@@ -188,7 +194,7 @@ class ConceptPool(Sequence[PoolReference]):
         self.ids = ids
         self.fingerprint = str(fingerprint)
         self.source = source or name
-        self._load = lru_cache(maxsize=None)(load)
+        self._load = lru_cache(maxsize=KEEP_READ)(load)
 
     @classmethod
     def from_references(cls, name: str, references: Iterable[PoolReference]) -> ConceptPool:

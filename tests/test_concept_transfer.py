@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import ot
+import torch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from cxr_attrib.pools import CONCEPTS, ConceptPool, PoolReference, mask_box
 from cxr_attrib.scoring.localisation import region_metrics
 from cxr_attrib_phantom import generate_phantom, make_case
 from cxr_attrib_plugins.medfocus import NoSupportError, TransferCache, transfer_concepts
-from cxr_attrib_plugins.medfocus.transfer import _quantile_cells, members
+from cxr_attrib_plugins.medfocus.transfer import _cells_to_mask, _quantile_cells, members
 from cxr_attrib_plugins.medfocus.transport import (
     GridMeasure,
     cell_edges,
@@ -164,6 +165,32 @@ def test_quantile_cells_are_the_fewest_carrying_the_share():
     assert sorted(_quantile_cells(mass, 0.7).tolist()) == [1, 3]
     assert sorted(_quantile_cells(mass, 1.0).tolist()) == [0, 1, 3, 4]  # never a zero-mass cell
     assert _quantile_cells(np.zeros(3), 0.75).size == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=30), st.floats(0.01, 1.0))
+def test_quantile_cells_reach_the_share_and_no_cell_can_go(values, quantile):
+    mass = np.asarray(values)
+    kept = _quantile_cells(mass, quantile)
+    total = mass.sum()
+    if total == 0:
+        assert kept.size == 0
+        return
+    assert mass[kept].sum() >= quantile * total * (1 - 1e-9)
+    assert mass[kept].sum() - mass[kept].min() < quantile * total * (1 + 1e-9)  # minimal
+    assert (mass[kept] > 0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.sets(st.integers(0, 39 * 40 + 39), min_size=1, max_size=20))
+def test_cell_masks_tile_the_frame_and_box_on_cell_edges(grid, flat):
+    cells = np.array(sorted(c for c in flat if c < grid * grid) or [0])
+    mask = _cells_to_mask(cells, grid, 224)
+    edges = cell_edges(224, grid)
+    rows, cols = np.divmod(cells, grid)
+    assert mask_box(mask) == (edges[cols.min()], edges[rows.min()], edges[cols.max() + 1], edges[rows.max() + 1])
+    widths = np.diff(edges)
+    assert mask.sum() == sum(widths[r] * widths[c] for r, c in zip(rows, cols))
 
 
 def test_identity_transfer_returns_every_exact_box():
@@ -348,3 +375,40 @@ def test_pool_images_of_any_size_are_resize_padded_into_the_working_frame():
                                transfer_grid=28, cache=TransferCache())
     ious = [_iou(result.boxes[c], mask_box(phantom.masks[c])) for c in ("left_lung", "right_lung", "cardiac_silhouette")]
     assert min(ious) >= 0.85, ious
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_backend_on_the_gpu_gives_the_numpy_plan():
+    a, b = _small_problem()
+    on_gpu = solve_uot(a, b, device="cuda")
+    assert on_gpu.backend.startswith("torch:cuda")
+    assert np.allclose(on_gpu.plan, solve_uot(a, b).plan, rtol=1e-9)
+
+
+def test_memory_cache_drops_the_least_recently_used(tiny_pool):
+    cache = TransferCache(max_entries=2)
+    images = [generate_phantom(seed).image for seed in (4, 5, 6)]
+    first = transfer_concepts(images[0], tiny_pool, transfer_grid=14, cache=cache)
+    transfer_concepts(images[1], tiny_pool, transfer_grid=14, cache=cache)
+    assert transfer_concepts(images[0], tiny_pool, transfer_grid=14, cache=cache) is first  # now most recent
+    transfer_concepts(images[2], tiny_pool, transfer_grid=14, cache=cache)  # drops images[1]
+    assert len(cache) == 2 and cache.misses == 3
+    assert transfer_concepts(images[0], tiny_pool, transfer_grid=14, cache=cache) is first
+    transfer_concepts(images[1], tiny_pool, transfer_grid=14, cache=cache)
+    assert cache.misses == 4
+    with pytest.raises(DataError, match="max_entries"):
+        TransferCache(max_entries=0)
+
+
+def test_pool_references_are_read_and_prepared_once_per_pool():
+    phantom = generate_phantom(8)
+    reads = []
+
+    def load(index):
+        reads.append(index)
+        return PoolReference(f"r{index}", phantom.image, phantom.masks)
+
+    pool = ConceptPool("counted", ["r0", "r1"], load, "counted-v1")
+    for seed in (9, 10):
+        transfer_concepts(generate_phantom(seed).image, pool, transfer_grid=28, cache=TransferCache())
+    assert sorted(reads) == [0, 1]

@@ -79,7 +79,7 @@ def test_write_then_load_round_trips_lazily(pool_dir: Path, monkeypatch):
     assert np.abs(loaded.image - original.image).max() <= 0.5 / 255 + 1e-6
     for name in CONCEPTS:
         assert np.array_equal(loaded.masks[name], original.masks[name])
-    assert pool[1] is loaded and len(reads) == 12  # read once
+    assert pool[1] is loaded and len(reads) == 12  # kept, not read again
 
 
 def test_fingerprint_follows_the_manifest(pool_dir: Path, tmp_path: Path):
@@ -290,3 +290,20 @@ def test_phantom_masks_build_a_pool_that_round_trips(tmp_path: Path):
     folder = write_pool(tmp_path / "p", "one", [PoolReference("p5", phantom.image, phantom.masks)])
     loaded = load_pool(folder)[0]
     assert all(np.array_equal(loaded.masks[c], phantom.masks[c]) for c in CONCEPTS)
+
+
+def test_cli_builds_from_scene_graphs_with_an_id_list(tmp_path: Path):
+    graphs, images = tmp_path / "graphs", tmp_path / "images"
+    graphs.mkdir()
+    images.mkdir()
+    for image_id in ("n1", "n2", "sick"):
+        _scene_graph(graphs / f"{image_id}_SceneGraph.json", image_id,
+                     {c: (1.0 + k, 2.0, 9.0 + k, 20.0) for k, c in enumerate(CONCEPTS)})
+        Image.fromarray(np.full((32, 24), 120, np.uint8)).save(images / f"{image_id}.png")
+    (tmp_path / "normal.txt").write_text("n2\nn1\n\n")
+    out = tmp_path / "pool"
+    result = CliRunner().invoke(cli, ["pool", "build", "--from-scene-graphs", str(graphs), "--images", str(images),
+                                      "--ids", str(tmp_path / "normal.txt"), "--name", "ig", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    pool = load_pool(out)
+    assert pool.ids == ("n2", "n1") and mask_box(pool[0].masks["left_lung"]) == (2.0, 2.0, 10.0, 20.0)

@@ -8,7 +8,14 @@ measures the drop, :mod:`.decision` picks the winner or the whole image).
 """
 
 from .cache import TransferCache, default_cache
-from .transfer import TRANSFER_DEFAULTS, ConceptTransfer, check_transfer_params, members, transfer_concepts
+from .transfer import (
+    TRANSFER_DEFAULTS,
+    ConceptTransfer,
+    check_transfer_params,
+    members,
+    transfer_concepts,
+    transfer_params,
+)
 from .transport import GridMeasure, NoSupportError, UOTResult, grid_measure, solve_uot
 
 __all__ = [
@@ -24,4 +31,5 @@ __all__ = [
     "check_transfer_params",
     "solve_uot",
     "transfer_concepts",
+    "transfer_params",
 ]

@@ -30,12 +30,12 @@ import torch
 from scipy import ndimage
 
 from cxr_attrib.errors import MethodParameterError
-from cxr_attrib.frames import ResizePad
-from cxr_attrib.pools import COMPOSITES, CONCEPTS, ConceptPool, PoolError, mask_box
+from cxr_attrib.pools import COMPOSITES, CONCEPTS, ConceptPool, mask_box
 from cxr_attrib.typing import WorkingImage
 
 from .cache import TransferCache, default_cache
-from .transport import GridMeasure, NoSupportError, cell_edges, check_uot_params, downsample, grid_measure, solve_uot
+from .grids import ReferenceGrid, pool_grids
+from .transport import GridMeasure, cell_edges, check_uot_params, grid_measure, solve_uot
 
 __all__ = [
     "TRANSFER_DEFAULTS",
@@ -45,6 +45,7 @@ __all__ = [
     "check_transfer_params",
     "members",
     "transfer_concepts",
+    "transfer_params",
 ]
 
 Box = tuple[float, float, float, float]
@@ -162,6 +163,17 @@ def check_transfer_params(params: Mapping[str, Any], size: int = 224) -> dict[st
     return p
 
 
+def transfer_params(*, size: int = 224, **params: Any) -> dict[str, Any]:
+    """Keyword form of :func:`check_transfer_params` (the dict feeds ``transfer_concepts(**...)``).
+
+    Examples::
+
+        >>> transfer_params(selection="objective", size=224)["selection"]
+        'objective'
+    """
+    return check_transfer_params(params, size)
+
+
 def transfer_concepts(
     image: WorkingImage,
     pool: ConceptPool | str,
@@ -261,10 +273,12 @@ def _transfer(pixels: npt.NDArray[np.float32], pool: ConceptPool, params: dict[s
     reference = pool_grids(pool, size, params["transfer_grid"])[chosen]
     target = grid_measure(pixels, params["transfer_grid"])
     run = solve_uot(reference.measure, target, device=device, **solve)
+    info: dict[str, Any] = {"params": params, "selection_solver": runs[chosen].info(), "transfer_solver": run.info()}
     if params["transfer"] == "mass":
         found = _mass_masks(reference.coverage @ run.plan, target, params["mass_quantile"], size)
     else:
         itself = solve_uot(target, target, device=device, **solve)
+        info["self_solver"] = itself.info()
         found = _warp_masks(reference, target, run.plan, itself.plan, size)
     boxes, masks, untransferred = {}, {}, []
     for k, concept in enumerate(CONCEPTS):
@@ -275,14 +289,11 @@ def _transfer(pixels: npt.NDArray[np.float32], pool: ConceptPool, params: dict[s
         mask.setflags(write=False)
         masks[concept] = mask
         boxes[concept] = mask_box(mask)
-    info = {
-        "params": params,
-        "selection_solver": runs[chosen].info(),
-        "transfer_solver": run.info(),
+    info.update({
         "support": {"select": int(coarse.cells.size), "transfer": int(target.cells.size),
                     "reference": int(reference.measure.cells.size)},
         "untransferred": untransferred,
-    }
+    })
     return ConceptTransfer(pool.name, chosen, pool.ids[chosen], MappingProxyType(boxes),
                            MappingProxyType(masks), run.cost, scores, MappingProxyType(info))
 
@@ -355,68 +366,3 @@ def _cells_to_mask(cells: npt.NDArray[np.intp], grid: int, size: int) -> npt.NDA
     on[cells] = True
     index = np.searchsorted(cell_edges(size, grid), np.arange(size), side="right") - 1
     return on.reshape(grid, grid)[index[:, None], index[None, :]]
-
-
-@dataclass(frozen=True, eq=False)
-class ReferenceGrid:
-    """One pool reference prepared for transport on one grid (working frame of side S).
-
-    Attributes:
-        measure (GridMeasure): the reference image's measure.
-        coverage (np.ndarray): ``(11, N)`` float64, fraction of each support cell that
-            each concept's mask covers (rows in :data:`CONCEPTS` order).
-        working (np.ndarray): ``(11, S, S)`` float32, each concept's mask resize-padded
-            into the working frame (bilinear, so edge pixels hold partial coverage).
-    """
-
-    measure: GridMeasure
-    coverage: npt.NDArray[np.float64]
-    working: npt.NDArray[np.float32]
-
-    def working_mask(self, k: int) -> npt.NDArray[np.bool_]:
-        """``(S, S)`` bool mask of concept ``k`` in the working frame (half covered or more)."""
-        return _binary(self.working[k])
-
-
-_GRIDS: dict[tuple[str, str, int, int], tuple[ReferenceGrid, ...]] = {}
-
-
-def pool_grids(pool: ConceptPool, size: int, grid: int) -> tuple[ReferenceGrid, ...]:
-    """Every reference of ``pool`` on a grid, computed once per (pool content, S, grid).
-
-    Args:
-        pool (ConceptPool): the pool.
-        size (int): working-frame side ``S``.
-        grid (int): cells per side.
-
-    Returns:
-        tuple[ReferenceGrid, ...]: one per reference, in pool order.
-    """
-    key = (pool.name, pool.fingerprint, size, grid)
-    if key not in _GRIDS:
-        grids = []
-        for ref in pool:
-            try:
-                grids.append(_reference_grid(ref.image, ref.masks, size, grid))
-            except NoSupportError as exc:
-                raise PoolError(f"pool {pool.name!r} ({pool.source}): reference {ref.id!r} cannot be "
-                                f"used: {exc}") from None
-        _GRIDS[key] = tuple(grids)
-    return _GRIDS[key]
-
-
-def _reference_grid(image: np.ndarray, masks: Mapping[str, np.ndarray], size: int, grid: int) -> ReferenceGrid:
-    frame = ResizePad.for_image(image, size)
-    measure = grid_measure(frame.image_to_working(image), grid)
-    working = np.stack([frame.image_to_working(masks[c].astype(np.float32)) for c in CONCEPTS])
-    coverage = np.stack([downsample(plane, grid).ravel()[measure.cells] for plane in working])
-    working.setflags(write=False)
-    return ReferenceGrid(measure, coverage, working)
-
-
-def _binary(coverage: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
-    """A resize-padded mask back to bool (>= half covered; its strongest pixel if none is)."""
-    mask = coverage >= 0.5
-    if not mask.any():
-        mask = coverage >= coverage.max()
-    return mask

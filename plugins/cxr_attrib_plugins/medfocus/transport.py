@@ -8,9 +8,9 @@ their squared distance in grid cells divided by the 90th percentile of all
 support-to-support squared distances, so ``epsilon`` is relative to the image's
 extent. :func:`solve_uot` calls POT's ``ot.unbalanced.sinkhorn_unbalanced`` with the
 negative-entropy regulariser (``reg_type="entropy"``; POT's default ``"kl"`` solves
-another problem) and KL marginal penalties ``marginal`` on both sides; a
-log-domain (stabilised) solver runs when ``epsilon`` is small. With ``device`` set
-the solve runs on POT's torch backend on that device.
+another problem) and KL marginal penalties ``marginal`` on both sides; POT's
+log-domain (stabilised) solver also runs when ``epsilon`` is small or the scaling
+solver fails. With ``device`` set the solve runs on POT's torch backend there.
 """
 
 from __future__ import annotations
@@ -248,9 +248,9 @@ def solve_uot(
         max_iter (int): Sinkhorn iterations at most. Default: 500.
         tol (float): stop when the scalings change by less (relative). Default: 1e-6.
         solver (str): ``"sinkhorn"`` (scaling), ``"sinkhorn_stabilized"`` (log-domain)
-            or ``"auto"``: the scaling solver, or the log-domain one when ``epsilon``
-            < 0.02; when that first solve does not converge cleanly the other runs too
-            and the plan with the lower objective is kept. Default: "auto".
+            or ``"auto"``: for ``epsilon`` >= 0.02 the scaling solver, plus the
+            log-domain one when it does not converge cleanly; below 0.02 both. When
+            two run, the plan with the lower objective is kept. Default: "auto".
         device (str | torch.device | None): run on POT's torch backend on this device
             (float64); None runs NumPy. Default: None.
 
@@ -277,8 +277,9 @@ def solve_uot(
     if first == "sinkhorn" and result.converged:
         return result
     # POT's log-domain unbalanced solver can drift once it absorbs its scalings (POT
-    # issue 711), and the scaling solver can overflow at small epsilon: run the other
-    # one too and keep the plan with the lower objective (the problem is convex).
+    # issue 711), even to a plan it reports as converged, and the scaling solver can
+    # overflow at small epsilon: run the other one too and keep the plan with the
+    # lower objective (the problem is convex, the better plan is the closer one).
     other = _attempt(*arrays, epsilon, marginal, "sinkhorn" if first != "sinkhorn" else
                      "sinkhorn_stabilized", max_iter, tol, backend)
     return min((result, other), key=lambda r: r.objective if math.isfinite(r.objective) else math.inf)
