@@ -12,6 +12,7 @@ from cxr_attrib.api import DEFAULT_METHOD
 from cxr_attrib.errors import CxrAttribError, DataError, MethodParameterError, ModelLoadError, UnknownPoolError
 from cxr_attrib.filtering import box_mask
 from cxr_attrib.frames import ResizePad
+from cxr_attrib.perturb import baseline_image
 from cxr_attrib.pools import COMPOSITES, CONCEPTS
 from cxr_attrib.registry import get_method
 from cxr_attrib.segmentation import load_segmenter
@@ -197,6 +198,29 @@ def test_mask_shaped_interventions_fill_the_mask_not_the_box(wired_qwen, fake_tr
     masked = attribute(wired_qwen, image, Q, answer=ANSWER, **KEEP, shape="mask")
     assert boxed.concepts["mediastinum"].score > 1e-3
     assert masked.concepts["mediastinum"].score < 1e-5 and masked.meta.info["fallback"]
+
+
+@pytest.mark.parametrize("fill", ["zero", "mean", "blur", 0.5])
+def test_each_intervention_fills_exactly_its_region_with_the_baseline(wired_qwen, fake_transfer, monkeypatch, fill):
+    transfer = fake_transfer({"left_lung": LEFT, "right_lung": RIGHT, "cardiac_silhouette": (10.0, 20.0, 50.0, 90.0)})
+    batches = []
+    score = wired_qwen.score
+
+    def spy(images, query, **options):
+        batches.append(images)
+        return score(images, query, **options)
+
+    monkeypatch.setattr(wired_qwen, "score", spy)
+    pixels = np.random.default_rng(7).integers(40, 255, size=(224, 224), dtype=np.uint8)
+    attribute(wired_qwen, pixels, Q, answer=ANSWER, fill=fill)
+    (images,) = batches
+    working = pixels.astype(np.float32) / 255.0
+    baseline = baseline_image(working, fill)
+    assert len(images) == 16 and np.array_equal(images[0], working)
+    for image, name in zip(images[1:], [*CONCEPTS, *COMPOSITES]):
+        region = box_mask(transfer.member_boxes(name), (224, 224))
+        np.testing.assert_array_equal(image[region], baseline[region])
+        np.testing.assert_array_equal(image[~region], working[~region])
 
 
 # ---------------------------------------------------------------- passes and token-level drops
