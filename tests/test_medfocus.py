@@ -328,3 +328,20 @@ def test_medfocus_conforms(family, request):
         assert set(result.concepts) == set(CONCEPTS) | set(COMPOSITES)
         assert result.meta.passes["forward_sequences"] == 16
         assert torch.isfinite(torch.tensor([c.score for c in result.concepts.values()])).all()
+
+
+def test_a_cache_folder_lets_a_second_model_reuse_the_concept_boxes(tiny_qwen_adapter, tiny_gemma_adapter, tmp_path,
+                                                                    monkeypatch):
+    from cxr_attrib_plugins.medfocus import transfer as transfer_module
+
+    pixels = np.random.default_rng(11).integers(30, 255, size=(60, 50), dtype=np.uint8)
+    first = attribute(tiny_qwen_adapter, pixels, Q, answer="Yes", cache_dir=str(tmp_path))
+    assert len(list(tmp_path.glob("*.json"))) == 1 and len(list(tmp_path.glob("*.npz"))) == 1
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("the cached transfer should have been read from the folder")
+
+    monkeypatch.setattr(transfer_module, "solve_uot", no_solve)
+    second = attribute(tiny_gemma_adapter, pixels, Q, answer="Yes", cache_dir=str(tmp_path))
+    assert {n: c.boxes for n, c in second.concepts.items()} == {n: c.boxes for n, c in first.concepts.items()}
+    assert second.meta.info["reference_id"] == first.meta.info["reference_id"]
