@@ -42,7 +42,7 @@ __all__ = ["BoxSegmenter", "Segmentation", "load_segmenter"]
 Box = tuple[float, float, float, float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Segmentation:
     """Masks and refined boxes for the N prompt boxes of one image.
 

@@ -34,7 +34,7 @@ Shape = Literal["box", "mask"]
 SHAPES: tuple[str, ...] = ("box", "mask")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Region:
     """One concept or composite as an intervention sees it.
 
@@ -107,7 +107,7 @@ def intervene(image: WorkingImage, baseline: WorkingImage, regions: Sequence[Reg
     return [np.where(region.mask, baseline, image).astype(np.float32) for region in regions]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Drops:
     """Per-token and total log-prob drops of K interventions.
 
