@@ -29,8 +29,9 @@ from .targets import Mode, build_prompt, validate_span_policy, validate_text
 
 __all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "finish_result"]
 
-DEFAULT_METHOD = "occlusion"
-"""The method ``attribute()`` and ``cxr-attrib attribute`` use when none is named."""
+DEFAULT_METHOD = "medfocus"
+"""The method ``attribute()`` and ``cxr-attrib attribute`` use when none is named (the paper's
+concept-based causal attribution, docs/methods/medfocus.md)."""
 
 NO_MODEL = "none"
 """Model reference meaning "no model": only a model-free method with a given answer runs."""

@@ -21,6 +21,7 @@ from rich.text import Text
 from . import __version__
 from .errors import CxrAttribError
 from .leaderboard.report_command import report_command
+from .pool_cli import pool
 
 console = Console()
 err_console = Console(stderr=True)
@@ -302,9 +303,8 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
 
 from .leaderboard.cli import COMMANDS as _LEADERBOARD_COMMANDS  # noqa: E402 (needs nothing from above)
 
-for _command in _LEADERBOARD_COMMANDS:
+for _command in (*_LEADERBOARD_COMMANDS, report_command, pool):
     cli.add_command(_command)
-cli.add_command(report_command)
 
 
 def main(argv: list[str] | None = None) -> None:

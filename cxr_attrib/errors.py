@@ -16,6 +16,7 @@ __all__ = [
     "UnknownModelError",
     "UnknownBenchmarkError",
     "UnknownFamilyError",
+    "UnknownPoolError",
     "DuplicateNameError",
     "PluginError",
     "PluginSelectionError",
@@ -94,6 +95,12 @@ class UnknownBenchmarkError(UnknownNameError):
     """A benchmark name that no plugin registered."""
 
     kind = "benchmark"
+
+
+class UnknownPoolError(UnknownNameError):
+    """A concept-pool name that no plugin registered."""
+
+    kind = "pool"
 
 
 class DuplicateNameError(CxrAttribError):

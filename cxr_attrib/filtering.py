@@ -41,6 +41,7 @@ from .benchmark import Sample
 from .errors import DataError
 from .frames import ResizePad
 from .outputs import check_outputs, write_files
+from .paths import ensure_outside_data
 from .targets import Mode, Verdict, build_prompt, parse_yes_no, validate_mode
 from .typing import GreyImage
 
@@ -447,14 +448,6 @@ def causal_filter(
         )
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
 def check_records_path(path: str | os.PathLike, *, protected: Iterable[str | os.PathLike] = ()) -> Path:
     """Refuse a records destination inside a data folder (run before any model work).
 
@@ -471,17 +464,7 @@ def check_records_path(path: str | os.PathLike, *, protected: Iterable[str | os.
         DataError: ``path`` lies inside a data root or a protected folder.
         OutputError: ``path`` is a folder.
     """
-    target = Path(path).expanduser().resolve()
-    roots = [Path(p).expanduser().resolve() for p in protected]
-    data_root = os.environ.get("CXR_ATTRIB_DATA", "").strip()
-    if data_root:
-        roots.append(Path(data_root).expanduser().resolve())
-    for root in roots:
-        if _inside(target, root):
-            raise DataError(
-                f"refusing to write filter records to {target}: it is inside the data folder {root}, "
-                "which is never written to; choose an output path elsewhere"
-            )
+    target = ensure_outside_data(path, protected=protected, what="filter records")
     check_outputs([target])
     return target
 

@@ -64,6 +64,17 @@ def register_tiny_models(register: Register) -> None:
 
 
 @hookspec
+def register_pools(register: Register) -> None:
+    """Register concept pools (normal images with one mask per anatomical concept).
+
+    :param register: call ``register(pool, name=None)`` with a
+        :class:`cxr_attrib.pools.ConceptPool`; the name defaults to ``pool.name``.
+        Build the pool lazily (``cxr_attrib.pools.load_pool`` reads nothing but the
+        manifest) so that loading plugins stays cheap.
+    """
+
+
+@hookspec
 def register_commands(cli: "click.Group") -> None:
     """Add sub-commands to the ``cxr-attrib`` command line.
 

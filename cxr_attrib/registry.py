@@ -37,9 +37,11 @@ from .errors import (
     UnknownFamilyError,
     UnknownMethodError,
     UnknownNameError,
+    UnknownPoolError,
 )
 from .method import Method
 from .tiny_recipe import TinyModelRecipe
+from .pools import ConceptPool
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -58,6 +60,8 @@ __all__ = [
     "get_benchmark",
     "tiny_model_recipes",
     "get_tiny_model_recipe",
+    "pools",
+    "get_pool",
 ]
 
 ENTRY_POINT_GROUP = "cxr_attrib"
@@ -73,7 +77,7 @@ class PluginInfo:
         distribution (str | None): the distribution shipping it; None when registered
             directly in Python.
         version (str | None): that distribution's version.
-        registered (dict[str, list[str]]): kind ("methods", "models", "benchmarks")
+        registered (dict[str, list[str]]): kind ("methods", "models", "benchmarks", "pools")
             -> names it registered.
         errors (list[PluginError]): everything that went wrong with it.
     """
@@ -125,6 +129,10 @@ def _check_recipe(obj: Any) -> str | None:
     return None if isinstance(obj, TinyModelRecipe) else f"{obj!r} is not a cxr_attrib.tiny_recipe.TinyModelRecipe"
 
 
+def _check_pool(obj: Any) -> str | None:
+    return None if isinstance(obj, ConceptPool) else f"{obj!r} is not a cxr_attrib.pools.ConceptPool"
+
+
 @dataclass(frozen=True)
 class _Kind:
     hook: str
@@ -139,6 +147,7 @@ _KINDS = {
     "benchmarks": _Kind("register_benchmarks", "benchmark", _check_benchmark, lambda obj: getattr(obj, "name", "")),
     "tiny_models": _Kind("register_tiny_models", "tiny-model recipe", _check_recipe,
                          lambda obj: getattr(obj, "family", "")),
+    "pools": _Kind("register_pools", "pool", _check_pool, lambda obj: getattr(obj, "name", "")),
 }
 
 
@@ -386,3 +395,17 @@ def get_tiny_model_recipe(family: str) -> TinyModelRecipe:
         UnknownFamilyError: listing the families that have one.
     """
     return _lookup("tiny_models", family, UnknownFamilyError)
+
+
+def pools() -> Mapping[str, ConceptPool]:
+    """Registered concept pools by name (sorted); their images are read lazily."""
+    return _registry("pools")
+
+
+def get_pool(name: str) -> ConceptPool:
+    """The concept pool registered as ``name``.
+
+    Raises:
+        UnknownPoolError: listing the registered names and the closest matches.
+    """
+    return _lookup("pools", name, UnknownPoolError)

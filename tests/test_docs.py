@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 
@@ -131,10 +132,15 @@ def test_docs_name_commands_and_options_that_exist():
             continue
         command = cli.commands.get(argv[0])
         assert command is not None, f"{source}: `cxr-attrib {argv[0]}` is not a command"
+        name, rest = argv[0], argv[1:]
+        if isinstance(command, click.Group) and rest and not rest[0].startswith("-"):  # e.g. `pool build`
+            sub = command.commands.get(rest[0])
+            assert sub is not None, f"{source}: `cxr-attrib {name} {rest[0]}` is not a command"
+            command, name, rest = sub, f"{name} {rest[0]}", rest[1:]
         valid = {opt for param in command.params for opt in param.opts + param.secondary_opts} | {"--help"}
-        for token in argv[1:]:
+        for token in rest:
             if re.fullmatch(r"--?[a-z][a-z-]*", token):
-                assert token in valid, f"{source}: `cxr-attrib {argv[0]}` has no option {token}"
+                assert token in valid, f"{source}: `cxr-attrib {name}` has no option {token}"
 
 
 def test_docs_name_methods_and_models_that_are_registered():

@@ -181,7 +181,7 @@ def test_registry_refuses_a_method_whose_defaults_fail_their_declaration(registe
 
 def test_cli_bad_parameter_is_one_error_line(image_file, tmp_path):
     line = _one_error_line(_cli("attribute", str(image_file), "-q", QUESTION, "-m", UNLOADABLE,
-                                "-p", "tiles=2.9", "--out", str(tmp_path / "o.png")))
+                                "--method", "occlusion", "-p", "tiles=2.9", "--out", str(tmp_path / "o.png")))
     assert line == ("Error: method 'occlusion' parameter 'tiles' = 2.9 is invalid; "
                     "expected an integer in [1, 224]")
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from cxr_attrib.errors import DataError
 from cxr_attrib.leaderboard.report import UnitResult, build_report, labeller, read_report_json, write_tables
 from cxr_attrib.leaderboard.report_html import _json_script
-from cxr_attrib.leaderboard.thumbnails import TRUTH_COLOR, pick_units, render_thumbnail, thumbnails
+from cxr_attrib.leaderboard.thumbnails import TRUTH_COLOR, pick_units, render_thumbnail
 from cxr_attrib.render import BOX_COLOR, colormap
 from cxr_attrib.scoring.aggregate import to_rich_table
 

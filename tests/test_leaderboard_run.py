@@ -36,9 +36,10 @@ from cxr_attrib_phantom.benchmark import HELD_OUT_START, phantom_sample
 BIN = Path(sys.executable).parent
 RUN = ["leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "occlusion", "-p", "occlusion.tiles=2",
        "--per-finding", "1", "--limit", "6", "--steps", "2", "--n-random", "2"]
-UNITS = 6 * 3  # six findings x (occlusion, center, whole_image)
+PRIORS = ("anatomy_prior", "center", "whole_image")  # the registered priors, always run
+UNITS = 6 * (1 + len(PRIORS))  # six findings x (occlusion and every prior)
 SMALL = ["leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "center", "--limit", "1",
-         "--steps", "2", "--n-random", "2"]  # 2 units: center, whole_image
+         "--steps", "2", "--n-random", "2"]  # one unit per prior
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -142,13 +143,20 @@ def test_three_shards_merged_equal_one_process(tmp_path, reference):
     assert_same_units(results(tmp_path / "merged.sqlite"), reference)
 
 
+def test_priors_are_every_model_free_method():
+    from cxr_attrib import registry
+
+    assert PRIORS == tuple(sorted(name for name, cls in registry.methods().items() if not cls.uses_model))
+
+
 def test_merge_reports_conflicts(tmp_path, reference_store, reference):
     b = tmp_path / "b.sqlite"
     b.write_bytes(reference_store.read_bytes())
     with sqlite3.connect(b) as db:
         db.execute("UPDATE units SET metrics = json_set(metrics, '$.iou', 0.123456) WHERE method = 'center'")
     code, output = invoke("merge", str(tmp_path / "m.sqlite"), str(reference_store), str(b))
-    assert code == 2 and "12 duplicate(s) removed, 6 conflict(s)" in output and "metrics.iou" in output
+    # every unit but the six of 'center' is a duplicate; those six conflict
+    assert code == 2 and f"{UNITS - 6} duplicate(s) removed, 6 conflict(s)" in output and "metrics.iou" in output
     kept = {u.unit_id: u for u in results(tmp_path / "m.sqlite").values()}
     assert_same_units(kept, reference)  # the first input wins
 
@@ -202,7 +210,7 @@ def test_a_raising_method_fails_only_its_unit(tmp_path, registered_plugin):
     assert code == 0, output
     units = list(results(tmp_path / "leaderboard.sqlite").values())
     failed = [u for u in units if not u.ok]
-    assert len(units) == 3 * 3 and len(failed) == 1  # nodule, mass, effusion x (boom, center, whole_image)
+    assert len(units) == 3 * (1 + len(PRIORS)) and len(failed) == 1  # nodule, mass, effusion x (boom, priors)
     assert failed[0].method == "boom" and failed[0].sample.finding == "mass"
     # the error names the method and its plugin, then the method's own exception
     assert failed[0].error.startswith("MethodFailedError: method 'boom' (from plugin ")
@@ -244,9 +252,8 @@ def test_an_image_that_does_not_load_fails_only_its_units(tmp_path, registered_p
         units = list(store.units())
         samples = store.samples()
     status = sorted((u.sample_id, u.method, u.status) for u in units)
-    assert status == [("broken/1", "center", "error"), ("broken/1", "whole_image", "error"),
-                      (good_id := phantom_sample(HELD_OUT_START, "pleural_effusion").id, "center", "ok"),
-                      (good_id, "whole_image", "ok")]
+    good_id = phantom_sample(HELD_OUT_START, "pleural_effusion").id
+    assert status == [("broken/1", prior, "error") for prior in PRIORS] + [(good_id, prior, "ok") for prior in PRIORS]
     assert {u.error for u in units if not u.ok} == {"ImageLoadError: cannot read /nowhere/x.dcm: no such file"}
     assert samples["broken/1"].image_size == (0, 0) and samples[good_id].image_size == (224, 224)
     assert {u.answer for u in units if u.ok} == {"Yes"}  # the model's own greedy answer
@@ -257,7 +264,7 @@ def test_an_image_that_does_not_load_fails_only_its_units(tmp_path, registered_p
     (["-b", "phantm", "-m", "phantom-gemma"], "unknown benchmark 'phantm'. Did you mean 'phantom'?"),
     (["-b", "phantom", "-m", "phantom-gema"], "unknown model 'phantom-gema'. Did you mean 'phantom-gemma'"),
     (["-b", "phantom", "-m", "phantom-gemma", "--methods", "oclusion"],
-     "unknown method 'oclusion'. Did you mean 'occlusion'?"),
+     "unknown method 'oclusion'. Did you mean 'occlusion'"),
     (["-b", "phantom", "-m", "phantom-gemma", "--methods", "occlusion", "-p", "occlusion.tile=2"],
      "no parameter(s) 'tile'"),
     (["-b", "phantom", "-m", "phantom-gemma", "--shard", "3/2"], "shard 3/2 (from --shard) is invalid"),
@@ -372,7 +379,7 @@ def test_the_documented_phantom_leaderboard_command_runs(tmp_path):
     with open_store(tmp_path / "leaderboard.sqlite") as store:
         config = store.config()
         assert config.models == ("phantom-qwen", "phantom-gemma") and config.filter == "exact"
-        assert config.per_finding == 16 and len(list(store.units())) == 2 * 2  # 2 models x 2 priors
+        assert config.per_finding == 16 and len(list(store.units())) == 2 * len(PRIORS)  # 2 models x priors
 
 
 def test_device_follows_local_rank_only_with_cuda(monkeypatch):

@@ -39,17 +39,17 @@ def _info(name: str) -> registry.PluginInfo:
 
 def test_builtin_methods_come_from_entry_points():
     names = set(registry.methods())
-    assert {"occlusion", "whole_image", "center"} <= names
+    assert {"occlusion", "whole_image", "center", "medfocus"} <= names
     by_plugin = {i.name: i for i in registry.plugin_report()}
     assert by_plugin["priors"].distribution == "cxr-attrib"
-    assert by_plugin["priors"].registered["methods"] == ["center", "whole_image"]
+    assert by_plugin["priors"].registered["methods"] == ["anatomy_prior", "center", "whole_image"]
 
 
 def test_unknown_method_lists_closest_names():
     with pytest.raises(UnknownMethodError) as info:
         registry.get_method("oclusion")
     assert info.value.suggestions[0] == "occlusion"
-    assert "Did you mean 'occlusion'?" in str(info.value)
+    assert "Did you mean 'occlusion'" in str(info.value)
     assert "whole_image" in str(info.value)
 
 

@@ -1,7 +1,8 @@
 """Test helpers for cxr-attrib and its plugins: tiny offline models of the real classes
-and the method conformance suite.
+and the method conformance suite (plus a tiny SAM for box refinement).
 
-The pytest fixtures (``tiny_qwen_adapter``, ``tiny_gemma_adapter``, ``tiny_model_dir``)
+The pytest fixtures (``tiny_qwen_adapter``, ``tiny_gemma_adapter``, ``tiny_model_dir``,
+``tiny_sam_dir``)
 live in :mod:`cxr_attrib.testing.pytest_plugin`, installed as a ``pytest11`` plugin.
 """
 
@@ -17,6 +18,7 @@ from .tiny_models import (
     tiny_tokenizer,
     wired_adapter,
 )
+from .tiny_sam import save_tiny_sam, tiny_sam
 
 __all__ = [
     "FAMILIES",
@@ -25,8 +27,10 @@ __all__ = [
     "conformance_images",
     "load_tiny_adapter",
     "save_tiny_model",
+    "save_tiny_sam",
     "tiny_config",
     "tiny_families",
+    "tiny_sam",
     "tiny_tokenizer",
     "wired_adapter",
 ]

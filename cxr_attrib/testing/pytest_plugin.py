@@ -5,7 +5,8 @@ Fixtures (all session-scoped: build once, never mutate them in a test):
 * ``tiny_model_dir``: factory ``tiny_model_dir(family, seed=0) -> Path`` of a tiny
   model saved in Hugging Face layout (cached per family and seed);
 * ``tiny_qwen_adapter`` / ``tiny_gemma_adapter``: adapters loaded from those folders
-  through the ``resolve_adapter`` hook (float32, CPU, working size 224).
+  through the ``resolve_adapter`` hook (float32, CPU, working size 224);
+* ``tiny_sam_dir``: a folder with the tiny random SAM model and processor.
 
 Example::
 
@@ -24,7 +25,7 @@ import pytest
 if TYPE_CHECKING:
     from ..adapter import Adapter
 
-__all__ = ["tiny_gemma_adapter", "tiny_model_dir", "tiny_qwen_adapter"]
+__all__ = ["tiny_gemma_adapter", "tiny_model_dir", "tiny_qwen_adapter", "tiny_sam_dir"]
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,11 @@ def tiny_gemma_adapter(tiny_model_dir: Callable[..., Path]) -> Adapter:
     from .tiny_models import load_tiny_adapter
 
     return load_tiny_adapter(tiny_model_dir("gemma3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of the tiny random SAM model and processor (seed 0), built once."""
+    from .tiny_sam import save_tiny_sam
+
+    return save_tiny_sam(tmp_path_factory.mktemp("tiny-sam"))

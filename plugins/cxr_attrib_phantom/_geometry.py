@@ -13,31 +13,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from cxr_attrib.errors import CxrAttribError
+from cxr_attrib.pools import COMPOSITES, CONCEPTS
 
 from ._draw import BoolArray, FloatArray, ellipse_half_width, ellipse_value, smoothstep
-
-CONCEPTS: tuple[str, ...] = (
-    "cardiac_silhouette",
-    "left_lung",
-    "right_lung",
-    "mediastinum",
-    "upper_mediastinum",
-    "left_clavicle",
-    "right_clavicle",
-    "left_hilar",
-    "right_hilar",
-    "left_costophrenic_angle",
-    "right_costophrenic_angle",
-)
-"""The 11 anatomical concepts of MedFocus (see docs/phantom.md), in the paper's order."""
-
-COMPOSITES: dict[str, tuple[str, ...]] = {
-    "bilateral_lungs": ("left_lung", "right_lung"),
-    "bilateral_clavicles": ("left_clavicle", "right_clavicle"),
-    "bilateral_hilar": ("left_hilar", "right_hilar"),
-    "bilateral_costophrenic": ("left_costophrenic_angle", "right_costophrenic_angle"),
-}
-"""Composite concepts: the union of a left/right pair."""
 
 SIDES: tuple[str, str] = ("right", "left")
 """Patient sides by index; index 0 (right) is drawn on the image's left."""

@@ -22,7 +22,7 @@ from ._geometry import check_seed_size
 from .anatomy import Phantom, PhantomParameterError, cardiothoracic_ratio, generate_phantom
 from .findings import DISPLAY_NAMES, FINDINGS, Case, UnknownFindingError, make_case
 
-__all__ = ["VQAItem", "make_vqa_item", "reference_pool", "vqa_items"]
+__all__ = ["VQAItem", "make_vqa_item", "reference_pool", "reference_seeds", "vqa_items"]
 
 NegativeKind = Literal["normal", "other"]
 
@@ -345,8 +345,26 @@ def reference_pool(n: int = 16, seed: int = 0, size: int = 224) -> list[Phantom]
         >>> len(pool), sorted(pool[0].masks)[:2]
         (2, ['cardiac_silhouette', 'left_clavicle'])
     """
+    seeds = reference_seeds(n, seed)
+    size = check_seed_size(0, size)[1]
+    return [generate_phantom(s, size) for s in seeds]
+
+
+def reference_seeds(n: int = 16, seed: int = 0) -> tuple[int, ...]:
+    """The phantom seeds of :func:`reference_pool` (distinct, deterministic in ``seed``).
+
+    Args:
+        n (int, optional): number of references. Default: ``16``.
+        seed (int, optional): seeds the choice. Default: ``0``.
+
+    Returns:
+        tuple[int, ...]: ``n`` distinct seeds in ``[0, 2**31)``.
+
+    Raises:
+        PhantomParameterError: ``n`` < 1 or a negative seed.
+    """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise PhantomParameterError(f"expected n as an int >= 1, got {n!r}; the paper used n=16.")
-    seed, size = check_seed_size(seed, size)
+    seed = check_seed_size(seed, 224)[0]
     chosen = np.random.default_rng([seed, 5]).choice(2**31, size=n, replace=False)
-    return [generate_phantom(int(s), size) for s in chosen]
+    return tuple(int(s) for s in chosen)

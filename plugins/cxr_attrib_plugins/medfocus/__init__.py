@@ -1,0 +1,35 @@
+"""MedFocus: concept-based causal attribution (concept transfer by unbalanced OT).
+
+Public pieces: :func:`transfer_concepts` maps a concept pool's 11 anatomical masks
+onto a working-frame image and returns a :class:`ConceptTransfer`;
+:class:`TransferCache` keeps finished transfers by content hash. The registered
+method is :class:`~.method.MedFocus` (:mod:`.interventions` fills each concept and
+measures the drop, :mod:`.decision` picks the winner or the whole image).
+"""
+
+from .cache import TransferCache, default_cache
+from .transfer import (
+    TRANSFER_DEFAULTS,
+    ConceptTransfer,
+    check_transfer_params,
+    members,
+    transfer_concepts,
+    transfer_params,
+)
+from .transport import GridMeasure, NoSupportError, UOTResult, grid_measure, solve_uot
+
+__all__ = [
+    "TRANSFER_DEFAULTS",
+    "ConceptTransfer",
+    "GridMeasure",
+    "NoSupportError",
+    "TransferCache",
+    "UOTResult",
+    "default_cache",
+    "grid_measure",
+    "members",
+    "check_transfer_params",
+    "solve_uot",
+    "transfer_concepts",
+    "transfer_params",
+]
