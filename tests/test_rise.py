@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cxr_attrib import attribute
 from cxr_attrib.adapter import Query
@@ -157,3 +159,18 @@ def test_bad_parameters_name_themselves_and_the_range_before_any_pass(params, na
         assert "[1, 40]" in message
     if named.startswith("p"):
         assert "(0, 1)" in message
+
+
+@settings(max_examples=25)
+@given(
+    cells=st.integers(1, 12), size=st.integers(12, 40), p=st.floats(0.05, 0.95),
+    smooth=st.booleans(), seed=st.integers(0, 2**16),
+)
+def test_masks_lie_in_the_unit_interval_with_the_frame_shape(cells, size, p, smooth, seed):
+    grids, shifts = draw_grids(np.random.default_rng(seed), 3, cells, p, size)
+    assert shifts.min() >= 0 and shifts.max() < math.ceil(size / cells)
+    masks = expand_masks(grids, shifts, size, smooth=smooth).numpy()
+    assert masks.shape == (3, size, size) and masks.dtype == np.float32
+    assert masks.min() >= 0.0 and masks.max() <= 1.0
+    if not smooth:
+        assert set(np.unique(masks)) <= {0.0, 1.0}

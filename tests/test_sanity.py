@@ -38,6 +38,9 @@ FAST_PARAMS: dict[str, dict] = {
 # A Monte Carlo method needs enough samples to see an effect of ~0.4 nats on a tiny random model:
 # RISE's per-tile error is about 1 / sqrt(n_masks * p) of the mean; hard tiles on the region's grid.
 WIRED_PARAMS: dict[str, dict] = {"rise": {"n_masks": 500, "smooth": False, "cells": 4, "batch_size": 501}}
+# Both maps share the seed, hence RISE's masks and their sampling noise: enough masks that the trained
+# model's map is evidence, not noise.
+RANDOMISATION_PARAMS: dict[str, dict] = {"rise": {"n_masks": 200, "batch_size": 201}}
 FAMILIES = ("qwen2_5_vl", "gemma3")
 Q = "Is there evidence of nodule in the image?"
 # Two by two token cells (56 px at 224): also one whole tile of a 4 x 4 grid.
@@ -117,6 +120,7 @@ def test_fully_randomised_language_model_decorrelates_the_map(method, model):
     adapter = load_adapter(model)
     before = [p.detach().clone() for p in adapter.model.parameters()]
     depth = len(adapter.decoder_layers())
-    curve = randomisation_curve(adapter, method, held_out_positives(), params=fast(method), depths=[depth])
+    params = fast(method, RANDOMISATION_PARAMS)
+    curve = randomisation_curve(adapter, method, held_out_positives(), params=params, depths=[depth])
     assert curve[depth] < 0.5, f"{method} on {model}: mean Spearman {curve[depth]:.3f} with all layers random"
     assert all(a.equal(b) for a, b in zip(before, adapter.model.parameters())), "the shared adapter was modified"

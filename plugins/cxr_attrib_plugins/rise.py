@@ -87,6 +87,7 @@ def expand_masks(grids: np.ndarray, shifts: np.ndarray, size: int, *, smooth: bo
         return flat[:, torch.from_numpy(tile_mask(size, cells))]
     up = (cells + 1) * math.ceil(size / cells)
     large = F.interpolate(torch.from_numpy(grids)[:, None], size=(up, up), mode="bilinear", align_corners=False)
+    large.clamp_(0.0, 1.0)  # interpolation rounding can overshoot 1 by an ulp
     return torch.stack([large[i, 0, dy : dy + size, dx : dx + size] for i, (dy, dx) in enumerate(shifts)])
 
 
@@ -104,7 +105,9 @@ def _check(params: Any, size: int) -> tuple[int, int, float, bool, int]:
     batch_size = integer("batch_size", params["batch_size"], 1, math.inf)
     p = params["p"]
     if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 < float(p) < 1.0:
-        raise MethodParameterError(f"rise: p (keep probability) must be a number in the open interval (0, 1), got {p!r}")
+        raise MethodParameterError(
+            f"rise: p (keep probability) must be a number in the open interval (0, 1), got {p!r}"
+        )
     smooth = params["smooth"]
     if not isinstance(smooth, bool):
         raise MethodParameterError(f"rise: smooth must be True or False, got {smooth!r}")
@@ -115,7 +118,7 @@ class Rise(Method):
     """Randomised input sampling: saliency = E[target probability | pixel kept]."""
 
     name = "rise"
-    summary = "Score the answer on N random smooth masks; saliency = sum(P * mask) / (N * p), P relative to the original."
+    summary = "Score the answer on N random smooth masks; saliency = sum(P * mask) / (N * p), P / P(original)."
     reference = (
         "Petsiuk, Das & Saenko, 'RISE: Randomized Input Sampling for Explanation of Black-box "
         "Models', BMVC 2018, https://arxiv.org/abs/1806.07421"
