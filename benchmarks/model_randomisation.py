@@ -10,8 +10,8 @@ rank correlation, averaged over the first ``--samples`` held-out positives of th
 
 Usage::
 
-    python benchmarks/model_randomisation.py [--methods occlusion,rise] [--samples 10]
-        [--params rise:n_masks=200]
+    python benchmarks/model_randomisation.py [--methods occlusion,rise] [--models phantom-qwen]
+        [--samples 10] [--params rise:n_masks=100]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from cxr_attrib.testing.randomisation import randomisation_curve
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="", help="comma list; default: every method that uses the model")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma list of model keys")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--params", nargs="*", default=[], metavar="METHOD:NAME=VALUE")
     args = parser.parse_args()
@@ -41,7 +42,7 @@ def main() -> None:
     samples = islice(get_benchmark("phantom").samples(split="direct"), args.samples)
     items = [(sample.load_image(), sample.question) for sample in samples]
     for name in names:
-        for key in MODELS:
+        for key in args.models.split(","):
             started = time.perf_counter()
             curve = randomisation_curve(load_adapter(key), name, items, params=params.get(name, {}))
             cells = " | ".join(f"{value:.3f}" for value in curve.values())

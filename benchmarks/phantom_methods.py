@@ -15,12 +15,16 @@ Usage::
 
     python benchmarks/phantom_methods.py [--per-finding 10] [--methods occlusion,rise,center]
         [--params rise:n_masks=200] [--out docs/phantom-methods.md]
+
+Parts can run side by side and be merged: ``--models phantom-qwen --save qwen.json``,
+``--models phantom-gemma --save gemma.json``, then ``--merge qwen.json gemma.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import json
 import shlex
 import sys
 import time
@@ -113,18 +117,20 @@ def run_model(key: str, names: list[str], params: dict, per_finding: int, pool: 
     kept = Counter(s.extra["finding_key"] for s in samples)
     print(f"{key}: {len(samples)} kept of {sum(tried.values())} candidates in {filter_s:.0f} s; "
           f"{len(errors)} error(s)", flush=True)
-    return {"rows": rows, "errors": errors, "tried": tried, "kept": kept, "seconds": seconds,
-            "sequences": sequences}
+    return {"rows": rows, "errors": errors, "tried": dict(tried), "kept": dict(kept), "seconds": seconds,
+            "sequences": sequences, "wall_s": time.perf_counter() - started}
 
 
-def report(runs: dict[str, dict], names: list[str], params: dict, command: str, wall: float) -> str:
+def report(runs: dict[str, dict], names: list[str], params: dict, parts: list[tuple[str, float]]) -> str:
     rows = [row for run in runs.values() for row in run["rows"]]
     table = to_markdown(aggregate(rows, metrics=METRICS, n_boot=1000, seed=0), metrics=METRICS)
     lines = [
         "# Attribution methods on the embedded phantom models",
         "",
-        f"Command: `{command}` (wall time {wall / 60:.1f} min on this machine, "
-        f"{torch.get_num_threads()} torch thread(s)).",
+        "Command(s) and wall time (a shared 2-core machine, "
+        f"{torch.get_num_threads()} torch thread(s) per process; parts run side by side):",
+        "",
+        *(f"- `{command}`: {wall / 60:.1f} min" for command, wall in parts),
         "",
         "Held-out positives of the `phantom` benchmark (seeds >= 10,000,000) that the causal filter "
         "keeps with the phantom's exact counterfactuals (greedy answers: yes on the image, no with "
@@ -152,7 +158,7 @@ def report(runs: dict[str, dict], names: list[str], params: dict, command: str, 
     for key, run in runs.items():
         lines.append(
             f"| {key} | {sum(run['tried'].values())} | {sum(run['kept'].values())} | "
-            + " | ".join(f"{run['kept'][f]}/{run['tried'][f]}" for f in FINDINGS) + " |"
+            + " | ".join(f"{run['kept'].get(f, 0)}/{run['tried'].get(f, 0)}" for f in FINDINGS) + " |"
         )
     lines += ["", "## Scores", "", table, "## Cost per sample", "",
               "| model | method | wall time (s) | forward sequences |", "|---|---|---:|---:|"]
@@ -172,16 +178,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, default=30, help="candidates per finding at most")
     parser.add_argument("--methods", default="", help="comma list; default: every registered method")
     parser.add_argument("--params", nargs="*", default=[], metavar="METHOD:NAME=VALUE")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma list of model keys")
+    parser.add_argument("--save", default="", help="also write this part's raw results as JSON")
+    parser.add_argument("--merge", nargs="*", default=[], metavar="JSON",
+                        help="write the report from parts saved with --save instead of running")
     parser.add_argument("--out", default="docs/phantom-methods.md")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.methods.split(",") if n.strip()] or sorted(methods())
-    for name in names:
-        get_method(name)  # an unknown name fails here, listing the registered ones
-    params = parse_params(args.params)
-    command = shlex.join(["python", "benchmarks/phantom_methods.py", *(sys.argv[1:] if argv is None else argv)])
-    started = time.perf_counter()
-    runs = {key: run_model(key, names, params, args.per_finding, args.pool) for key in MODELS}
-    Path(args.out).write_text(report(runs, names, params, command, time.perf_counter() - started))
+    if args.merge:
+        saved = [json.loads(Path(path).read_text()) for path in args.merge]
+        runs = {key: run for part in saved for key, run in part["runs"].items()}
+        names = list(dict.fromkeys(name for part in saved for name in part["names"]))
+        params = {m: p for part in saved for m, p in part["params"].items()}
+        parts = [(part["command"], part["wall_s"]) for part in saved]
+    else:
+        names = [n.strip() for n in args.methods.split(",") if n.strip()] or sorted(methods())
+        for name in names:
+            get_method(name)  # an unknown name fails here, listing the registered ones
+        params = parse_params(args.params)
+        command = shlex.join(["python", "benchmarks/phantom_methods.py", *(sys.argv[1:] if argv is None else argv)])
+        started = time.perf_counter()
+        runs = {key: run_model(key, names, params, args.per_finding, args.pool) for key in args.models.split(",")}
+        parts = [(command, time.perf_counter() - started)]
+        if args.save:
+            part = {"command": command, "wall_s": parts[0][1], "names": names, "params": params, "runs": runs}
+            Path(args.save).write_text(json.dumps(part, default=lambda value: value.item()))  # numpy scalars
+    Path(args.out).write_text(report(runs, names, params, parts))
     print(f"wrote {args.out}")
 
 

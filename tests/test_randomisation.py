@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cxr_attrib.errors import MethodParameterError
-from cxr_attrib.testing.randomisation import rank_correlation, randomised_copy
+from cxr_attrib.testing import rank_correlation, randomised_copy
 
 
 def test_cascade_redraws_only_the_top_layers_and_never_the_original(tiny_qwen_adapter):

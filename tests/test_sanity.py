@@ -25,9 +25,8 @@ from cxr_attrib import attribute
 from cxr_attrib.adapter import Query
 from cxr_attrib.models import load_adapter
 from cxr_attrib.registry import get_benchmark, methods
-from cxr_attrib.testing import check_method, wired_adapter
 from cxr_attrib.targets import build_prompt
-from cxr_attrib.testing.randomisation import randomisation_curve
+from cxr_attrib.testing import check_method, randomisation_curve, wired_adapter
 
 MODEL_METHODS = sorted(name for name, cls in methods().items() if cls.uses_model)
 FAST_PARAMS: dict[str, dict] = {
@@ -40,7 +39,7 @@ FAST_PARAMS: dict[str, dict] = {
 WIRED_PARAMS: dict[str, dict] = {"rise": {"n_masks": 500, "smooth": False, "cells": 4, "batch_size": 501}}
 # Both maps share the seed, hence RISE's masks and their sampling noise: enough masks that the trained
 # model's map is evidence, not noise.
-RANDOMISATION_PARAMS: dict[str, dict] = {"rise": {"n_masks": 200, "batch_size": 201}}
+RANDOMISATION_PARAMS: dict[str, dict] = {"rise": {"n_masks": 100, "batch_size": 101}}
 FAMILIES = ("qwen2_5_vl", "gemma3")
 Q = "Is there evidence of nodule in the image?"
 # Two by two token cells (56 px at 224): also one whole tile of a 4 x 4 grid.
