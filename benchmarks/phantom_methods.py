@@ -147,6 +147,13 @@ def report(runs: dict[str, dict], names: list[str], params: dict, parts: list[tu
         "log-prob as the top-ranked pixels are removed / restored in 10 steps, normalised to the "
         "original and fully removed image.",
         "",
+        "Reading it: a map that is constant on tiles (occlusion) points at its tile's top-left pixel, "
+        "so pointing_game misses tiles that overlap a small box only partly (`docs/phantom-results.md` "
+        "counts overlaps instead). RISE's map is a probability ratio around its mean level and positive "
+        "everywhere, so its energy approaches the box's share of the image. The normalised AUCs divide by "
+        "(original - fully removed log-prob); where the two are close, the quotient leaves [0, 100] and "
+        "its CI is wide.",
+        "",
         "Parameters that differ from the defaults: "
         + (", ".join(f"`{m}`: {p}" for m, p in params.items() if m in names) or "none") + ".",
         "",
@@ -190,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         names = list(dict.fromkeys(name for part in saved for name in part["names"]))
         params = {m: p for part in saved for m, p in part["params"].items()}
         parts = [(part["command"], part["wall_s"]) for part in saved]
+        merge = shlex.join(["python", "benchmarks/phantom_methods.py", *(sys.argv[1:] if argv is None else argv)])
+        parts.append((merge, 0.0))
     else:
         names = [n.strip() for n in args.methods.split(",") if n.strip()] or sorted(methods())
         for name in names:
