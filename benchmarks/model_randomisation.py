@@ -11,7 +11,10 @@ rank correlation, averaged over the first ``--samples`` held-out positives of th
 Usage::
 
     python benchmarks/model_randomisation.py [--methods occlusion,rise] [--models phantom-qwen]
-        [--samples 10] [--params rise:n_masks=100]
+        [--samples 10] [--params rise:n_masks=100] [--compare-seed 1]
+
+``--compare-seed 1`` draws a stochastic method's samples afresh for the compared maps:
+depth 0 then shows how well the method agrees with itself across seeds.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma list of model keys")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--params", nargs="*", default=[], metavar="METHOD:NAME=VALUE")
+    parser.add_argument("--compare-seed", type=int, default=None,
+                        help="method seed on the compared models (default: the same seed, 0)")
     args = parser.parse_args()
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     names = names or sorted(n for n, cls in methods().items() if cls.uses_model)
@@ -44,7 +49,8 @@ def main() -> None:
     for name in names:
         for key in args.models.split(","):
             started = time.perf_counter()
-            curve = randomisation_curve(load_adapter(key), name, items, params=params.get(name, {}))
+            curve = randomisation_curve(load_adapter(key), name, items, params=params.get(name, {}),
+                                        compare_seed=args.compare_seed)
             cells = " | ".join(f"{value:.3f}" for value in curve.values())
             print(f"| {name} | {key} | {cells} |  ({time.perf_counter() - started:.0f} s)", flush=True)
     print("columns: random top layers = " + ", ".join(str(d) for d in curve))

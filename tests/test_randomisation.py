@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cxr_attrib.errors import MethodParameterError
-from cxr_attrib.testing import rank_correlation, randomised_copy
+from cxr_attrib.testing import randomisation_curve, rank_correlation, randomised_copy
 
 
 def test_cascade_redraws_only_the_top_layers_and_never_the_original(tiny_qwen_adapter):
@@ -42,3 +42,12 @@ def test_rank_correlation_by_hand():
     # ranks (1, 2, 3, 4) vs (2, 1, 4, 3): 1 - 6 * 4 / (4 * 15) = 0.6
     assert rank_correlation(a, np.array([[2.0, 1.0], [4.0, 3.0]])) == pytest.approx(0.6)
     assert rank_correlation(a, np.ones((2, 2))) == 0.0
+
+
+def test_same_seed_compares_a_map_with_itself_and_another_seed_draws_new_samples(tiny_qwen_adapter):
+    items = [(np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8), "Is there evidence of nodule?")]
+    params = {"n_masks": 8, "batch_size": 9}
+    same = randomisation_curve(tiny_qwen_adapter, "rise", items, params=params, depths=[0])
+    other = randomisation_curve(tiny_qwen_adapter, "rise", items, params=params, depths=[0], compare_seed=1)
+    assert same == {0: 1.0}
+    assert other[0] < 0.99

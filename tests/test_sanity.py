@@ -37,9 +37,14 @@ FAST_PARAMS: dict[str, dict] = {
 # A Monte Carlo method needs enough samples to see an effect of ~0.4 nats on a tiny random model:
 # RISE's per-tile error is about 1 / sqrt(n_masks * p) of the mean; hard tiles on the region's grid.
 WIRED_PARAMS: dict[str, dict] = {"rise": {"n_masks": 500, "smooth": False, "cells": 4, "batch_size": 501}}
-# Both maps share the seed, hence RISE's masks and their sampling noise: enough masks that the trained
-# model's map is evidence, not noise.
-RANDOMISATION_PARAMS: dict[str, dict] = {"rise": {"n_masks": 100, "batch_size": 101}}
+# RISE at its default 500 masks, as in its method card (both maps share the seed, hence the masks).
+RANDOMISATION_PARAMS: dict[str, dict] = {"rise": {"n_masks": 500, "batch_size": 64}}
+# Measured failures, documented in the method cards; strict where the value is clearly above the bound,
+# so a change that fixes the method turns the test red and the entry must go.
+KNOWN_RANDOMISATION_FAILURES: dict[tuple[str, str], tuple[str, bool]] = {
+    ("rise", "phantom-qwen"): ("mean Spearman 0.668 with all 4 layers random (docs/methods/rise.md)", True),
+    ("rise", "phantom-gemma"): ("mean Spearman 0.500, at the bound (docs/methods/rise.md)", False),
+}
 FAMILIES = ("qwen2_5_vl", "gemma3")
 Q = "Is there evidence of nodule in the image?"
 # Two by two token cells (56 px at 224): also one whole tile of a 4 x 4 grid.
@@ -112,9 +117,18 @@ def held_out_positives(count: int = 10) -> list[tuple[np.ndarray, str]]:
     return [(sample.load_image(), sample.question) for sample in samples]
 
 
+def randomisation_cases() -> list:
+    cases = []
+    for model in ("phantom-qwen", "phantom-gemma"):
+        for method in MODEL_METHODS:
+            known = KNOWN_RANDOMISATION_FAILURES.get((method, model))
+            marks = [pytest.mark.xfail(reason=known[0], strict=known[1])] if known else []
+            cases.append(pytest.param(method, model, marks=marks, id=f"{model}-{method}"))
+    return cases
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", MODEL_METHODS)
-@pytest.mark.parametrize("model", ["phantom-qwen", "phantom-gemma"])
+@pytest.mark.parametrize("method, model", randomisation_cases())
 def test_fully_randomised_language_model_decorrelates_the_map(method, model):
     adapter = load_adapter(model)
     before = [p.detach().clone() for p in adapter.model.parameters()]

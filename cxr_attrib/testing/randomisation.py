@@ -99,6 +99,7 @@ def randomisation_curve(
     depths: Sequence[int] | None = None,
     answer: str = "Yes",
     seed: int = 0,
+    compare_seed: int | None = None,
 ) -> dict[int, float]:
     """Mean rank correlation between the trained model's maps and the randomised models'.
 
@@ -111,6 +112,10 @@ def randomisation_curve(
             from 0 (the trained model itself) to the number of decoder layers.
         answer (str): the teacher-forced answer explained on every model. Default: "Yes".
         seed (int): seed of the method and of the new weights. Default: 0.
+        compare_seed (int | None): the method's seed on the compared models; None uses
+            ``seed``, so a stochastic method draws the same samples for both maps. With
+            another seed, depth 0 measures how well the method agrees with itself across
+            seeds on the trained model. Default: None.
 
     Returns:
         dict[int, float]: depth -> mean Spearman correlation over the items.
@@ -119,13 +124,16 @@ def randomisation_curve(
     items = list(items)
     depths = list(range(len(adapter.decoder_layers()) + 1)) if depths is None else list(depths)
 
-    def maps(model: Adapter) -> list[np.ndarray]:
-        return [attribute(model, image, question, method=method, answer=answer, seed=seed, **params).heatmap
+    other = seed if compare_seed is None else compare_seed
+
+    def maps(model: Adapter, method_seed: int) -> list[np.ndarray]:
+        return [attribute(model, image, question, method=method, answer=answer, seed=method_seed, **params).heatmap
                 for image, question in items]
 
-    trained = maps(adapter)
+    trained = maps(adapter, seed)
     curve = {}
     for depth in depths:
-        randomised = trained if depth == 0 else maps(randomised_copy(adapter, depth, seed=seed))
+        model = adapter if depth == 0 else randomised_copy(adapter, depth, seed=seed)
+        randomised = trained if depth == 0 and other == seed else maps(model, other)
         curve[depth] = float(np.mean([rank_correlation(a, b) for a, b in zip(trained, randomised)]))
     return curve
