@@ -115,7 +115,7 @@ def _check(params: Any, size: int) -> tuple[int, int, float, bool, int]:
 
 
 class Rise(Method):
-    """Randomised input sampling: saliency = E[target probability | pixel kept]."""
+    """Randomised input sampling: saliency = E[target probability | pixel kept] / P(original)."""
 
     name = "rise"
     summary = "Score the answer on N random smooth masks; saliency = sum(P * mask) / (N * p), P / P(original)."
