@@ -51,35 +51,56 @@ def build(size: int):
         return load_tiny_adapter(build_folder(size, folder), options)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=448)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    adapter = build(args.size)
+def prepare(size: int):
+    """The model, a seeded (size, size) uint8 image, its working-frame copy and the query; prints the model."""
+    adapter = build(size)
     params = sum(p.numel() for p in adapter.model.parameters())
-    image = np.random.default_rng(0).integers(0, 256, (args.size, args.size), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
     working = image.astype(np.float32) / 255.0
     query = Query(QUESTION, "direct", build_prompt(QUESTION, "direct"), "Yes", "answer")
     grid = adapter.encode([working], query).grid
-    print(f"model: {params / 1e6:.1f}M parameters, working frame {args.size} px, image tokens {grid}")
+    print(f"model: {params / 1e6:.1f}M parameters, working frame {size} px, image tokens {grid}")
+    return adapter, image, working, query
 
+
+def base_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every speed benchmark shares: --size, --repeat, --threads."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def side_by_side(repeat: int, run_method, run_forwards) -> tuple[float, float, object]:
+    """Best-of-``repeat`` wall times of ``run_method()`` and ``run_forwards(result)``, alternated.
+
+    Returns (method seconds, forward seconds, the method's last result).
+    """
+    method_s, forward_s = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = run_method()
+        method_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        run_forwards(result)
+        forward_s.append(time.perf_counter() - start)
+    return min(method_s), min(forward_s), result
+
+
+def main() -> None:
+    args = base_parser(__doc__).parse_args()
+    torch.set_num_threads(args.threads)
+
+    adapter, image, working, query = prepare(args.size)
     attribute(adapter, image, QUESTION, method="occlusion", answer="Yes")  # warm-up
-    occlusion, single = [], []
-    for _ in range(args.repeat):
-        start = time.perf_counter()
-        result = attribute(adapter, image, QUESTION, method="occlusion", answer="Yes")
-        occlusion.append(time.perf_counter() - start)
-        batch = [working] * result.meta.passes["forward_sequences"]
-        start = time.perf_counter()
-        adapter.score(batch, query)
-        single.append(time.perf_counter() - start)
+    occ, one, result = side_by_side(
+        args.repeat,
+        lambda: attribute(adapter, image, QUESTION, method="occlusion", answer="Yes"),
+        lambda result: adapter.score([working] * result.meta.passes["forward_sequences"], query),
+    )
     calls = result.meta.passes["forward_calls"]
     seqs = result.meta.passes["forward_sequences"]
-    occ, one = min(occlusion), min(single)
     print(f"occlusion: {occ:.2f} s for {calls} forward call(s) of {seqs} sequences")
     print(f"one batched pass of {seqs} sequences: {one:.2f} s")
     print(f"overhead ratio = occlusion / (calls x one pass) = {occ / (calls * one):.3f}")

@@ -1,5 +1,6 @@
-"""Test helpers for cxr-attrib and its plugins: tiny offline models of the real classes
-and the method conformance suite (plus a tiny SAM for box refinement).
+"""Test helpers for cxr-attrib and its plugins: tiny offline models of the real classes,
+the method conformance suite, the model-randomisation sanity check and a tiny SAM for
+box refinement.
 
 The pytest fixtures (``tiny_qwen_adapter``, ``tiny_gemma_adapter``, ``tiny_model_dir``,
 ``tiny_sam_dir``)
@@ -9,6 +10,7 @@ live in :mod:`cxr_attrib.testing.pytest_plugin`, installed as a ``pytest11`` plu
 from typing import Any
 
 from .conformance import check_method, conformance_images
+from .randomisation import randomisation_curve, randomised_copy, rank_correlation
 from .tiny_models import (
     build_tiny_adapter,
     load_tiny_adapter,
@@ -26,6 +28,9 @@ __all__ = [
     "check_method",
     "conformance_images",
     "load_tiny_adapter",
+    "randomisation_curve",
+    "randomised_copy",
+    "rank_correlation",
     "save_tiny_model",
     "save_tiny_sam",
     "tiny_config",
