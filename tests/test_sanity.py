@@ -43,6 +43,16 @@ WIRED_PARAMS: dict[str, dict] = {"rise": {"n_masks": 500, "smooth": False, "cell
 MEASURED_RANDOMISATION_FAILURES: dict[str, str] = {
     "rise": "mean Spearman 0.668 / 0.500 with all 4 layers random, from mask noise (docs/methods/rise.md)",
 }
+# Measured in CI and documented in the method cards; strict, so a method that starts to pass
+# turns the test red and its entry must go.
+KNOWN_RANDOMISATION_FAILURES: dict[tuple[str, str], str] = {
+    ("attention_rollout", "phantom-qwen"): "mean Spearman 0.756: the residual identity dominates the product "
+                                           "(docs/methods/attention_rollout.md)",
+    ("medfocus", "phantom-qwen"): "mean Spearman 0.698: the map's regions are the transferred anatomy, the same "
+                                  "for any model (docs/methods/medfocus.md)",
+    ("medfocus", "phantom-gemma"): "mean Spearman 0.654: the map's regions are the transferred anatomy "
+                                   "(docs/methods/medfocus.md)",
+}
 # Methods whose map is not pixel evidence by construction; strict, so a change that makes one pass
 # turns the test red and the entry must go.
 KNOWN_WIRED_FAILURES: dict[tuple[str, str], str] = {
@@ -156,7 +166,9 @@ def randomisation_cases() -> list:
         for method in MODEL_METHODS:
             if method in MEASURED_RANDOMISATION_FAILURES:
                 continue  # measured by the benchmark script, too costly to repeat in CI (see above)
-            cases.append(pytest.param(method, model, id=f"{model}-{method}"))
+            known = KNOWN_RANDOMISATION_FAILURES.get((method, model))
+            marks = [pytest.mark.xfail(reason=known, strict=True)] if known else []
+            cases.append(pytest.param(method, model, marks=marks, id=f"{model}-{method}"))
     return cases
 
 
