@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.scoring import (
@@ -136,12 +137,27 @@ def test_pointing_game_uses_the_peak_pixel_centre():
     assert not pointing_game(h, [])
 
 
-def test_pointing_game_ties_take_the_first_peak_in_row_major_order():
+def test_pointing_game_ties_score_the_share_of_the_plateau_inside():
     h = np.zeros((4, 4))
-    h[1, 3] = h[2, 0] = 1.0  # (row 1, col 3) comes first
-    assert pointing_game(h, [[3, 1, 4, 2]])
-    assert not pointing_game(h, [[0, 2, 1, 3]])
-    assert pointing_game(np.zeros((3, 3)), [[0, 0, 1, 1]])  # constant -> pixel (0, 0)
+    h[1, 3] = h[2, 0] = 1.0  # two maximal pixels, no position decides between them
+    assert pointing_game(h, [[3, 1, 4, 2]]) == 0.5
+    assert pointing_game(h, [[0, 2, 1, 3]]) == 0.5
+    assert pointing_game(h, [[0, 1, 4, 3]]) == 1.0  # both inside
+    assert pointing_game(np.zeros((3, 3)), [[0, 0, 1, 1]]) == 1 / 9  # constant: the GT's share of the image
+    tile = np.zeros((8, 8))
+    tile[0:4, 0:4] = 2.0  # a tile-shaped peak whose top-left pixel is outside the GT
+    assert pointing_game(tile, [[2, 2, 6, 6]]) == 4 / 16
+
+
+@settings(max_examples=50)
+@given(arrays(np.float64, (6, 7), elements=st.integers(0, 3).map(float)),
+       st.tuples(st.integers(0, 6), st.integers(0, 5)))
+def test_pointing_game_is_the_mean_hit_over_maximal_pixels(h, corner):
+    x1, y1 = corner
+    box = [[x1, y1, x1 + 1, y1 + 1]]
+    peaks = np.argwhere(h == h.max())
+    hits = [(c == x1 and r == y1) for r, c in peaks]
+    assert pointing_game(h, box) == pytest.approx(np.mean(hits))
 
 
 def test_energy_hand_cases():

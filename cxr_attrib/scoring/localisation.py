@@ -257,12 +257,17 @@ def region_metrics(pred_boxes: object, gt_boxes: object) -> RegionMetrics:
     return RegionMetrics(*(min(1.0, ratio) for ratio in ratios))
 
 
-def pointing_game(heatmap: np.ndarray, gt_boxes: object) -> bool:
-    """Whether the heatmap's peak falls inside the union of the GT boxes.
+def pointing_game(heatmap: np.ndarray, gt_boxes: object) -> float:
+    """Whether the heatmap's peak falls inside the union of the GT boxes (1.0 or 0.0).
 
-    The peak is the first maximal pixel in row-major order (``np.argmax``), so ties
-    are resolved towards the top-left; a constant map points at pixel (0, 0). The
-    pixel is inside when its centre ``(col + 0.5, row + 0.5)`` lies in some box.
+    With a unique maximum this is the classic hit (1.0) or miss (0.0). A map whose
+    maximum is a plateau (a tile of occlusion, a concept region, a constant map) has
+    no single peak: the score is then the share of its maximal pixels that lie
+    inside, which is the expected hit when the tie is broken uniformly at random. No
+    tie is resolved by position, so a plateau is never judged by its top-left
+    pixel, and a constant map scores the GT's share of the image, like a random
+    point. A pixel is inside when its centre ``(col + 0.5, row + 0.5)`` lies in some
+    box.
 
     Args:
         heatmap (np.ndarray): (H, W) attribution scores.
@@ -270,20 +275,24 @@ def pointing_game(heatmap: np.ndarray, gt_boxes: object) -> bool:
             heatmap's frame.
 
     Returns:
-        bool: True on a hit; False when there are no GT boxes.
+        float: in [0, 1]; 0.0 when there are no GT boxes.
 
     Examples::
 
         >>> h = np.zeros((4, 4)); h[2, 3] = 1.0
         >>> pointing_game(h, [[3, 2, 4, 3]]), pointing_game(h, [[0, 0, 3, 4]])
-        (True, False)
+        (1.0, 0.0)
+        >>> h[2, 2] = 1.0  # a two-pixel plateau, one pixel inside
+        >>> pointing_game(h, [[3, 2, 4, 3]])
+        0.5
     """
     scores = _as_heatmap(heatmap)
     boxes = as_boxes(gt_boxes, name="gt_boxes")
-    row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    cx, cy = col + 0.5, row + 0.5
-    inside = (boxes[:, 0] <= cx) & (cx < boxes[:, 2]) & (boxes[:, 1] <= cy) & (cy < boxes[:, 3])
-    return bool(inside.any())
+    if not len(boxes):
+        return 0.0
+    peak = scores == scores.max()
+    inside = _centre_mask(boxes, *scores.shape)
+    return float(np.count_nonzero(peak & inside) / np.count_nonzero(peak))
 
 
 def _centre_mask(boxes: BoxArray, height: int, width: int) -> np.ndarray:

@@ -62,7 +62,8 @@ class Scores:
         precision (float | None): share of the predicted union inside the GT union.
         recall (float | None): share of the GT union covered by the prediction.
         f1 (float | None): harmonic mean of precision and recall.
-        pointing_game (bool | None): whether the heatmap peak lies in the GT union.
+        pointing_game (float | None): whether the heatmap peak lies in the GT union
+            (1.0 / 0.0; a plateau peak scores the share of its pixels inside).
         energy (float | None): share of positive attribution inside the GT union.
         deletion_auc (float | None): normalised deletion AUC (lower is better).
         insertion_auc (float | None): normalised insertion AUC (higher is better).
@@ -96,7 +97,7 @@ class Scores:
     precision: float | None = None
     recall: float | None = None
     f1: float | None = None
-    pointing_game: bool | None = None
+    pointing_game: float | None = None
     energy: float | None = None
     deletion_auc: float | None = None
     insertion_auc: float | None = None
