@@ -71,6 +71,27 @@ def test_refuses_to_overwrite_an_existing_file(tmp_path):
     assert path.read_bytes() == b"precious"
 
 
+def test_a_store_appears_only_complete(tmp_path, monkeypatch):
+    """Another shard scanning the folder never meets a half-made store (a real race under torchrun)."""
+    import os
+
+    path, seen = tmp_path / "shard-0-of-2.sqlite", []
+    real_link = os.link
+
+    def link(source, target):
+        assert not path.exists() and sorted(p.name for p in tmp_path.glob("*.sqlite")) == []
+        with sqlite3.connect(f"file:{source}?immutable=1", uri=True) as building:  # already whole
+            seen.append(dict(building.execute("SELECT key, value FROM meta"))["config_digest"])
+        real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+    with Store.create(path, CONFIG, "0/2") as store:
+        store.add_unit(_unit())
+    assert seen == [CONFIG.digest] and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    with open_store(path) as store:
+        assert store.counts() == {"ok": 1, "error": 0}
+
+
 def test_not_sqlite_is_a_clear_error(tmp_path):
     path = tmp_path / "notes.sqlite"
     path.write_text("hello, I am text")

@@ -153,19 +153,31 @@ class Store:
         path = Path(path)
         if path.exists():
             raise StoreError(f"refusing to overwrite {path}: a store already exists there")
+        # Built under a hidden name and linked into place complete, so a process scanning the
+        # folder (another shard starting at the same moment) never sees a half-made store.
+        building = path.with_name(f".{path.name}.{os.getpid()}.building")
         try:
-            db = sqlite3.connect(path, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            with _transaction(db):
-                for statement in _SCHEMA.strip().split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "config": json.dumps(
-                    config.to_dict(), sort_keys=True), "config_digest": config.digest, "shard": shard}
-                db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
-        except sqlite3.Error as exc:
+            db = sqlite3.connect(building, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                with _transaction(db):
+                    for statement in _SCHEMA.strip().split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "config": json.dumps(
+                        config.to_dict(), sort_keys=True), "config_digest": config.digest, "shard": shard}
+                    db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+            finally:
+                db.close()
+            os.link(building, path)
+        except FileExistsError:
+            raise StoreError(f"refusing to overwrite {path}: a store already exists there") from None
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot create the store {path}: {exc}; is its folder writable?") from exc
+        finally:
+            building.unlink(missing_ok=True)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA synchronous=NORMAL")
         return cls(db, path, writable=True)
 
     @classmethod
