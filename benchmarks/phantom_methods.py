@@ -14,7 +14,7 @@ recorded in the report and the run goes on.
 Usage::
 
     python benchmarks/phantom_methods.py [--per-finding 10] [--methods occlusion,rise,center]
-        [--params rise:n_masks=200] [--out docs/phantom-methods.md]
+        [--params rise:n_masks=200] [--out phantom-methods.md]
 
 Parts can run side by side and be merged: ``--models phantom-qwen --save qwen.json``,
 ``--models phantom-gemma --save gemma.json``, then ``--merge qwen.json gemma.json``.
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save", default="", help="also write this part's raw results as JSON")
     parser.add_argument("--merge", nargs="*", default=[], metavar="JSON",
                         help="write the report from parts saved with --save instead of running")
-    parser.add_argument("--out", default="docs/phantom-methods.md")
+    parser.add_argument("--out", default="phantom-methods.md")
     args = parser.parse_args(argv)
     if args.merge:
         saved = [json.loads(Path(path).read_text()) for path in args.merge]
