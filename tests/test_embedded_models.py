@@ -80,5 +80,5 @@ def test_demo_runs_end_to_end(tmp_path):
     run = run_demo(tmp_path)
     assert run.overlay_path.is_file() and run.json_path.is_file() and run.image_path.is_file()
     assert run.result.answer.strip() == "Yes"
-    assert run.pointing_game, "occlusion's peak lies on the effusion"
+    assert run.pointing_game == 1.0, "occlusion's peak tile lies on the effusion"
     assert 0.1 < run.iou <= 1.0

@@ -38,5 +38,6 @@ def register_commands(cli: Any) -> None:
             plain(f"; method {result.meta.method} took {result.meta.wall_time_s:.2f} s, "
                   f"passes {dict(result.meta.passes)}")))
         console.print(f"ground-truth box {tuple(round(v) for v in run.ground_truth)}; "
-                      f"IoU {run.iou:.2f}, peak inside the box: {run.pointing_game}")
+                      f"IoU {run.iou:.2f}, pointing game "
+                      + ("- (no heatmap)" if run.pointing_game is None else f"{run.pointing_game:.2f}"))
         console.print(plain(f"wrote {run.image_path}, {run.overlay_path}, {run.json_path}"))

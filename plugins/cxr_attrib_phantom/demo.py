@@ -34,7 +34,8 @@ class DemoResult:
         image_path, overlay_path, json_path (Path): files written.
         ground_truth (tuple): the finding's exact box (x1, y1, x2, y2).
         iou (float): union IoU of the method's boxes with the ground truth (paper protocol).
-        pointing_game (bool | None): the heatmap's peak lies inside the ground truth.
+        pointing_game (float | None): the heatmap's peak lies inside the ground truth (1.0 /
+            0.0; a plateau peak scores the share of its pixels inside).
     """
 
     result: Attribution
@@ -43,7 +44,7 @@ class DemoResult:
     json_path: Path
     ground_truth: tuple[float, float, float, float]
     iou: float
-    pointing_game: bool | None
+    pointing_game: float | None
 
 
 def run_demo(
