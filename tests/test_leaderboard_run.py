@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from cxr_attrib.benchmark import Benchmark
@@ -56,6 +57,16 @@ def assert_same_units(got: dict, want: dict) -> None:
     assert sorted(got) == sorted(want), "missing or extra units"
     for uid, unit in want.items():
         assert not same_results(got[uid], unit), (uid, same_results(got[uid], unit))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Runs in this process use one torch thread, like the subprocesses they are compared with
+    (``OMP_NUM_THREADS=1``): kernels on another thread count round differently."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
