@@ -53,6 +53,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from .errors import LoadOptionsError
+from .grounding import GroundingSurface
 from .targets import Mode, SpanPolicy
 from .typing import WorkingImage
 
@@ -622,8 +623,8 @@ class GradientSurface(ABC):
         """The vision encoder's blocks, first to last."""
 
 
-class Adapter(Scorer, GradientSurface, AttentionSurface):
-    """One loaded vision-language model behind the three surfaces.
+class Adapter(Scorer, GradientSurface, AttentionSurface, GroundingSurface):
+    """One loaded vision-language model behind the four surfaces.
 
     Attributes:
         model (torch.nn.Module): the underlying model (eval mode, parameters frozen).

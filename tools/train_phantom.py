@@ -26,11 +26,17 @@ Recipe:
   the run) and keeps its features local; the probe is discarded, the saved model is
   the plain model class;
 * direct mode only for the first :attr:`TrainingConfig.direct_steps` steps, then
-  both prompt modes, alternating step by step (direct answers ``"Yes"`` / ``"No"``,
-  reasoning answers the templated rationales of :mod:`cxr_attrib_phantom.vqa`). The
-  loss covers each example's assistant turn (the response and the template's closing
-  tokens): summed over the tokens of a direct answer (so the verdict token has weight
-  1), averaged over the tokens of a rationale, then averaged over the batch;
+  three tasks in turn, step by step: direct answers ``"Yes"`` / ``"No"``, reasoning
+  answers (the templated rationales of :mod:`cxr_attrib_phantom.vqa`) and grounding
+  (the exact box of the finding in the family's :class:`~cxr_attrib.grounding.BoxConvention`,
+  ``[]`` for negatives). Half the grounding pairs are asked "Where is the {finding}?
+  Answer with a bounding box.", half the ``prompting`` method's question
+  (:func:`~cxr_attrib.grounding.evidence_prompt`: the yes/no question, the answer given,
+  and where its evidence is). The loss covers each example's assistant turn (the
+  response and the template's closing tokens): summed over the tokens of a direct
+  answer (so the verdict token has weight 1), averaged over the tokens of a rationale,
+  summed with weight 1/4 over the tokens of a box answer (one per coordinate), then
+  averaged over the batch;
 * AdamW, learning rate 2e-3 with linear warm-up and cosine decay, gradient clipping;
 * Gemma 3: the token embeddings are re-drawn so that scaled embeddings have unit RMS
   (with the default initialisation its post-sublayer norms swamp them and it stays on
@@ -75,14 +81,18 @@ import torch
 from cxr_attrib.adapter import Adapter
 from cxr_attrib_adapters._hf_base import HFAdapter
 from cxr_attrib.errors import DataError
+from cxr_attrib.grounding import BoxConvention, evidence_prompt
 from cxr_attrib.targets import Mode, build_prompt
+from cxr_attrib_adapters.gemma3 import GEMMA_BOXES
+from cxr_attrib_adapters.qwen2_5_vl import QWEN_BOX_INSTRUCTION
 from cxr_attrib_phantom.findings import FINDINGS
-from cxr_attrib_phantom.vqa import VQAItem, make_vqa_item
+from cxr_attrib_phantom.vqa import VQAItem, grounding_answer, make_vqa_item, where_question
 
 __all__ = [
     "FAMILY_NAMES",
     "MODEL_OVERRIDES",
     "TOKENIZER_VOCAB",
+    "grounding_corpus",
     "TRAIN_SEED_LIMIT",
     "TextEncoder",
     "TrainingConfig",
@@ -142,15 +152,15 @@ class TrainingConfig:
         final_lr_fraction (float): cosine decay ends at ``lr`` times this. Default: 0.1.
         weight_decay (float): AdamW weight decay. Default: 0.01.
         clip (float): gradient-norm clip. Default: 1.0.
-        direct_steps (int): first steps in direct mode only; later steps alternate
-            direct and reasoning. Default: 200.
+        direct_steps (int): first steps in direct mode only; later steps cycle through
+            direct, reasoning and grounding. Default: 200.
         finding_weights (dict[str, float]): relative frequency of each finding's pairs,
             and of each finding as the question of a swapped pair. Default: nodule and
             consolidation (the findings most confused with others) 1.5, the rest 1.
         normal_fractions (dict[str, float]): probability that a pair's negative is the
             positive's exact counterfactual (a normal phantom, same question) rather than
             the positive's own image asked about another finding. Default: 0.4.
-        fresh_pairs (int): new pairs generated per step into the pool. Default: 3.
+        fresh_pairs (int): new pairs generated per step into the pool. Default: 2.
         initial_pairs (int): pairs generated per finding before the first step. Default: 16.
         pool_capacity (int): most pairs kept per finding (oldest replaced). Default: 800.
         probe_weight (float): weight of the auxiliary token-probe loss (see
@@ -175,7 +185,7 @@ class TrainingConfig:
         default_factory=lambda: {f: (1.5 if f in ("nodule", "consolidation") else 1.0) for f in FINDINGS}
     )
     normal_fractions: dict[str, float] = field(default_factory=lambda: dict.fromkeys(FINDINGS, 0.4))
-    fresh_pairs: int = 3
+    fresh_pairs: int = 2
     initial_pairs: int = 16
     pool_capacity: int = 800
     probe_weight: float = 1.0
@@ -188,8 +198,8 @@ class TrainingConfig:
         return MODEL_OVERRIDES[self.family] if self.model_overrides is None else self.model_overrides
 
 
-DEFAULT_STEPS: dict[str, int] = {"qwen2_5_vl": 1300, "gemma3": 1300}
-"""Steps of the shipped runs (about 20 minutes each on one CPU thread)."""
+DEFAULT_STEPS: dict[str, int] = {"qwen2_5_vl": 1250, "gemma3": 1250}
+"""Steps of the shipped runs (under 30 minutes each on one CPU thread)."""
 
 
 def default_config(family: str, steps: int | None = None) -> TrainingConfig:
@@ -274,9 +284,9 @@ class TextEncoder:
 CORPUS_SEEDS = range(TRAIN_SEED_LIMIT - 12, TRAIN_SEED_LIMIT)
 """Phantom seeds whose rationales train the tokenizer's merges (see :func:`rationale_corpus`)."""
 
-TOKENIZER_VOCAB = 768
-"""BPE vocabulary cap of the phantom models: above the merges the corpus yields (767 for
-Qwen, 763 for Gemma), so every corpus word, ``"Yes"`` and ``"No"`` included, is one token."""
+TOKENIZER_VOCAB = 896
+"""BPE vocabulary cap of the phantom models: above the merges the corpus yields, so every
+corpus word, ``"Yes"`` and ``"No"`` included, is one token (digits are always single tokens)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -292,6 +302,28 @@ def rationale_corpus() -> tuple[str, ...]:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def grounding_corpus() -> tuple[str, ...]:
+    """Grounding questions and box answers of both families' conventions, for the tokenizer's merges.
+
+    The JSON scaffolding, the labels and the format instructions then take a few tokens
+    each; coordinates are digits, always one token per digit.
+    """
+    conventions = (
+        BoxConvention(key="bbox_2d", order="xyxy", frame=(224.0, 224.0), instruction=QWEN_BOX_INSTRUCTION),
+        GEMMA_BOXES,
+    )
+    lines: list[str] = []
+    for seed in CORPUS_SEEDS[:4]:
+        for finding in FINDINGS:
+            item = make_vqa_item(seed, finding, True, "direct")
+            lines.append(where_question(finding))
+            for convention in conventions:
+                lines.append(evidence_prompt(item.question, "Yes", convention))
+                lines.append(grounding_answer(item, convention))
+    return tuple(lines)
+
+
 
 @dataclass(frozen=True)
 class _Example:
@@ -300,6 +332,7 @@ class _Example:
     direct: str
     reasoning: str
     token_labels: torch.Tensor  # (gh * gw,) long: 0, or 1 + the index of the finding drawn in the cell
+    item: VQAItem  # the finding asked and its exact box (grounding answers depend on the family)
 
 
 def token_labels(finding_mask: np.ndarray, finding: str | None, grid: tuple[int, int],
@@ -333,6 +366,7 @@ def _example(item: VQAItem, grid: tuple[int, int]) -> _Example:
         direct="Yes" if item.present else "No",
         reasoning=item.answer,
         token_labels=token_labels(item.case.finding_mask, item.case.finding, grid),
+        item=item,
     )
 
 
@@ -380,10 +414,32 @@ class _PairPool:
         return out
 
 
+Task = str
+"""``"direct"``, ``"reasoning"`` or ``"grounding"``."""
+
+
+def _grounding_text(example: _Example, where: bool, convention: BoxConvention) -> tuple[str, str]:
+    """(prompt, answer) of a grounding question: "Where is ...?" or the prompting method's."""
+    prompt = (where_question(example.item.finding) if where
+              else evidence_prompt(example.question, example.direct, convention))
+    return prompt, grounding_answer(example.item, convention)
+
+
+def _texts(examples: Sequence[_Example], task: Task, step: int, convention: BoxConvention) -> list[tuple[str, str]]:
+    if task == "grounding":  # pairs alternate between the two grounding questions
+        return [_grounding_text(e, (row // 2 + step) % 2 == 0, convention) for row, e in enumerate(examples)]
+    mode: Mode = "direct" if task == "direct" else "reasoning"
+    return [(build_prompt(e.question, mode), e.direct if mode == "direct" else e.reasoning) for e in examples]
+
+
+def _token_weight(task: Task, answer_tokens: int) -> float:
+    return {"direct": 1.0, "reasoning": 1.0 / answer_tokens, "grounding": 0.25}[task]
+
+
 def _batch(
-    examples: Sequence[_Example], mode: Mode, encoder: TextEncoder, adapter: HFAdapter
+    examples: Sequence[_Example], task: Task, encoder: TextEncoder, adapter: HFAdapter, step: int = 0
 ) -> dict[str, torch.Tensor]:
-    texts = [encoder(build_prompt(e.question, mode), e.direct if mode == "direct" else e.reasoning) for e in examples]
+    texts = [encoder(prompt, answer) for prompt, answer in _texts(examples, task, step, adapter.box_convention)]
     length = max(ids.numel() for ids, _ in texts)
     pad = adapter.tokenizer.pad_token_id
     input_ids = torch.full((len(texts), length), pad, dtype=torch.long)
@@ -392,7 +448,7 @@ def _batch(
     for row, (ids, start) in enumerate(texts):
         input_ids[row, : ids.numel()] = ids
         attention[row, : ids.numel()] = 1
-        weights[row, start : ids.numel()] = 1.0 if mode == "direct" else 1.0 / (ids.numel() - start)
+        weights[row, start : ids.numel()] = _token_weight(task, ids.numel() - start)
     pixels = adapter.pixel_values(torch.stack([e.image for e in examples]).float())
     inputs = {"input_ids": input_ids, "attention_mask": attention, **adapter.vision_inputs(pixels, input_ids)}
     labels = torch.stack([e.token_labels for e in examples])
@@ -481,6 +537,14 @@ def _redraw_gemma_embeddings(model: torch.nn.Module) -> None:
         embeddings.normal_(0.0, embeddings.shape[1] ** -0.5)
 
 
+TASKS: tuple[Task, ...] = ("direct", "reasoning", "grounding")
+
+
+def _task(config: TrainingConfig, step: int) -> Task:
+    """Direct only for the first ``direct_steps`` steps, then the three tasks in turn."""
+    return "direct" if step < config.direct_steps else TASKS[(step - config.direct_steps) % len(TASKS)]
+
+
 def _learning_rate(config: TrainingConfig, step: int) -> float:
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
@@ -527,7 +591,8 @@ def train(
         shutil.rmtree(folder)
     if init_from is None:
         save_tiny_model(
-            config.family, folder, seed=seed, vocab_size=TOKENIZER_VOCAB, extra_corpus=rationale_corpus(),
+            config.family, folder, seed=seed, vocab_size=TOKENIZER_VOCAB,
+            extra_corpus=rationale_corpus() + grounding_corpus(),
             **config.overrides(),
         )
     else:
@@ -557,8 +622,8 @@ def train(
     for step in range(config.steps):
         for finding in pool.draw_findings(config.fresh_pairs):
             pool.add(finding)
-        mode: Mode = "direct" if step < config.direct_steps or step % 2 == 0 else "reasoning"
-        batch = _batch(pool.sample(pool.draw_findings(config.pairs_per_batch)), mode, encoder, adapter)
+        task = _task(config, step)
+        batch = _batch(pool.sample(pool.draw_findings(config.pairs_per_batch)), task, encoder, adapter, step)
         for group in optimiser.param_groups:
             group["lr"] = _learning_rate(config, step)
         loss, answer_loss, probe_loss = _loss(model, batch, probe, config.probe_weight, config.probe_finding_weight)
@@ -568,11 +633,11 @@ def train(
         optimiser.step()
         losses.append(answer_loss)
         probe_losses.append(probe_loss)
-        modes.append(mode)
+        modes.append(task)
         elapsed = time.perf_counter() - start
         if len(losses) % config.log_every == 0 or len(losses) == config.steps:
             recent = {m: [v for v, k in zip(losses[-config.log_every:], modes[-config.log_every:]) if k == m]
-                      for m in ("direct", "reasoning")}
+                      for m in TASKS}
             shown = "  ".join(f"{m} {np.mean(v):.4f}" for m, v in recent.items() if v)
             shown += f"  probe {np.mean(probe_losses[-config.log_every:]):.4f}"
             log(f"step {len(losses):5d}  loss {shown}  lr {_learning_rate(config, step):.2e}  "

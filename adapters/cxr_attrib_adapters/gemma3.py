@@ -25,6 +25,7 @@ import torch
 
 from cxr_attrib.adapter import Adapter, Geometry, LoadOptions, Reduction
 from cxr_attrib.errors import ModelLoadError
+from cxr_attrib.grounding import BoxConvention
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
 
@@ -40,6 +41,12 @@ CARDS: dict[str, tuple[str, str]] = {
     "medgemma1_5_4b": ("google/medgemma-1.5-4b-it", "MedGemma 1.5 4B instruction-tuned"),
 }
 """Registry key -> (Hugging Face id, summary)."""
+
+GEMMA_BOXES = BoxConvention(key="box_2d", order="yxyx", frame=(1000.0, 1000.0), instruction=(
+    'Output it in JSON as [{"box_2d": [y1, x1, y2, x2]}] normalised to 0-1000.'
+))
+"""The box convention of the Gemma family. Gemma 3 has no grounding format of its own; this
+one is Gemini's (y before x, normalised to 0-1000), which Gemma-family models follow when asked."""
 
 
 class Gemma3Adapter(HFAdapter):
@@ -88,6 +95,11 @@ class Gemma3Adapter(HFAdapter):
     def geometry(self) -> Geometry:
         """Square patch grid pooled to ``mm_tokens_per_image`` tokens (16 x 16 for the real models)."""
         return self._geometry
+
+    @property
+    def box_convention(self) -> BoxConvention:
+        """Gemma family (documented here; Gemini's layout): ``{"box_2d": [y1, x1, y2, x2]}`` in 0-1000."""
+        return GEMMA_BOXES
 
     def vision_layers(self) -> list[torch.nn.Module]:
         """The SigLIP encoder's layers, first to last."""

@@ -29,6 +29,7 @@ import torch
 
 from cxr_attrib.adapter import Adapter, Geometry, LoadOptions, Reduction
 from cxr_attrib.errors import ModelLoadError
+from cxr_attrib.grounding import BoxConvention
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
 
@@ -71,6 +72,10 @@ def token_grid(grid_thw: Sequence[int] | torch.Tensor, merge_size: int) -> tuple
     if h % merge_size or w % merge_size:
         raise ValueError(f"patch grid {h}x{w} is not divisible by merge_size {merge_size}.")
     return t * h // merge_size, w // merge_size
+
+QWEN_BOX_INSTRUCTION = "Output its bbox coordinates in JSON format."
+"""Qwen2.5-VL's grounding request: absolute pixel coordinates of the image it was given (its
+resized input), which is the format it was trained to answer in."""
 
 
 class QwenVLAdapter(HFAdapter):
@@ -146,6 +151,14 @@ class QwenVLAdapter(HFAdapter):
     def geometry(self) -> Geometry:
         """Patch grid from ``image_grid_thw``; tokens = 2 x 2 merge windows (8 x 8 at 224 px)."""
         return self._geometry
+
+    @property
+    def box_convention(self) -> BoxConvention:
+        """Qwen2.5-VL grounding: ``{"bbox_2d": [x1, y1, x2, y2]}`` in pixels of its resized input."""
+        height, width = self._geometry.model_size
+        return BoxConvention(
+            key="bbox_2d", order="xyxy", frame=(float(width), float(height)), instruction=QWEN_BOX_INSTRUCTION
+        )
 
     def vision_layers(self) -> list[torch.nn.Module]:
         """The vision tower's blocks (window and full attention), first to last."""

@@ -85,6 +85,9 @@ def _corpus() -> list[str]:
 def tiny_tokenizer(family: str, vocab_size: int = 640, extra_corpus: Sequence[str] = ()) -> Any:
     """A byte-level BPE tokenizer with ``family``'s real special tokens and chat template.
 
+    Digits are always single tokens, as in the real Qwen2.5-VL and Gemma 3 vocabularies
+    (so a coordinate such as ``112`` is three tokens whatever the corpus).
+
     Args:
         family (str): a family with a tiny-model recipe, e.g. ``"qwen2_5_vl"`` or ``"gemma3"``.
         vocab_size (int): BPE vocabulary size including the 256 byte symbols and the
@@ -101,7 +104,10 @@ def tiny_tokenizer(family: str, vocab_size: int = 640, extra_corpus: Sequence[st
 
     recipe = _recipe(family)
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=list(recipe.special_tokens),

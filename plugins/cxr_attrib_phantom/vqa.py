@@ -6,6 +6,11 @@ about; negatives show either a normal phantom or a phantom with a *different*
 finding (about half each by default). Direct answers are ``"Yes"`` / ``"No"``;
 reasoning answers are a short templated rationale that names the region and ends
 with ``"Answer: yes."`` or ``"Answer: no."``.
+
+Grounding items ask "Where is the {finding}? Answer with a bounding box." (or, as the
+``prompting`` method does, where the evidence for a stated answer is); the answer is
+the exact box of the finding written in the model family's convention
+(:class:`~cxr_attrib.grounding.BoxConvention`), or ``[]`` when it is absent.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ from typing import Literal
 
 import numpy as np
 
+from cxr_attrib.grounding import BoxConvention
 from cxr_attrib.targets import Mode, build_prompt, finding_question, validate_mode
 
 from ._geometry import check_seed_size
 from .anatomy import Phantom, PhantomParameterError, cardiothoracic_ratio, generate_phantom
 from .findings import DISPLAY_NAMES, FINDINGS, Case, UnknownFindingError, make_case
 
-__all__ = ["VQAItem", "make_vqa_item", "reference_pool", "reference_seeds", "vqa_items"]
+__all__ = [
+    "VQAItem", "grounding_answer", "make_vqa_item", "reference_pool", "reference_seeds", "vqa_items",
+    "where_question",
+]
 
 NegativeKind = Literal["normal", "other"]
 
@@ -136,6 +145,34 @@ class VQAItem:
     def image(self) -> np.ndarray:
         """The ``(S, S)`` float32 image in [0, 1] shown with the question."""
         return self.case.image
+
+
+def where_question(finding: str) -> str:
+    """The grounding question about ``finding``: "Where is the {display name}? Answer with a bounding box."
+
+    Raises:
+        UnknownFindingError: unknown ``finding``.
+    """
+    return f"Where is the {DISPLAY_NAMES[_check_asked(finding)]}? Answer with a bounding box."
+
+
+def grounding_answer(item: VQAItem, convention: BoxConvention) -> str:
+    """The exact answer to a grounding question about ``item``, in a family's convention.
+
+    Args:
+        item (VQAItem): the image and the finding asked about.
+        convention (BoxConvention): how the model writes boxes.
+
+    Returns:
+        str: the finding's exact box (rounded to the convention's integers) labelled with
+        its display name, e.g. ``[{"bbox_2d": [31, 120, 90, 171], "label": "pleural effusion"}]``;
+        ``[]`` when the item is a negative.
+    """
+    if not item.present:
+        return "[]"
+    size = item.image.shape[0]
+    boxes = convention.from_working(item.case.boxes.tolist(), size)
+    return convention.format(boxes, DISPLAY_NAMES[item.finding])
 
 
 def _region_text(case: Case) -> str:
