@@ -86,7 +86,7 @@ from cxr_attrib.targets import Mode, build_prompt
 from cxr_attrib_adapters.gemma3 import GEMMA_BOXES
 from cxr_attrib_adapters.qwen2_5_vl import QWEN_BOX_INSTRUCTION
 from cxr_attrib_phantom.findings import FINDINGS
-from cxr_attrib_phantom.vqa import VQAItem, grounding_answer, make_vqa_item, where_question
+from cxr_attrib_phantom.vqa import VQAItem, box_answer, grounding_answer, make_vqa_item, where_question
 
 __all__ = [
     "FAMILY_NAMES",
@@ -332,7 +332,8 @@ class _Example:
     direct: str
     reasoning: str
     token_labels: torch.Tensor  # (gh * gw,) long: 0, or 1 + the index of the finding drawn in the cell
-    item: VQAItem  # the finding asked and its exact box (grounding answers depend on the family)
+    finding: str  # the finding asked about
+    boxes: np.ndarray  # (N, 4) its exact box in the working frame; (0, 4) for a negative
 
 
 def token_labels(finding_mask: np.ndarray, finding: str | None, grid: tuple[int, int],
@@ -366,7 +367,8 @@ def _example(item: VQAItem, grid: tuple[int, int]) -> _Example:
         direct="Yes" if item.present else "No",
         reasoning=item.answer,
         token_labels=token_labels(item.case.finding_mask, item.case.finding, grid),
-        item=item,
+        finding=item.finding,
+        boxes=item.case.boxes if item.present else np.zeros((0, 4)),
     )
 
 
@@ -420,9 +422,9 @@ Task = str
 
 def _grounding_text(example: _Example, where: bool, convention: BoxConvention) -> tuple[str, str]:
     """(prompt, answer) of a grounding question: "Where is ...?" or the prompting method's."""
-    prompt = (where_question(example.item.finding) if where
+    prompt = (where_question(example.finding) if where
               else evidence_prompt(example.question, example.direct, convention))
-    return prompt, grounding_answer(example.item, convention)
+    return prompt, box_answer(example.finding, example.boxes, example.image.shape[0], convention)
 
 
 def _texts(examples: Sequence[_Example], task: Task, step: int, convention: BoxConvention) -> list[tuple[str, str]]:

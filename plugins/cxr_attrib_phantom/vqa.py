@@ -29,7 +29,7 @@ from .anatomy import Phantom, PhantomParameterError, cardiothoracic_ratio, gener
 from .findings import DISPLAY_NAMES, FINDINGS, Case, UnknownFindingError, make_case
 
 __all__ = [
-    "VQAItem", "grounding_answer", "make_vqa_item", "reference_pool", "reference_seeds", "vqa_items",
+    "VQAItem", "box_answer", "grounding_answer", "make_vqa_item", "reference_pool", "reference_seeds", "vqa_items",
     "where_question",
 ]
 
@@ -164,15 +164,26 @@ def grounding_answer(item: VQAItem, convention: BoxConvention) -> str:
         convention (BoxConvention): how the model writes boxes.
 
     Returns:
-        str: the finding's exact box (rounded to the convention's integers) labelled with
-        its display name, e.g. ``[{"bbox_2d": [31, 120, 90, 171], "label": "pleural effusion"}]``;
-        ``[]`` when the item is a negative.
+        str: see :func:`box_answer`; ``[]`` when the item is a negative.
     """
-    if not item.present:
-        return "[]"
-    size = item.image.shape[0]
-    boxes = convention.from_working(item.case.boxes.tolist(), size)
-    return convention.format(boxes, DISPLAY_NAMES[item.finding])
+    boxes = item.case.boxes if item.present else np.zeros((0, 4))
+    return box_answer(item.finding, boxes, item.image.shape[0], convention)
+
+
+def box_answer(finding: str, boxes: np.ndarray, size: int, convention: BoxConvention) -> str:
+    """``boxes`` of ``finding`` written as a model of ``convention`` states them.
+
+    Args:
+        finding (str): a name in :data:`FINDINGS` (its display name labels each box).
+        boxes (np.ndarray): ``(N, 4)`` working-frame boxes ``x1, y1, x2, y2`` (pixels).
+        size (int): side ``S`` of the working frame.
+        convention (BoxConvention): how the model writes boxes.
+
+    Returns:
+        str: e.g. ``[{"bbox_2d": [31, 120, 90, 171], "label": "pleural effusion"}]``
+        (coordinates rounded as the convention writes them); ``[]`` for no boxes.
+    """
+    return convention.format(convention.from_working(np.asarray(boxes).tolist(), size), DISPLAY_NAMES[finding])
 
 
 def _region_text(case: Case) -> str:
