@@ -21,22 +21,23 @@ Recipe:
   and as the swapped question;
 * an auxiliary token probe (:class:`_TokenProbe`): a linear layer on the image
   embeddings the language model receives predicts the finding drawn under each image
-  token (exact masks, :func:`token_labels`). This dense signal trains the vision tower
-  within a few hundred steps (without it the answer loss sits near ln 2 for most of
-  the run) and keeps its features local; the probe is discarded, the saved model is
-  the plain model class;
+  token (exact masks, :func:`token_labels`), and the token's own row and column. This
+  dense signal trains the vision tower within a few hundred steps (without it the
+  answer loss sits near ln 2 for most of the run), keeps its features local and makes
+  them say where they are, which box answers need; the probe is discarded, the saved
+  model is the plain model class;
 * direct mode only for the first :attr:`TrainingConfig.direct_steps` steps, then
   three tasks in turn, step by step: direct answers ``"Yes"`` / ``"No"``, reasoning
   answers (the templated rationales of :mod:`cxr_attrib_phantom.vqa`) and grounding
   (the exact box of the finding in the family's :class:`~cxr_attrib.grounding.BoxConvention`,
-  ``[]`` for negatives). Half the grounding pairs are asked "Where is the {finding}?
-  Answer with a bounding box.", half the ``prompting`` method's question
+  ``[]`` for negatives). A grounding positive is asked twice, "Where is the {finding}?
+  Answer with a bounding box." and the ``prompting`` method's question
   (:func:`~cxr_attrib.grounding.evidence_prompt`: the yes/no question, the answer given,
-  and where its evidence is). The loss covers each example's assistant turn (the
-  response and the template's closing tokens): summed over the tokens of a direct
-  answer (so the verdict token has weight 1), averaged over the tokens of a rationale,
-  summed with weight 1/4 over the tokens of a box answer (one per coordinate), then
-  averaged over the batch;
+  and where its evidence is); one pair in four keeps its negative instead. The loss
+  covers each example's assistant turn (the response and the template's closing
+  tokens): summed over the tokens of a direct answer (so the verdict token has weight
+  1), averaged over the tokens of a rationale, summed with weight 1/4 over the tokens
+  of a box answer (one per coordinate), then averaged over the batch;
 * AdamW, learning rate 2e-3 with linear warm-up and cosine decay, gradient clipping;
 * Gemma 3: the token embeddings are re-drawn so that scaled embeddings have unit RMS
   (with the default initialisation its post-sublayer norms swamp them and it stays on
@@ -165,6 +166,11 @@ class TrainingConfig:
         pool_capacity (int): most pairs kept per finding (oldest replaced). Default: 800.
         probe_weight (float): weight of the auxiliary token-probe loss (see
             :class:`_TokenProbe`; 0 disables it). Default: 1.0.
+        position_weight (float): weight of the probe's row and column loss (each image
+            token predicts its own cell; 0 disables it). Default: 0.5.
+        grounding_negative_every (int): in grounding steps one pair in this many keeps its
+            negative (answer ``[]``); the others ask about their positive twice, once in each
+            grounding form. Default: 4.
         probe_finding_weight (float): weight of the probe's finding cells relative to
             background cells. Default: 4.0.
         model_overrides (dict): config overrides of the model. Default:
@@ -190,6 +196,8 @@ class TrainingConfig:
     pool_capacity: int = 800
     probe_weight: float = 1.0
     probe_finding_weight: float = 4.0
+    position_weight: float = 0.5
+    grounding_negative_every: int = 4
     model_overrides: dict[str, Any] | None = None
     log_every: int = 25
 
@@ -198,7 +206,7 @@ class TrainingConfig:
         return MODEL_OVERRIDES[self.family] if self.model_overrides is None else self.model_overrides
 
 
-DEFAULT_STEPS: dict[str, int] = {"qwen2_5_vl": 1250, "gemma3": 1250}
+DEFAULT_STEPS: dict[str, int] = {"qwen2_5_vl": 1400, "gemma3": 1400}
 """Steps of the shipped runs (under 30 minutes each on one CPU thread)."""
 
 
@@ -428,10 +436,24 @@ def _grounding_text(example: _Example, where: bool, convention: BoxConvention) -
 
 
 def _texts(examples: Sequence[_Example], task: Task, step: int, convention: BoxConvention) -> list[tuple[str, str]]:
-    if task == "grounding":  # pairs alternate between the two grounding questions
-        return [_grounding_text(e, (row // 2 + step) % 2 == 0, convention) for row, e in enumerate(examples)]
+    if task == "grounding":  # the two rows of a pair are asked in the two grounding forms
+        return [_grounding_text(e, (row + step) % 2 == 0, convention) for row, e in enumerate(examples)]
     mode: Mode = "direct" if task == "direct" else "reasoning"
     return [(build_prompt(e.question, mode), e.direct if mode == "direct" else e.reasoning) for e in examples]
+
+
+def _grounding_examples(pairs: Sequence[_Example], negative_every: int) -> list[_Example]:
+    """(positive, negative) pairs -> (positive, positive) except every ``negative_every``-th pair.
+
+    Box answers of negatives (``[]``) are learnt from few examples; the positives' boxes
+    are what needs the steps. Each kept row is asked in the other grounding form than
+    its neighbour (see :func:`_texts`).
+    """
+    out: list[_Example] = []
+    for index in range(0, len(pairs), 2):
+        positive, negative = pairs[index], pairs[index + 1]
+        out += [positive, negative if (index // 2) % negative_every == 0 else positive]
+    return out
 
 
 def _token_weight(task: Task, answer_tokens: int) -> float:
@@ -461,15 +483,20 @@ class _TokenProbe:
     """An auxiliary per-image-token classifier on the image embeddings the language model receives.
 
     A forward pre-hook on the language model keeps its ``inputs_embeds``; the probe
-    (a linear layer, trained with the model and never saved) predicts from each image
-    token which finding, if any, is drawn in its cell. The dense, localised signal
-    teaches the vision tower every finding from every image, long before the answer
-    loss alone would.
+    (linear layers, trained with the model and never saved) predicts from each image
+    token which finding, if any, is drawn in its cell, and the cell's row and column.
+    The dense, localised signal teaches the vision tower every finding from every image,
+    long before the answer loss alone would; the row and column make every image
+    embedding carry where it is (Qwen2.5-VL's vision tower has rotary positions only, so
+    its outputs need not), which the box answers read.
     """
 
-    def __init__(self, model: torch.nn.Module, image_token_id: int, hidden: int, seed: int) -> None:
+    def __init__(self, model: torch.nn.Module, image_token_id: int, hidden: int, seed: int,
+                 grid: tuple[int, int] = (8, 8), position_weight: float = 0.0) -> None:
         generator = torch.Generator().manual_seed(seed + 7)
-        self.head = torch.nn.Linear(hidden, 1 + len(FINDINGS))
+        self.grid = grid
+        self.position_weight = position_weight
+        self.head = torch.nn.Linear(hidden, 1 + len(FINDINGS) + grid[0] + grid[1])
         with torch.no_grad():
             self.head.weight.normal_(0.0, hidden**-0.5, generator=generator)
             self.head.bias.zero_()
@@ -484,10 +511,17 @@ class _TokenProbe:
         assert self.embeds is not None
         rows = self.embeds[input_ids == self.image_token_id].reshape(labels.shape[0], labels.shape[1], -1)
         logits = self.head(rows.float()).flatten(0, 1)
+        found, row, col = logits.split([1 + len(FINDINGS), *self.grid], dim=-1)
         target = labels.flatten()
         weights = torch.where(target > 0, finding_weight, 1.0)
-        losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-        return (losses * weights).sum() / weights.sum()
+        losses = torch.nn.functional.cross_entropy(found, target, reduction="none")
+        finding_loss = (losses * weights).sum() / weights.sum()
+        if self.position_weight == 0.0:
+            return finding_loss
+        cell = torch.arange(labels.shape[1]).repeat(labels.shape[0])  # row-major token cells
+        cross = torch.nn.functional.cross_entropy
+        position = 0.5 * (cross(row, cell // self.grid[1]) + cross(col, cell % self.grid[1]))
+        return finding_loss + self.position_weight * position
 
 
 def _loss(model: torch.nn.Module, batch: dict[str, Any], probe: _TokenProbe | None = None,
@@ -609,7 +643,8 @@ def train(
 
     encoder = TextEncoder(adapter)
     pool = _PairPool(config, seed, adapter.grid)
-    probe = _TokenProbe(model, adapter.image_token_id, model.get_input_embeddings().weight.shape[1], seed)
+    probe = _TokenProbe(model, adapter.image_token_id, model.get_input_embeddings().weight.shape[1], seed,
+                        adapter.grid, config.position_weight)
     for finding in FINDINGS:
         for _ in range(config.initial_pairs):
             pool.add(finding)
@@ -625,7 +660,10 @@ def train(
         for finding in pool.draw_findings(config.fresh_pairs):
             pool.add(finding)
         task = _task(config, step)
-        batch = _batch(pool.sample(pool.draw_findings(config.pairs_per_batch)), task, encoder, adapter, step)
+        examples = pool.sample(pool.draw_findings(config.pairs_per_batch))
+        if task == "grounding":
+            examples = _grounding_examples(examples, config.grounding_negative_every)
+        batch = _batch(examples, task, encoder, adapter, step)
         for group in optimiser.param_groups:
             group["lr"] = _learning_rate(config, step)
         loss, answer_loss, probe_loss = _loss(model, batch, probe, config.probe_weight, config.probe_finding_weight)
