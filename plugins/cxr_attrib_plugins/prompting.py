@@ -21,12 +21,14 @@ docs/methods/prompting.md.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
+from cxr_attrib.adapter import Scorer
 from cxr_attrib.errors import MethodParameterError, ModelCapabilityError
 from cxr_attrib.grounding import MAX_BOXES, BoxConvention, GroundingSurface, evidence_prompt, parse_boxes
 from cxr_attrib.hookspecs import hookimpl
@@ -72,6 +74,11 @@ def _overlaps(box: Box, region: Box) -> bool:
     return min(box[2], region[2]) > max(box[0], region[0]) and min(box[3], region[3]) > max(box[1], region[1])
 
 
+def _inside(box: Box, region: Box) -> bool:
+    """Whether ``box`` lies within ``region`` (edges included)."""
+    return box[0] >= region[0] and box[1] >= region[1] and box[2] <= region[2] and box[3] <= region[3]
+
+
 def _fallback_reason(text: str, truncated: bool, stated: int) -> str:
     if not text.strip():
         return FALLBACK_REASONS[0]
@@ -110,8 +117,7 @@ def ask_for_boxes(request: MethodRequest) -> StatedBoxes:
     content = mask_box(request.content_mask)
     working = convention.to_working(parsed.boxes, request.size)
     boxes = tuple(box for box in working if _overlaps(box, content))
-    partly = sum(1 for box in boxes if not (box[0] >= content[0] and box[1] >= content[1]
-                                            and box[2] <= content[2] and box[3] <= content[3]))
+    partly = sum(1 for box in boxes if not _inside(box, content))
     counts = {**parsed.counts, "in_padding": len(working) - len(boxes), "partly_in_padding": partly}
     counts["kept"] = len(boxes)
     info: dict[str, Any] = {
@@ -150,7 +156,7 @@ class Prompting(Method):
     })
 
     @classmethod
-    def validate(cls, params, adapter) -> None:
+    def validate(cls, params: Mapping[str, Any], adapter: Scorer | None) -> None:
         """Refuse a model that has no box convention (before any pass)."""
         if not isinstance(adapter, GroundingSurface):
             name = getattr(adapter, "name", repr(adapter))
@@ -165,7 +171,7 @@ class Prompting(Method):
         return MethodOutput(boxes=list(stated.boxes), unit=UNIT, info=stated.info)
 
 
-def _segmenter(params: Any, adapter: Any) -> BoxSegmenter | None:
+def _segmenter(params: Mapping[str, Any], adapter: Scorer | None) -> BoxSegmenter | None:
     """The cached segmenter ``params["sam"]`` names (None without one)."""
     sam = params["sam"]
     if sam is None:
@@ -188,7 +194,7 @@ class PromptingRefined(Prompting):
     defaults = MappingProxyType({**Prompting.defaults, "sam": None})
 
     @classmethod
-    def validate(cls, params, adapter) -> None:
+    def validate(cls, params: Mapping[str, Any], adapter: Scorer | None) -> None:
         """As :class:`Prompting`, and load the ``sam`` checkpoint (a clear error before any pass)."""
         super().validate(params, adapter)
         _segmenter(params, adapter)
