@@ -6,7 +6,7 @@ resized input, ``{"bbox_2d": [x1, y1, x2, y2]}``; Gemma-family models:
 ``{"box_2d": [y1, x1, y2, x2]}`` normalised to 0-1000). Adapters own their
 convention (:class:`GroundingSurface`); this module only reads and writes text.
 
-:func:`parse_boxes` never evaluates model output (SPEC 11, bug 8). It tries strict
+:func:`parse_boxes` never evaluates model output (no ``eval``: text is data). It tries strict
 JSON first (each fenced code block, then every JSON value embedded in the whole
 text), then a tight regular expression for bare ``[a, b, c, d]`` lists of ASCII
 numbers. Boxes that are degenerate (zero area), inverted or outside the model's
