@@ -32,7 +32,9 @@ from cxr_attrib.testing.randomisation import randomisation_curve
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="", help="comma list; default: every method that uses the model")
+    parser.add_argument("--methods", default="",
+                        help="comma list; default: every method that uses the model and returns a map "
+                             "(not the boxes-only prompting methods)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma list of model keys")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--params", nargs="*", default=[], metavar="METHOD:NAME=VALUE")
@@ -40,7 +42,7 @@ def main() -> None:
                         help="method seed on the compared models (default: the same seed, 0)")
     args = parser.parse_args()
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
-    names = names or sorted(n for n, cls in methods().items() if cls.uses_model)
+    names = names or sorted(n for n, cls in methods().items() if cls.uses_model and cls.output != "boxes")
     for name in names:
         get_method(name)
     params = parse_params(args.params)

@@ -145,11 +145,14 @@ class Generation:
         token_ids (tuple[int, ...]): generated ids (end-of-turn excluded).
         logprobs (tuple[float, ...]): float32 log-prob of each generated token under
             the model at generation time.
+        truncated (bool): generation stopped at ``max_new_tokens`` without an
+            end-of-turn token (the text may be cut mid-sentence). Default: False.
     """
 
     text: str
     token_ids: tuple[int, ...]
     logprobs: tuple[float, ...]
+    truncated: bool = False
 
 
 @dataclass

@@ -6,11 +6,14 @@ resized input, ``{"bbox_2d": [x1, y1, x2, y2]}``; Gemma-family models:
 ``{"box_2d": [y1, x1, y2, x2]}`` normalised to 0-1000). Adapters own their
 convention (:class:`GroundingSurface`); this module only reads and writes text.
 
-:func:`parse_boxes` never evaluates model output (SPEC 11, bug 8). It tries strict
-JSON first (the whole text, each fenced code block, then every JSON value embedded
-in the text), then a tight regular expression for bare ``[a, b, c, d]`` lists of
-ASCII numbers. Boxes that are degenerate (zero area), inverted or outside the
-model's frame are dropped and counted; anything else is ignored.
+:func:`parse_boxes` never evaluates model output (no ``eval``: text is data). It tries strict
+JSON first (each fenced code block, then every JSON value embedded in the whole
+text), then a tight regular expression for bare ``[a, b, c, d]`` lists of ASCII
+numbers. Boxes that are degenerate (zero area), inverted or outside the model's
+frame (or not finite) are dropped and counted; anything else is ignored. Its cost is
+linear in the text: attempts to decode JSON that fail may read at most
+:data:`MAX_RETRY_CHARS` characters in all (then the JSON scan stops, counted as
+``scan_stopped``), so ``"[" * 200_000`` is read in milliseconds, not hours.
 
 Example::
 
@@ -35,6 +38,7 @@ from typing import Any, Literal
 __all__ = [
     "BOX_KEYS",
     "MAX_BOXES",
+    "MAX_RETRY_CHARS",
     "BoxConvention",
     "GroundingSurface",
     "ParsedBoxes",
@@ -47,6 +51,13 @@ AxisOrder = Literal["xyxy", "yxyx"]
 
 MAX_BOXES = 64
 """Default cap on the boxes kept from one answer (the rest are counted, not kept)."""
+
+MAX_RETRY_CHARS = 1_000_000
+"""Characters that failed JSON decoding attempts may read in all, per text. Each failed
+attempt is charged what it cost: up to where it failed (the decoder's error re-reads the
+text from its beginning to find the line), or the rest of the text when the decoder gives
+no position. Valid JSON is never charged, so a 10,000-box answer is read whole; only
+garbage such as ``"[" * 200_000`` exhausts it."""
 
 BOX_KEYS: tuple[str, ...] = ("bbox_2d", "box_2d", "bbox", "box")
 """JSON keys read as a box besides the convention's own (which is tried first)."""
@@ -136,8 +147,10 @@ class ParsedBoxes:
             in the order stated (at most ``max_boxes``).
         source (str): ``"json"``, ``"regex"`` or ``"none"`` (nothing box-like found).
         counts (dict[str, int]): ``stated`` (box-like values found), ``kept``, and the
-            dropped ones: ``degenerate`` (zero area), ``inverted``, ``out_of_range``,
-            ``capped`` (valid but beyond ``max_boxes``).
+            dropped ones: ``degenerate`` (zero area), ``inverted``, ``out_of_range``
+            (outside the frame, or not finite), ``capped`` (valid but beyond
+            ``max_boxes``); and ``scan_stopped`` (1 when the JSON scan ran out of
+            :data:`MAX_RETRY_CHARS` and stopped early, else 0).
     """
 
     boxes: tuple[Box, ...]
@@ -146,6 +159,9 @@ class ParsedBoxes:
 
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
+_OPEN = re.compile(r'\[(?=\s*[-0-9\[{\]"])|\{(?=\s*["}])')
+"""Where a JSON value that may hold a box can start: ``[`` before a number, list, object,
+string or ``]``; ``{`` before a key or ``}`` (so prose such as ``[Note]`` is never decoded)."""
 _NUMBER = r"-?[0-9]+(?:\.[0-9]+)?"
 _BARE_LIST = re.compile(
     rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]"
@@ -153,11 +169,20 @@ _BARE_LIST = re.compile(
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number (``bool`` is not one); it may be huge or not finite (then out of range)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_box(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value)
+
+
+def _coordinate(value: float | int | str) -> float:
+    """A stated coordinate as a float; an integer too large for a float becomes ``inf``."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _json_boxes(value: Any, key: str, depth: int = 0) -> Iterator[list[float]]:
@@ -179,18 +204,39 @@ def _json_boxes(value: Any, key: str, depth: int = 0) -> Iterator[list[float]]:
                 yield from _json_boxes(item, key, depth + 1)
 
 
-def _embedded_json(text: str) -> Iterator[Any]:
-    """Every JSON array or object that starts somewhere in ``text`` (strict ``json`` only)."""
+class _Budget:
+    """Characters that failed JSON attempts may still read (see :data:`MAX_RETRY_CHARS`)."""
+
+    def __init__(self, chars: int) -> None:
+        self.left = chars
+
+    @property
+    def exhausted(self) -> bool:
+        return self.left <= 0
+
+
+def _embedded_json(text: str, budget: _Budget) -> Iterator[Any]:
+    """Every JSON array or object that starts somewhere in ``text`` (strict ``json`` only).
+
+    A failed attempt at one bracket is retried from the next one, so a value nested in
+    broken JSON is still found; each failure is charged to ``budget`` and the scan stops
+    when it is spent.
+    """
     decoder = json.JSONDecoder()
     position = 0
-    while True:
-        starts = [i for i in (text.find("[", position), text.find("{", position)) if i >= 0]
-        if not starts:
+    while not budget.exhausted:
+        opening = _OPEN.search(text, position)
+        if opening is None:
             return
-        start = min(starts)
+        start = opening.start()
         try:
             value, end = decoder.raw_decode(text, start)
-        except (json.JSONDecodeError, RecursionError):
+        except json.JSONDecodeError as err:  # its line/column cost a scan of text[:err.pos]
+            budget.left -= err.pos + 1
+            position = start + 1
+            continue
+        except (ValueError, RecursionError):  # an integer of > 4300 digits; nesting deeper than the stack
+            budget.left -= len(text) - start
             position = start + 1
             continue
         yield value
@@ -203,12 +249,12 @@ def _candidates(text: str) -> Iterator[str]:
     yield text
 
 
-def _stated(text: str, key: str) -> tuple[list[list[float]], Literal["json", "regex", "none"]]:
+def _stated(text: str, key: str, budget: _Budget) -> tuple[list[list[Any]], Literal["json", "regex", "none"]]:
     for candidate in _candidates(text):
-        found = [box for value in _embedded_json(candidate) for box in _json_boxes(value, key)]
+        found = [box for value in _embedded_json(candidate, budget) for box in _json_boxes(value, key)]
         if found:
             return found, "json"
-    found = [[float(v) for v in m.groups()] for m in _BARE_LIST.finditer(text)]
+    found = [list(m.groups()) for m in _BARE_LIST.finditer(text)]
     return (found, "regex") if found else ([], "none")
 
 
@@ -226,14 +272,17 @@ def parse_boxes(text: str, convention: BoxConvention, *, max_boxes: int = MAX_BO
     """
     if not isinstance(text, str):
         text = ""
-    stated, source = _stated(text, convention.key)
+    budget = _Budget(MAX_RETRY_CHARS)
+    stated, source = _stated(text, convention.key, budget)
     width, height = convention.frame
-    counts = {"stated": len(stated), "kept": 0, "degenerate": 0, "inverted": 0, "out_of_range": 0, "capped": 0}
+    counts = {"stated": len(stated), "kept": 0, "degenerate": 0, "inverted": 0, "out_of_range": 0, "capped": 0,
+              "scan_stopped": int(budget.exhausted)}
     kept: list[Box] = []
     for values in stated:
-        a, b, c, d = (float(v) for v in values)
+        a, b, c, d = (_coordinate(v) for v in values)
         x1, y1, x2, y2 = (a, b, c, d) if convention.order == "xyxy" else (b, a, d, c)
-        if min(x1, x2, y1, y2) < 0 or max(x1, x2) > width or max(y1, y2) > height:
+        inside = all(math.isfinite(v) for v in (x1, y1, x2, y2))
+        if not inside or min(x1, x2, y1, y2) < 0 or max(x1, x2) > width or max(y1, y2) > height:
             counts["out_of_range"] += 1
         elif x2 < x1 or y2 < y1:
             counts["inverted"] += 1

@@ -487,6 +487,7 @@ class HFAdapter(Adapter):
 
         Other settings of the checkpoint's generation config (e.g. ``suppress_tokens``)
         are kept. Log-probs are float32 log-softmax of the raw logits at each step.
+        ``truncated`` is True when ``max_new_tokens`` tokens came without a stop token.
         """
         input_ids = self._prompt_ids(prompt, max_new_tokens)
         pixels = self.pixel_inputs([image])
@@ -501,7 +502,8 @@ class HFAdapter(Adapter):
             float(torch.log_softmax(out.logits[i][0].float(), dim=-1)[t]) for i, t in enumerate(ids)
         )
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return Generation(text=text, token_ids=tuple(ids), logprobs=logprobs)
+        truncated = stop == len(new) and len(new) >= max_new_tokens
+        return Generation(text=text, token_ids=tuple(ids), logprobs=logprobs, truncated=truncated)
 
     def decoder_layers(self) -> Sequence[torch.nn.Module]:
         """The language model's decoder layers, first to last."""

@@ -8,7 +8,7 @@ on images of several shapes and checks the properties the core promises users:
 * determinism under a seed: the same seed gives bit-identical results;
 * no mutation of inputs: the caller's array is unchanged;
 * bookkeeping: ``meta`` records the parameters, the seed and (for methods that use
-  the model) at least one forward pass.
+  the model) at least one forward pass or generation.
 
 Plugin authors call it from their own tests with a tiny model::
 
@@ -95,6 +95,7 @@ def check_method(
         assert dict(first.meta.params) == {**dict(first.meta.params), **params}, f"{where}: params not recorded"
         assert first.meta.seed == seed, f"{where}: seed not recorded"
         if first.meta.passes:
-            assert first.meta.passes.get("forward_calls", 0) >= 1, f"{where}: no forward pass recorded"
+            model_calls = first.meta.passes.get("forward_calls", 0) + first.meta.passes.get("generate_calls", 0)
+            assert model_calls >= 1, f"{where}: no forward pass or generation recorded"
         results.append(first)
     return results
