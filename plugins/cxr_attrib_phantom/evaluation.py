@@ -285,7 +285,8 @@ def format_report(report: EvaluationReport) -> str:
 def _grounding_rows(report: EvaluationReport) -> list[str]:
     """Grounding table: per source, parse rate, mean IoU and share IoU >= 0.5 (percent)."""
     sources = ("evidence", "where", "prior")
-    head = f"{'grounding':18s} {'n':>4s} " + " ".join(f"{s[:5] + '_' + c:>11s}" for s in sources
+    labels = {"evidence": "evid", "where": "where", "prior": "prior"}
+    head = f"{'grounding':18s} {'n':>4s} " + " ".join(f"{labels[s] + '_' + c:>11s}" for s in sources
                                                   for c in ("parse", "iou", "hit"))
     rows = ["", head]
     for finding, g in report.grounding.items():
