@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.leaderboard import RunConfig, SampleRecord, Store, UnitRecord, unit_id
@@ -105,3 +107,19 @@ def test_nothing_counted_gives_no_rows():
     assert box_agreement(_units()[:4], said="prompting", used=("rise", "medfocus")) != []
     assert box_agreement([u for u in _units() if u.method != "occlusion"], said="prompting", used=USED) == []
     assert agreement_markdown([]).startswith("(no sample")
+
+
+_box = st.tuples(st.integers(0, 90), st.integers(0, 90), st.integers(1, 10), st.integers(1, 10)).map(
+    lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]])
+
+
+@given(said=st.lists(_box, min_size=1, max_size=3), truth=_box)
+def test_a_used_region_equal_to_the_said_box_agrees_and_scores_the_same_against_the_truth(said, truth):
+    sample = SampleRecord("s", "phantom", 0, "mass", "q", "direct", np.array([truth], dtype=np.float64), (100, 100))
+    units = [UnitRecord(f"u{i}", "s", "m", name, {}, "direct", 0, "ok", answer="Yes", sample=sample,
+                        method_boxes=np.asarray(boxes, dtype=np.float64))
+             for i, (name, boxes) in enumerate([("said", said), ("same", said[:1]), ("all", said)])]
+    (row,) = sample_agreement(units, said="said", used=("same", "all"))
+    assert row["said_same"] == 1.0 and row["agrees_same"]
+    assert row["same_truth"] == row["said_truth"] and 0.0 <= row["all_truth"] <= 1.0
+    assert 0.0 < row["said_all"] <= 1.0 and row["agrees_all"] == (row["said_all"] >= 0.5)

@@ -113,8 +113,8 @@ def sample_agreement(units: Iterable[UnitRecord], *, said: str, used: Sequence[s
 
     A sample counts for a model when its said unit and every used unit are ok, the
     explained answer (of the said unit) parses as yes, and the sample has ground-truth
-    boxes. The said region is the said unit's **first** method box (no box: IoU 0); a
-    used region is the union of that unit's method boxes.
+    boxes. The said region is the said unit's **first** method box (no box: IoU 0 with
+    any non-empty region); a used region is the union of that unit's method boxes.
 
     Args:
         units (Iterable[UnitRecord]): units with their ``sample`` attached (as
