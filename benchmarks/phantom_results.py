@@ -1,7 +1,8 @@
 """Measure the embedded phantom models on held-out seeds and write docs/phantom-results.md.
 
 The same protocol as ``tests/test_embedded_models.py``: :func:`evaluate` with 40
-direct items and 20 reasoning items per finding and answer, then
+direct items and 20 reasoning items per finding and answer and 60 grounding cases per
+finding (beside the model-free side prior), then
 :func:`filter_and_localise` (causal filter with exact counterfactuals on 10 held-out
 positives per finding, occlusion on the retained ones).
 
@@ -35,6 +36,13 @@ by `python benchmarks/phantom_results.py` (the same protocol as the slow tests i
   *spec (other)*: "no" rate on those two halves; *flip*: yes on the image and no on
   its exact counterfactual; *keep*: the causal filter's verdicts (yes, no, yes, yes).
 - **Reasoning**: greedy generation read by `parse_yes_no`, 40 items per finding.
+- **Grounding**: `grounding_per_finding=60` held-out positives per finding, one greedy
+  answer each to the `prompting` method's question (*evidence*: the yes/no question, the
+  answer "Yes", and a request for the box in the family's format) and to "Where is the
+  {finding}? Answer with a bounding box." (*where*); the first stated box against the
+  exact box. *parse*: at least one valid box; *IoU*: mean, unparsed answers 0; *hit*:
+  IoU >= 0.5. *prior*: a model-free constant, the median exact box of the finding on
+  the same side over 60 training seeds, scored on the same cases: the floor to beat.
 - **Causal filter + occlusion**: `filter_and_localise(adapter, key, n_per_finding=10)`
   on the `phantom` benchmark (greedy answers on the image and its three exact
   counterfactuals), then occlusion (8x8 tiles) on every retained sample: is the
@@ -42,7 +50,9 @@ by `python benchmarks/phantom_results.py` (the same protocol as the slow tests i
 
 Targets (docs/phantom.md): direct accuracy >= 90% overall and >= 80% per finding;
 reasoning parses >= 95% and is correct >= 85%; the filter keeps >= 60% overall and
->= 30% of every finding; occlusion's peak in the box on most retained samples.
+>= 30% of every finding; occlusion's peak in the box on most retained samples; the
+evidence box hits (IoU >= 0.5) >= 70% of the large findings' positives pooled
+(pleural effusion, cardiomegaly, mass, pneumothorax).
 All figures in %.
 """
 
@@ -71,6 +81,25 @@ def model_section(key: str, adapter, report: EvaluationReport) -> list[str]:
     )
     lines += ["", "Generated reasoning answers (one positive per finding):", ""]
     lines += [f"- {finding}: \"{text}\"" for finding, text in report.samples.items()]
+    return lines + [""] + grounding_section(report)
+
+
+def grounding_section(report: EvaluationReport) -> list[str]:
+    sources = ("evidence", "where", "prior")
+    lines = [
+        "Grounding (first stated box vs the exact box; the prior states no text):",
+        "",
+        "| finding | n | " + " | ".join(f"{s} parse | {s} IoU | {s} hit" for s in sources) + " |",
+        "|---|---|" + "---|" * (3 * len(sources)),
+    ]
+    for finding, g in report.grounding.items():
+        cells = [pct(v) for s in sources
+                 for v in (getattr(g, s).parse_rate, getattr(g, s).mean_iou, getattr(g, s).hit_rate)]
+        lines.append(f"| {finding} | {g.evidence.cases} | " + " | ".join(cells) + " |")
+    pooled = [cell for s in sources for cell in ("", "", f"**{pct(report.grounding_hit_rate(s))}**")]
+    lines.append("| " + " | ".join(["**large findings, pooled (hit)**", "", *pooled]) + " |")
+    lines += ["", "Generated evidence answers (one per finding):", ""]
+    lines += [f"- {finding}: `{g.evidence.sample}`" for finding, g in report.grounding.items()]
     return lines + [""]
 
 
@@ -102,7 +131,7 @@ def main() -> None:
     for key in KEYS:
         started = time.perf_counter()
         adapter = load_adapter(key)
-        report = evaluate(adapter, per_finding=40, reasoning_per_finding=20)
+        report = evaluate(adapter, per_finding=40, reasoning_per_finding=20, grounding_per_finding=60)
         audits[key] = filter_and_localise(adapter, key, n_per_finding=10)
         sections.append("\n".join(model_section(key, adapter, report)))
         print(f"{key}: measured in {time.perf_counter() - started:.0f} s", flush=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,10 @@ from safetensors.torch import load_file
 
 from cxr_attrib.adapter import Generation, Query, Scorer
 from cxr_attrib.errors import DataError
+from cxr_attrib.grounding import BoxConvention, evidence_prompt
 from cxr_attrib_phantom import make_vqa_item
 from cxr_attrib_phantom.evaluation import HELD_OUT_SEED_START, direct_verdicts, evaluate, format_report
+from cxr_attrib_phantom.grounding_eval import grounding_items, pooled_hit_rate, side_prior
 from train_phantom import (
     TRAIN_SEED_LIMIT,
     TextEncoder,
@@ -216,3 +220,63 @@ def test_direct_verdicts_compare_yes_with_no():
 def test_evaluate_rejects_bad_arguments(kwargs):
     with pytest.raises(DataError):
         evaluate(_Constant("yes"), **kwargs)
+
+
+class _Grounder(_Constant):
+    """Says yes, and states scripted boxes (in a 112-px model frame) for each grounding case."""
+
+    box_convention = BoxConvention(key="bbox_2d", order="xyxy", frame=(112.0, 112.0))
+
+    def __init__(self, answers: dict[bytes, dict[str, str]]) -> None:
+        super().__init__("yes")
+        self.answers = answers  # image bytes -> {"evidence": text, "where": text}
+        self.prompts: list[str] = []
+
+    def generate(self, image: np.ndarray, prompt: str, *, max_new_tokens: int = 256) -> Generation:
+        self.prompts.append(prompt)
+        question = "evidence" if "The answer is" in prompt else "where"
+        return Generation(self.answers[image.tobytes()][question], (), ())
+
+
+def _stated(*boxes) -> str:
+    """The JSON a Qwen-style model writes: working-frame boxes halved into its 112-px frame."""
+    return json.dumps([{"bbox_2d": [v / 2 for v in box]} for box in boxes])
+
+
+def test_grounding_scores_the_first_stated_box_against_the_exact_box_beside_the_side_prior():
+    cases = grounding_items("mass", 2, HELD_OUT_SEED_START)
+    truth = [tuple(item.case.boxes[0]) for item in cases]
+    assert truth == [(50.0, 96.0, 90.0, 136.0), (142.0, 81.0, 173.0, 113.0)]  # right, then left mass
+    # shifted right by half the width: overlap w/2 of 3w/2 -> IoU exactly 1/3
+    shifted = [(50.0 + 20, 96.0, 90.0 + 20, 136.0), (142.0 + 15.5, 81.0, 173.0 + 15.5, 113.0)]
+    model = _Grounder({
+        cases[0].image.tobytes(): {"evidence": _stated(truth[0]), "where": "I cannot tell."},
+        cases[1].image.tobytes(): {"evidence": _stated(shifted[1], truth[1]),  # only the first box counts
+                                   "where": f"Here:\n```json\n{_stated(truth[1])}\n```"},
+    })
+    report = evaluate(model, per_finding=2, reasoning_per_finding=0, findings=("mass",),
+                      grounding_per_finding=2, prior_cases=5)
+    g = report.grounding["mass"]
+    assert g.evidence.ious == pytest.approx((1.0, 1 / 3)) and g.evidence.parsed == (True, True)
+    assert (g.evidence.parse_rate, g.evidence.hit_rate) == (1.0, 0.5)
+    assert g.evidence.mean_iou == pytest.approx(2 / 3)
+    assert g.where.ious == (0.0, 1.0) and (g.where.parse_rate, g.where.mean_iou, g.where.hit_rate) == (0.5, 0.5, 0.5)
+    # side prior over training seeds 0..4: right = median of seeds 1, 4; left = median of seeds 0, 2, 3
+    assert side_prior("mass", range(5)) == {"left": (133.0, 70.0, 176.0, 112.0), "right": (46.0, 86.0, 90.0, 129.0)}
+    # right: overlap 40 x 33 = 1320 of 1600 + 1892 - 1320; left: 31 x 31 = 961 of 992 + 1806 - 961
+    assert g.prior.ious == pytest.approx((1320 / 2172, 961 / 1837)) and g.prior.hit_rate == 1.0
+    assert report.grounding_hit_rate("evidence") == 0.5 and report.grounding_hit_rate("prior") == 1.0
+    question = "Is there evidence of mass in the image?"
+    assert model.prompts == [evidence_prompt(question, "Yes", model.box_convention)] * 2 \
+        + ["Where is the mass? Answer with a bounding box."] * 2
+    text = format_report(report)
+    assert "large, pooled hit" in text and "grounding sample mass" in text
+
+
+def test_grounding_is_off_by_default_and_rejects_bad_counts():
+    assert evaluate(_Constant("yes"), per_finding=2, reasoning_per_finding=0, findings=("mass",)).grounding == {}
+    with pytest.raises(DataError, match="grounding_per_finding"):
+        evaluate(_Constant("yes"), grounding_per_finding=-1)
+    assert np.isnan(pooled_hit_rate([], "evidence"))
+    with pytest.raises(DataError, match="source"):
+        pooled_hit_rate([], "said")

@@ -14,6 +14,10 @@ models, a tiny test model, a real checkpoint) can be measured the same way.
   normal, half other) are answered greedily with the reasoning prompt; the generated
   text is read by :func:`~cxr_attrib.targets.parse_yes_no`. Reported: the fraction
   that parses and the fraction answered correctly.
+* **Grounding** (optional, :mod:`~cxr_attrib_phantom.grounding_eval`): on ``g`` held-out
+  positives per finding, the first box the model states when asked the ``prompting``
+  method's question and "Where is the {finding}? ...", against the exact box (IoU,
+  share >= 0.5, parse rate), beside a model-free side prior on the same cases.
 * **Causal filter** (see docs/benchmark-protocol.md) with the phantom's exact counterfactuals: a positive
   is kept when the direct verdict is yes on the image, no on ``removed`` and yes on
   both ``kept`` and ``kept_normal``. Retention = kept / positives.
@@ -27,7 +31,7 @@ training draws seeds below :data:`~train_phantom.TRAIN_SEED_LIMIT`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +40,7 @@ from cxr_attrib.errors import DataError
 from cxr_attrib.targets import build_prompt, finding_question, parse_yes_no
 from cxr_attrib.typing import WorkingImage
 from .findings import DISPLAY_NAMES, FINDINGS
+from .grounding_eval import LARGE_FINDINGS, GroundingMetrics, evaluate_grounding, pooled_hit_rate
 from .vqa import make_vqa_item
 
 __all__ = [
@@ -99,6 +104,8 @@ class EvaluationReport:
         reasoning_accuracy (float): over every reasoning item.
         retention (float): causal-filter retention over every positive.
         samples (dict[str, str]): one generated reasoning answer per finding (positive).
+        grounding (dict[str, GroundingMetrics]): grounding by finding; empty when not
+            measured (``grounding_per_finding=0``).
     """
 
     per_finding: dict[str, FindingMetrics]
@@ -107,6 +114,16 @@ class EvaluationReport:
     reasoning_accuracy: float
     retention: float
     samples: dict[str, str]
+    grounding: dict[str, GroundingMetrics] = field(default_factory=dict)
+
+    def grounding_hit_rate(self, source: str = "evidence") -> float:
+        """Share of IoU >= 0.5 over the large findings' grounding cases pooled (NaN if unmeasured).
+
+        Args:
+            source (str): ``"evidence"`` (the ``prompting`` question), ``"where"`` or
+                ``"prior"``. Default: ``"evidence"``.
+        """
+        return pooled_hit_rate(self.grounding.values(), source, LARGE_FINDINGS)
 
 
 def direct_verdicts(
@@ -182,6 +199,8 @@ def evaluate(
     seed_start: int = HELD_OUT_SEED_START,
     batch_size: int = 32,
     max_new_tokens: int = 160,
+    grounding_per_finding: int = 0,
+    prior_cases: int = 60,
 ) -> EvaluationReport:
     """Held-out direct, reasoning and causal-filter metrics of a phantom model.
 
@@ -195,21 +214,32 @@ def evaluate(
         seed_start (int): first held-out seed. Default: :data:`HELD_OUT_SEED_START`.
         batch_size (int): images per scoring call. Default: 32.
         max_new_tokens (int): generation budget of reasoning answers. Default: 160.
+        grounding_per_finding (int): held-out positives per finding asked for boxes
+            (see :mod:`~cxr_attrib_phantom.grounding_eval`); 0 skips grounding. Default: 0.
+        prior_cases (int): training seeds of the side prior (with grounding). Default: 60.
 
     Returns:
         EvaluationReport: metrics per finding and overall.
 
     Raises:
-        DataError: odd or too small counts, unknown finding.
+        DataError: odd or too small counts, unknown finding, a negative
+            ``grounding_per_finding``.
     """
     n = _check_count(per_finding, "per_finding")
+    if isinstance(grounding_per_finding, bool) or not isinstance(grounding_per_finding, int) \
+            or grounding_per_finding < 0:
+        raise DataError(f"expected grounding_per_finding as an int >= 0, got {grounding_per_finding!r}; e.g. 20.")
     r = 0 if reasoning_per_finding == 0 else _check_count(reasoning_per_finding, "reasoning_per_finding")
     unknown = [f for f in findings if f not in FINDINGS]
     if unknown or not findings:
         raise DataError(f"expected findings from {FINDINGS}, got {list(findings)!r}.")
     per: dict[str, FindingMetrics] = {}
     samples: dict[str, str] = {}
+    grounding: dict[str, GroundingMetrics] = {}
     for finding in findings:
+        if grounding_per_finding:
+            grounding[finding] = evaluate_grounding(adapter, finding, n=grounding_per_finding, start=seed_start,
+                                                    prior_cases=prior_cases)
         direct = _direct(adapter, finding, n, seed_start, batch_size)
         parsed, correct, sample = _reasoning(adapter, finding, r, seed_start, max_new_tokens) if r else (0, 0, "")
         samples[finding] = sample
@@ -227,6 +257,7 @@ def evaluate(
         reasoning_accuracy=float(np.mean([m.reasoning_accuracy for m in metrics])),
         retention=float(np.mean([m.retention for m in metrics])),
         samples=samples,
+        grounding=grounding,
     )
 
 
@@ -246,4 +277,23 @@ def format_report(report: EvaluationReport) -> str:
         f"{100 * report.reasoning_parse_rate:7.1f} {100 * report.reasoning_accuracy:6.1f}"
     )
     rows += [f"sample {finding}: {text!r}" for finding, text in report.samples.items()]
+    if report.grounding:
+        rows += _grounding_rows(report)
     return "\n".join(rows)
+
+
+def _grounding_rows(report: EvaluationReport) -> list[str]:
+    """Grounding table: per source, parse rate, mean IoU and share IoU >= 0.5 (percent)."""
+    sources = ("evidence", "where", "prior")
+    labels = {"evidence": "evid", "where": "where", "prior": "prior"}
+    head = f"{'grounding':18s} {'n':>4s} " + " ".join(f"{labels[s] + '_' + c:>11s}" for s in sources
+                                                  for c in ("parse", "iou", "hit"))
+    rows = ["", head]
+    for finding, g in report.grounding.items():
+        cells = [f"{100 * v:11.1f}" for s in sources for v in (getattr(g, s).parse_rate, getattr(g, s).mean_iou,
+                                                               getattr(g, s).hit_rate)]
+        rows.append(f"{finding:18s} {g.evidence.cases:4d} " + " ".join(cells))
+    rows.append(f"{'large, pooled hit':18s} {'':4s} " + " ".join(
+        f"{'':11s} {'':11s} {100 * report.grounding_hit_rate(s):11.1f}" for s in sources))
+    rows += [f"grounding sample {finding}: {g.evidence.sample!r}" for finding, g in report.grounding.items()]
+    return rows
