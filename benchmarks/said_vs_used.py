@@ -9,11 +9,14 @@ finding, on the samples the model answered "yes" to, the IoU of the said box wit
 used region and with the exact box (see docs/phantom-methods.md, "Said vs used").
 
 The store is resumable: rerunning the same command finishes an interrupted run.
+``--store PATH`` reads an existing store instead (e.g. the merged phantom leaderboard
+of docs/leaderboard.md, which runs every method), running nothing.
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/said_vs_used.py [--per-finding 10] [--filter none]
         [--models phantom-qwen,phantom-gemma] [--out runs/said-vs-used] [--table said-vs-used.md]
+    python benchmarks/said_vs_used.py --store runs/phantom-leaderboard/merged.sqlite
 """
 
 from __future__ import annotations
@@ -65,14 +68,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="none: every sample; exact: only those the causal filter keeps")
     parser.add_argument("--out", type=Path, default=Path("runs/said-vs-used"), help="folder of the store")
     parser.add_argument("--table", type=Path, default=None, help="write the markdown here (default: print)")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="read this leaderboard store (it must hold the three methods); run nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     command = shlex.join(["python", "benchmarks/said_vs_used.py", *(sys.argv[1:] if argv is None else argv)])
-    store_path = args.out / "leaderboard.sqlite"
-    wall = run(args.models.split(","), args.per_finding, args.filter, store_path)
+    if args.store is None:
+        store_path = args.out / "leaderboard.sqlite"
+        wall = run(args.models.split(","), args.per_finding, args.filter, store_path)
+        ran = f" ({wall / 60:.1f} min, 1 torch thread; store {store_path})"
+    else:
+        store_path, ran = args.store, ""
     rows = agreement_from_store(store_path, said=SAID, used=USED)
     text = "\n".join([
-        f"Command: `{command}` ({wall / 60:.1f} min, 1 torch thread; store {store_path}).",
+        f"Command: `{command}`{ran}.",
         "",
         f"Held-out positives of the `phantom` benchmark that the model answered \"yes\" to; said = the first "
         f"box of `{SAID}`, used = the union of the boxes of {', '.join(f'`{u}`' for u in USED)}; "

@@ -633,7 +633,7 @@ def train(
     if init_from is None:
         save_tiny_model(
             config.family, folder, seed=seed, vocab_size=TOKENIZER_VOCAB,
-            extra_corpus=rationale_corpus() + grounding_corpus(),
+            extra_corpus=rationale_corpus() + grounding_corpus(), split_digits=True,
             **config.overrides(),
         )
     else:

@@ -82,11 +82,10 @@ def _corpus() -> list[str]:
     return lines + list(_REASONING) * 2
 
 
-def tiny_tokenizer(family: str, vocab_size: int = 640, extra_corpus: Sequence[str] = ()) -> Any:
+def tiny_tokenizer(
+    family: str, vocab_size: int = 640, extra_corpus: Sequence[str] = (), *, split_digits: bool = False
+) -> Any:
     """A byte-level BPE tokenizer with ``family``'s real special tokens and chat template.
-
-    Digits are always single tokens, as in the real Qwen2.5-VL and Gemma 3 vocabularies
-    (so a coordinate such as ``112`` is three tokens whatever the corpus).
 
     Args:
         family (str): a family with a tiny-model recipe, e.g. ``"qwen2_5_vl"`` or ``"gemma3"``.
@@ -95,19 +94,24 @@ def tiny_tokenizer(family: str, vocab_size: int = 640, extra_corpus: Sequence[st
         extra_corpus (Sequence[str]): more training text for the merges (the phantom
             models add their rationales, which then take a few tokens instead of one per
             byte). Default: none.
+        split_digits (bool): every digit is its own token, as in the real Qwen2.5-VL and
+            Gemma 3 vocabularies (so ``112`` is three tokens whatever the corpus); the
+            phantom models, which state box coordinates, use it. False keeps the plain
+            byte-level splits the test fixtures were calibrated with. Default: False.
 
     Returns:
-        A ``transformers`` fast tokenizer (deterministic for a given ``vocab_size``).
+        A ``transformers`` fast tokenizer (deterministic for the arguments).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     recipe = _recipe(family)
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits else byte_level
+    )
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=list(recipe.special_tokens),
@@ -158,6 +162,7 @@ def save_tiny_model(
     *,
     vocab_size: int = 640,
     extra_corpus: Sequence[str] = (),
+    split_digits: bool = False,
     **config_overrides: Any,
 ) -> Path:
     """Build a tiny random model of the real class and save it in Hugging Face layout.
@@ -173,13 +178,14 @@ def save_tiny_model(
         seed (int): torch seed for the random weights. Default: 0.
         vocab_size (int): see :func:`tiny_tokenizer`. Default: 640.
         extra_corpus (Sequence[str]): see :func:`tiny_tokenizer`. Default: none.
+        split_digits (bool): see :func:`tiny_tokenizer`. Default: False.
         **config_overrides: see :func:`tiny_config`.
 
     Returns:
         Path: ``path``.
     """
     recipe = _recipe(family)
-    tokenizer = tiny_tokenizer(family, vocab_size, extra_corpus)
+    tokenizer = tiny_tokenizer(family, vocab_size, extra_corpus, split_digits=split_digits)
     config = _build_config(recipe, tokenizer, config_overrides)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
