@@ -90,6 +90,27 @@ def test_the_store_gives_the_same_rows_and_a_markdown_table(tmp_path):
     assert table[2].startswith("| m\\|1 | mass | 2 | 66.7 [") and len(table) == 4
 
 
+def test_the_command_prints_and_writes_the_same_table(tmp_path):
+    from click.testing import CliRunner
+
+    from cxr_attrib.cli import cli
+
+    path = tmp_path / "s.sqlite"
+    with Store.create(path, CONFIG, "0/1") as store:
+        for unit in _units():
+            store.add_sample(unit.sample)
+            store.add_unit(unit)
+    expected = agreement_markdown(agreement_from_store(path, said="prompting", used=USED))
+    printed = CliRunner().invoke(cli, ["said-vs-used", str(path)])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output.strip() == expected
+    out = tmp_path / "table.md"
+    written = CliRunner().invoke(cli, ["said-vs-used", str(path), "--used", "occlusion", "--out", str(out)])
+    assert written.exit_code == 0 and out.read_text().strip().splitlines()[0].count("occlusion") == 3
+    wrong = CliRunner().invoke(cli, ["said-vs-used", str(path), "--used", "lrp"])
+    assert wrong.exit_code != 0 and "lrp" in wrong.output
+
+
 @pytest.mark.parametrize("said, used", [("prompting", ()), ("prompting", ("prompting",)), ("", USED),
                                         ("prompting", ("occlusion", "occlusion"))])
 def test_bad_method_names_are_refused(said, used):

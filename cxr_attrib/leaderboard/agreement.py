@@ -202,10 +202,16 @@ def agreement_from_store(path: str | os.PathLike, *, said: str, used: Sequence[s
         list[AgreementRow]: per (model, finding).
 
     Raises:
-        StoreError: not a leaderboard store. DataError: as :func:`box_agreement`.
+        StoreError: not a leaderboard store. DataError: a named method is not in the
+            store's run, or as :func:`box_agreement`.
     """
     used = _check_names(said, used)
     with open_store(path) as store:
+        stored = store.config().methods
+        missing = [name for name in (said, *used) if name not in stored]
+        if missing:
+            raise DataError(f"{os.fspath(path)}: method(s) {', '.join(map(repr, missing))} not in this store; "
+                            f"it holds {', '.join(stored)}.")
         return box_agreement(store.units(heatmaps=False), said=said, used=used)
 
 

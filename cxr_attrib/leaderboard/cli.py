@@ -216,5 +216,33 @@ def merge_command(out: Path, shards: tuple[Path, ...]) -> None:
         raise SystemExit(2)
 
 
-COMMANDS = (leaderboard_command, merge_command)
+@click.command("said-vs-used")
+@click.argument("store", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--said", default="prompting", show_default=True,
+              help="Method whose first box is the region the model states.")
+@click.option("--used", default="medfocus,occlusion", show_default=True,
+              help="Comma list of methods whose boxes are the regions the answer depends on.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the markdown table here (default: print it).")
+def said_vs_used_command(store: Path, said: str, used: str, out: Path | None) -> None:
+    """Compare the box a model states with the regions that drive its answer, from a leaderboard STORE.
+
+    Per model and finding, over the samples answered "yes" with every named method ok:
+    the IoU of the said box with each used region and with the ground truth, mean and
+    95% bootstrap interval in percent (docs/phantom-methods.md, "Said vs used").
+    """
+    from cxr_attrib.outputs import write_files
+
+    from .agreement import agreement_from_store, agreement_markdown
+
+    rows = agreement_from_store(store, said=said, used=_split_names(used) or [])
+    text = agreement_markdown(rows) + "\n"
+    if out is None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+    else:
+        write_files({out: text.encode("utf-8")})
+        console.print(f"wrote {out}", highlight=False, markup=False)
+
+
+COMMANDS = (leaderboard_command, merge_command, said_vs_used_command)
 """The commands this module adds to the root ``cxr-attrib`` group."""
