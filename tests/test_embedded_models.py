@@ -108,3 +108,37 @@ def test_demo_runs_end_to_end(tmp_path):
     assert run.result.answer.strip() == "Yes"
     assert run.pointing_game == 1.0, "occlusion's peak tile lies on the effusion"
     assert 0.1 < run.iou <= 1.0
+
+
+def test_prompting_refined_with_the_tiny_sam_refines_the_models_own_boxes_in_one_call(embedded, tiny_sam_dir,
+                                                                                       monkeypatch):
+    """No scripted text: the embedded model states its box, the tiny SAM refines it in one batched call."""
+    from cxr_attrib.pools import mask_box
+    from cxr_attrib.segmentation import BoxSegmenter
+
+    key, adapter = embedded
+    calls: list[tuple[list, object]] = []
+    real = BoxSegmenter.segment
+
+    def spy(self, image, boxes):
+        out = real(self, image, boxes)
+        calls.append((list(boxes), out))
+        return out
+
+    monkeypatch.setattr(BoxSegmenter, "segment", spy)
+    sample = next(s for s in PhantomBench(n_per_finding=1).samples(split="direct")
+                  if s.extra["finding_key"] == "cardiomegaly")
+    raw = attribute(adapter, sample.load_image(), sample.question, method="prompting", answer="Yes")
+    refined = attribute(adapter, sample.load_image(), sample.question, method="prompting_refined", answer="Yes",
+                        sam=str(tiny_sam_dir))
+    assert raw.meta.info["fallback"] is None and raw.meta.info["source"] == "json"
+    assert region_metrics([list(raw.boxes[0])], sample.boxes).iou >= HIT_IOU  # the model's own box, on target
+    assert len(calls) == 1 and refined.meta.passes["generate_calls"] == 1
+    prompts, seg = calls[0]
+    assert len(prompts) == len(raw.boxes) == len(refined.boxes)
+    assert refined.meta.info["refinement"].startswith("sam: ")
+    assert refined.meta.info["generated_text"] == raw.meta.info["generated_text"]  # the same greedy answer
+    kept = refined.meta.info["refinement_kept_raw"]
+    for i, mask in enumerate(seg.masks):  # 224 px phantoms: the input frame is the working frame
+        expected = tuple(prompts[i]) if i in kept else mask_box(mask)
+        assert refined.boxes[i] == pytest.approx(expected)
