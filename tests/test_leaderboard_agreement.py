@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -49,6 +51,16 @@ def _units() -> list[UnitRecord]:
     ]
 
 
+def _store(tmp_path) -> Path:
+    """A leaderboard store holding :func:`_units`."""
+    path = tmp_path / "s.sqlite"
+    with Store.create(path, CONFIG, "0/1") as store:
+        for unit in _units():
+            store.add_sample(unit.sample)
+            store.add_unit(unit)
+    return path
+
+
 def test_sample_rows_pair_the_first_said_box_with_each_used_union():
     rows = {r["sample"]: r for r in sample_agreement(_units(), said="prompting", used=USED)}
     assert sorted(rows) == ["a", "b", "e"]
@@ -76,11 +88,7 @@ def test_rows_per_model_and_finding_average_in_percent():
 
 
 def test_the_store_gives_the_same_rows_and_a_markdown_table(tmp_path):
-    path = tmp_path / "s.sqlite"
-    with Store.create(path, CONFIG, "0/1") as store:
-        for unit in _units():
-            store.add_sample(unit.sample)
-            store.add_unit(unit)
+    path = _store(tmp_path)
     rows = agreement_from_store(path, said="prompting", used=USED)
     assert rows == box_agreement(_units(), said="prompting", used=USED)
     table = agreement_markdown(rows).splitlines()
@@ -95,11 +103,7 @@ def test_the_command_prints_and_writes_the_same_table(tmp_path):
 
     from cxr_attrib.cli import cli
 
-    path = tmp_path / "s.sqlite"
-    with Store.create(path, CONFIG, "0/1") as store:
-        for unit in _units():
-            store.add_sample(unit.sample)
-            store.add_unit(unit)
+    path = _store(tmp_path)
     expected = agreement_markdown(agreement_from_store(path, said="prompting", used=USED))
     printed = CliRunner().invoke(cli, ["said-vs-used", str(path)])
     assert printed.exit_code == 0, printed.output
