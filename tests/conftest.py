@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import settings
@@ -48,3 +49,23 @@ def registered_plugin() -> Iterator[Callable[..., str]]:
     finally:
         for name in added:
             registry.unregister_plugin(name)
+
+
+@pytest.fixture()
+def segment_spy(monkeypatch, tiny_sam_dir):
+    """Records every BoxSegmenter.segment call (prompt boxes, result) and every SAM model forward."""
+    from cxr_attrib.segmentation import BoxSegmenter, load_segmenter
+
+    record = SimpleNamespace(calls=[], forwards=0)
+    real = BoxSegmenter.segment
+
+    def spy(self, image, boxes):
+        out = real(self, image, boxes)
+        record.calls.append((list(boxes), out))
+        return out
+
+    monkeypatch.setattr(BoxSegmenter, "segment", spy)
+    model = load_segmenter(tiny_sam_dir).model
+    handle = model.register_forward_hook(lambda *_: setattr(record, "forwards", record.forwards + 1))
+    yield record
+    handle.remove()

@@ -112,21 +112,12 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_prompting_refined_with_the_tiny_sam_refines_the_models_own_boxes_in_one_call(embedded, tiny_sam_dir,
-                                                                                       monkeypatch):
+                                                                                       segment_spy):
     """No scripted text: the embedded model states its box, the tiny SAM refines it in one batched call."""
     from cxr_attrib.pools import mask_box
-    from cxr_attrib.segmentation import BoxSegmenter
 
     key, adapter = embedded
-    calls: list[tuple[list, object]] = []
-    real = BoxSegmenter.segment
-
-    def spy(self, image, boxes):
-        out = real(self, image, boxes)
-        calls.append((list(boxes), out))
-        return out
-
-    monkeypatch.setattr(BoxSegmenter, "segment", spy)
+    calls = segment_spy.calls
     sample = next(s for s in PhantomBench(n_per_finding=1).samples(split="direct")
                   if s.extra["finding_key"] == "cardiomegaly")
     raw = attribute(adapter, sample.load_image(), sample.question, method="prompting", answer="Yes")
@@ -134,7 +125,7 @@ def test_prompting_refined_with_the_tiny_sam_refines_the_models_own_boxes_in_one
                         sam=str(tiny_sam_dir))
     assert raw.meta.info["fallback"] is None and raw.meta.info["source"] == "json"
     assert region_metrics([list(raw.boxes[0])], sample.boxes).iou >= HIT_IOU  # the model's own box, on target
-    assert len(calls) == 1 and refined.meta.passes["generate_calls"] == 1
+    assert len(calls) == 1 and segment_spy.forwards == 1 and refined.meta.passes["generate_calls"] == 1
     prompts, seg = calls[0]
     assert len(prompts) == len(raw.boxes) == len(refined.boxes)
     assert refined.meta.info["refinement"].startswith("sam: ")

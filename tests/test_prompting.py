@@ -25,7 +25,7 @@ from cxr_attrib.adapter import Generation, LoadOptions, Scorer
 from cxr_attrib.errors import MethodParameterError, ModelCapabilityError, ModelLoadError
 from cxr_attrib.grounding import BoxConvention, evidence_prompt, parse_boxes
 from cxr_attrib.pools import mask_box
-from cxr_attrib.segmentation import BoxSegmenter, load_segmenter
+from cxr_attrib.segmentation import load_segmenter
 from cxr_attrib.testing import load_tiny_adapter
 from cxr_attrib_adapters.gemma3 import GEMMA_BOXES
 
@@ -347,24 +347,6 @@ def test_prompting_refined_without_weights_returns_the_raw_boxes_and_says_so(mon
     assert refined.boxes == raw.boxes == ((10.0, 20.0, 110.0, 120.0),)
     assert refined.meta.info["refinement"] == "none: no segmentation weights (raw boxes)"
     assert refined.meta.passes["generate_calls"] == 1
-
-
-@pytest.fixture()
-def segment_spy(monkeypatch, tiny_sam_dir):
-    """Records every BoxSegmenter.segment call (prompt boxes, result) and every SAM model forward."""
-    record = SimpleNamespace(calls=[], forwards=0)
-    real = BoxSegmenter.segment
-
-    def spy(self, image, boxes):
-        out = real(self, image, boxes)
-        record.calls.append((list(boxes), out))
-        return out
-
-    monkeypatch.setattr(BoxSegmenter, "segment", spy)
-    model = load_segmenter(tiny_sam_dir).model
-    handle = model.register_forward_hook(lambda *_: setattr(record, "forwards", record.forwards + 1))
-    yield record
-    handle.remove()
 
 
 def test_prompting_refined_segments_every_box_in_one_call(monkeypatch, tiny_gemma_adapter, tiny_sam_dir,
