@@ -150,6 +150,7 @@ def test_forward_captures_layers_with_their_gradients(adapter):
         assert capture.grad is not None and capture.grad.shape == capture.shape
     # the last layer's output reaches the target only through the predictor rows
     last = result.hidden[-1].grad
+    # exact zero by construction: no later computation reads these rows
     assert last[:, result.image_positions].abs().max() == 0
     assert last[:, result.predictor_positions].abs().sum() > 0
     assert result.hidden[0].grad[:, result.image_positions].abs().sum() > 0
@@ -317,5 +318,11 @@ def test_a_gradient_confined_to_the_top_right_corner_comes_back_there(family, mo
     adapter.forward(working, query("Yes.", policy="turn")).backward()
     for space in (working.grad[0], adapter.to_working(kept[0].grad, "pixel", "sum")[0]):
         corner = space[:56, 168:]
-        assert space.abs().sum() == corner.abs().sum() > 0, "all gradient lies in the corner"
+        outside = space.abs().clone()
+        outside[:56, 168:] = 0
+        # Exact zero by construction: the wiring multiplies the features of every token
+        # outside the corner by 0, so those pixels get no gradient at all. (Comparing the
+        # sum over the image with the sum over the corner is not exact: the two sums run
+        # in different orders and differ in the last bit on some CPUs.)
+        assert outside.max() == 0 and corner.abs().sum() > 0, "all gradient lies in the corner"
         assert (corner.abs().reshape(2, 28, 2, 28).sum(dim=(1, 3)) > 0).all(), "in each of its 4 token cells"

@@ -95,12 +95,14 @@ def test_pixels_map_back_by_channel_reduction_and_exact_resampling(tiny_model_di
     if working_size == 112:
         assert summed[0, 0] == pytest.approx(14.0) and mean[0, 0] == pytest.approx(14.0 / 12)
     elif working_size == 224:
+        # exact: sums of two small integers are exactly representable in any order
         assert torch.equal(summed[:2, :2], torch.tensor([[2.0, 3.0], [4.0, 5.0]]))
     else:
         quarter = torch.tensor([[2.0, 2, 3, 3], [2, 2, 3, 3], [4, 4, 5, 5], [4, 4, 5, 5]])
         torch.testing.assert_close(summed[:4, :4], quarter / 4)
         torch.testing.assert_close(mean[:4, :4], quarter / 3)
     nonzero = 1 if working_size == 112 else (2 if working_size == 224 else 4)
+    # exact: cells fed only by zero pixels sum zeros
     assert summed[nonzero:].abs().sum() == 0 and summed[:, nonzero:].abs().sum() == 0
 
 
