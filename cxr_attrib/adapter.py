@@ -281,6 +281,8 @@ class ModelCard:
         family (str): adapter family, e.g. ``"qwen2_5_vl"``.
         summary (str): one line for ``cxr-attrib models``.
         load (Callable[[str, LoadOptions], Adapter]): loads ``source`` with options.
+        licence (str): the weights' licence as published (e.g. ``"CC-BY-NC-4.0"``);
+            empty when not recorded. Default: "".
     """
 
     key: str
@@ -288,6 +290,7 @@ class ModelCard:
     family: str
     summary: str
     load: Callable[[str, LoadOptions], "Adapter"] = field(repr=False, compare=False)
+    licence: str = ""
 
 
 @dataclass(frozen=True)
