@@ -280,7 +280,9 @@ class ModelCard:
         source (str): Hugging Face id or local folder the weights come from.
         family (str): adapter family, e.g. ``"qwen2_5_vl"``.
         summary (str): one line for ``cxr-attrib models``.
-        load (Callable[[str, LoadOptions], Adapter]): loads ``source`` with options.
+        load (Callable[..., Scorer]): ``load(source, options, *, name)`` loads ``source``
+            with the options; the core passes the registry key as ``name``, so messages
+            and results name the key (``HFAdapter.load`` has this signature).
         licence (str): the weights' licence as published (e.g. ``"CC-BY-NC-4.0"``);
             empty when not recorded. Default: "".
     """
@@ -289,7 +291,7 @@ class ModelCard:
     source: str
     family: str
     summary: str
-    load: Callable[[str, LoadOptions], "Adapter"] = field(repr=False, compare=False)
+    load: Callable[..., "Scorer"] = field(repr=False, compare=False)
     licence: str = ""
 
 
