@@ -37,5 +37,5 @@ def register_adapters(register: Any) -> None:
     register(ModelCard(
         key="phantom-clip", source=embedded_folder("phantom-clip"), family="clip", licence="Apache-2.0",
         summary="Embedded ~0.3M-parameter CLIPModel (dual encoder) trained on phantom images and finding prompts",
-        load=card_loader("phantom-clip", local_files_only=True),
+        load=card_loader(local_files_only=True),
     ))

@@ -37,8 +37,8 @@ CHEXZERO_FILE = "best_64_5e-05_original_22000_0.864.pt"
 """The released CheXzero weights file name (a local file: pass its path as the model)."""
 
 
-def _chexzero(source: str, options: LoadOptions) -> DualEncoderAdapter:
-    return load_chexzero(source, options, name="chexzero")
+def _chexzero(source: str, options: LoadOptions, *, name: str | None = None) -> DualEncoderAdapter:
+    return load_chexzero(source, options, name=name or "chexzero")
 
 
 @hookimpl
@@ -46,13 +46,13 @@ def register_adapters(register: Any) -> None:
     """Register the dual-encoder keys (CLIP, SigLIP, CheXzero, BiomedCLIP)."""
     for key, (source, family, licence, summary) in CARDS.items():
         register(ModelCard(key=key, source=source, family=family, summary=summary,
-                           load=card_loader(key), licence=licence))
+                           load=card_loader(), licence=licence))
     register(ModelCard(key="chexzero", source=CHEXZERO_FILE, family="clip", licence="MIT (code); weights: PhysioNet "
                        "credentialed", summary="CheXzero (OpenAI-CLIP state dict, converted; pass the local .pt path)",
                        load=_chexzero))
     for key, (source, licence, summary) in OPENCLIP_CARDS.items():
         register(ModelCard(key=key, source=source, family="openclip", summary=summary, licence=licence,
-                           load=lambda src, options, key=key: load_openclip(src, options, name=key)))
+                           load=load_openclip))
 
 
 def _state_dict_file(reference: str) -> bool:

@@ -61,7 +61,7 @@ from cxr_attrib.frames import cells_to_working
 from cxr_attrib.targets import TargetError, parse_yes_no
 from cxr_attrib.typing import WorkingImage
 
-from .._hooks import check_indices
+from cxr_attrib.hf import check_indices, check_working_batch, count_backward
 
 __all__ = ["DualEncoderAdapter"]
 
@@ -197,14 +197,6 @@ class DualEncoderAdapter(Scorer, GradientSurface, AttentionSurface, EmbeddingSur
         """Device of the model's parameters."""
         return next(self.model.parameters()).device
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        size = self.working_size
-        if images.ndim != 3 or tuple(images.shape[1:]) != (size, size):
-            raise ValueError(
-                f"expected (B, {size}, {size}) working-frame images, got {tuple(images.shape)}; "
-                "use cxr_attrib.frames.ResizePad to make them."
-            )
-
     def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
         """(B, S, S) grey working images -> (B, 3, H, W) normalised model pixels (differentiable).
 
@@ -212,7 +204,7 @@ class DualEncoderAdapter(Scorer, GradientSurface, AttentionSurface, EmbeddingSur
         frame, with the processor's filter, antialiased), repeated to RGB and normalised
         with the processor's mean and std. A square image needs no centre crop.
         """
-        self._check_images(images)
+        check_working_batch(images, self.working_size)
         grey = images.to(self.device, torch.float32)[:, None]
         side = self.image_size
         if side != self.working_size:
@@ -256,11 +248,12 @@ class DualEncoderAdapter(Scorer, GradientSurface, AttentionSurface, EmbeddingSur
             batch_size=len(images),
         )
 
-    def _scores(self, pixels: torch.Tensor, query: Query) -> torch.Tensor:
+    def _scores(self, pixels: torch.Tensor, query: Query, *, count: bool = True) -> torch.Tensor:
         positive, negative, _ = self._prompt_embeddings(self.finding(query))
         image, _ = self._vision(pixels.to(self._model_dtype()))
-        self.counter.forward_calls += 1
-        self.counter.forward_sequences += int(pixels.shape[0])
+        if count:
+            self.counter.forward_calls += 1
+            self.counter.forward_sequences += int(pixels.shape[0])
         return self._log_probs(image.float(), positive.to(image.device), negative.to(image.device))
 
     def score(self, images: Sequence[WorkingImage], query: Query, *, batch_size: int | None = None) -> torch.Tensor:
@@ -276,20 +269,21 @@ class DualEncoderAdapter(Scorer, GradientSurface, AttentionSurface, EmbeddingSur
                 parts.append(scores[:, target : target + 1].cpu())
         return torch.cat(parts)
 
-    def p_positive(self, images: Sequence[WorkingImage], query: Query) -> torch.Tensor:
-        """(B,) float32 p(positive prompt) of each image (one forward)."""
+    def p_positive(self, images: Sequence[WorkingImage], query: Query, *, count: bool = True) -> torch.Tensor:
+        """(B,) float32 p(positive prompt) of each image (one forward, counted unless ``count`` is False)."""
         with torch.no_grad():
-            return self._scores(self.pixel_inputs(images), query)[:, 0].exp().cpu()
+            return self._scores(self.pixel_inputs(images), query, count=count)[:, 0].exp().cpu()
 
     def generate(self, image: WorkingImage, prompt: str, *, max_new_tokens: int = 256) -> Generation:
         """The answer from the threshold: "Yes" when p(positive) >= ``threshold``, else "No".
 
-        No text is generated (one forward is counted as such); ``prompt`` names the
-        finding like a query (the question, with or without a mode suffix).
-        ``logprobs`` holds the log-prob of the chosen prompt.
+        No text is generated: the one forward is counted as a generation
+        (``generate_calls``); ``prompt`` names the finding like a query (the question,
+        with or without a mode suffix). ``logprobs`` holds the log-prob of the chosen prompt.
         """
         query = Query(question=prompt, mode="direct", prompt=prompt, answer="Yes")
-        p = float(self.p_positive([image], query)[0])
+        p = float(self.p_positive([image], query, count=False)[0])
+        self.counter.generate_calls += 1
         yes = p >= self.threshold
         chosen = p if yes else 1.0 - p
         return Generation(text="Yes" if yes else "No", token_ids=(), logprobs=(float(np.log(max(chosen, 1e-45))),))
@@ -346,8 +340,7 @@ class DualEncoderAdapter(Scorer, GradientSurface, AttentionSurface, EmbeddingSur
         finally:
             for handle in handles:
                 handle.remove()
-        if logprobs.requires_grad:
-            logprobs.register_hook(self._count_backward)
+        count_backward(logprobs, self.counter)
         return ForwardResult(
             logprobs=logprobs,
             hidden={i: kept["hidden"][i] for i in hidden},
@@ -355,10 +348,6 @@ class DualEncoderAdapter(Scorer, GradientSurface, AttentionSurface, EmbeddingSur
             image_positions=torch.arange(offset, offset + self.geometry.patch_grid[0] * self.geometry.patch_grid[1]),
             predictor_positions=self._predictor_positions(),
         )
-
-    def _count_backward(self, grad: torch.Tensor) -> None:
-        self.counter.backward_calls += 1
-        self.counter.backward_sequences += int(grad.shape[0])
 
     def to_working(self, values: torch.Tensor, space: Space, reduce: Reduction) -> torch.Tensor:
         """See :meth:`cxr_attrib.adapter.GradientSurface.to_working` (patch and token spaces coincide)."""

@@ -47,7 +47,7 @@ from cxr_attrib.adapter import LoadOptions
 from cxr_attrib.contrastive import DEFAULT_THRESHOLD, PromptPair
 from cxr_attrib.errors import ModelLoadError
 
-from .._loading import load_step, resolve_device_dtype
+from cxr_attrib.hf import load_step, resolve_device_dtype
 from ._base import _RESAMPLE_MODES
 from .hf import ClipAdapter, _processor_facts
 

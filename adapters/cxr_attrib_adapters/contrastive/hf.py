@@ -29,7 +29,7 @@ from cxr_attrib.adapter import LoadOptions
 from cxr_attrib.contrastive import DEFAULT_THRESHOLD, PromptPair
 from cxr_attrib.errors import ModelLoadError
 
-from .._loading import check_hub_access, load_step, read_model_type, resolve_device_dtype
+from cxr_attrib.hf import check_hub_access, load_step, read_model_type, resolve_device_dtype
 from ._base import _RESAMPLE_MODES, DualEncoderAdapter
 
 __all__ = ["ClipAdapter", "SiglipAdapter", "FAMILIES", "load_dual_encoder"]
@@ -65,10 +65,13 @@ class _HFDualEncoder(DualEncoderAdapter):
     def vision_layers(self) -> Sequence[torch.nn.Module]:
         return list(self.model.vision_model.encoder.layers)
 
+    text_inputs: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
+    """Tokenizer outputs the text tower receives."""
+
     def _tokens(self, prompts: list[str], **padding: Any) -> dict[str, torch.Tensor]:
         limit = int(self.model.config.text_config.max_position_embeddings)
         encoded = self.tokenizer(prompts, truncation=True, max_length=limit, return_tensors="pt", **padding)
-        return {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+        return {k: v.to(self.device) for k, v in encoded.items() if k in self.text_inputs}
 
     def _vision_attentions(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         before = self.model.config._attn_implementation
@@ -122,6 +125,7 @@ class SiglipAdapter(_HFDualEncoder):
     model_type = "siglip"
     model_class_name = "SiglipModel"
     cls_token = False
+    text_inputs = ("input_ids",)  # SigLIP was trained on max-length padding without a mask
     patch_recipe = "SigLIP: post-layernorm patch tokens (the vision width is the joint space)"
 
     def _text_features(self, prompts: list[str]) -> torch.Tensor:
@@ -220,12 +224,12 @@ def resolve_dual_encoder(reference: str, options: LoadOptions, known: Sequence[s
     return None
 
 
-def card_loader(key: str, local_files_only: bool = False, **kwargs: Any) -> Any:
-    """A ``ModelCard.load`` callable loading its source under registry key ``key``."""
+def card_loader(local_files_only: bool = False, **kwargs: Any) -> Any:
+    """A ``ModelCard.load`` callable, ``load(source, options, *, name)``; ``local_files_only`` forces offline."""
 
-    def load(source: str, options: LoadOptions) -> DualEncoderAdapter:
+    def load(source: str, options: LoadOptions, *, name: str | None = None) -> DualEncoderAdapter:
         if local_files_only:
             options = dataclasses.replace(options, local_files_only=True)
-        return load_dual_encoder(source, options, name=key, **kwargs)
+        return load_dual_encoder(source, options, name=name, **kwargs)
 
     return load
