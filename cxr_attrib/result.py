@@ -415,8 +415,14 @@ class Attribution:
         return cls.from_json(text, source=repr(os.fspath(path)))
 
     # -- rendering -----------------------------------------------------------------
-    def render(self):  # -> PIL.Image.Image
-        """The overlay: grey image, heatmap, boxes and the answer as a caption.
+    def render(self, truth: Any = ()):  # -> PIL.Image.Image
+        """The overlay: grey image, heatmap, evidence boxes, the ground truth when
+        given, the answer as a caption and a legend strip
+        (:func:`~cxr_attrib.render.render_overlay`).
+
+        Args:
+            truth (array-like): ``(M, 4)`` ground-truth boxes in the input frame, exclusive
+                ends. Default: none.
 
         Raises:
             CxrAttribError: the result holds no image (it was dropped).
@@ -426,7 +432,7 @@ class Attribution:
         if self.image is None:
             raise CxrAttribError("this result holds no image; use result.with_image(pixels) first")
         caption = f"{self.meta.method} | {self.meta.model} | answer: {self.answer.strip()[:60]}"
-        return render_overlay(self.image, self.heatmap, self.boxes, caption)
+        return render_overlay(self.image, self.heatmap, self.boxes, caption, truth=truth, legend=True)
 
     def _overlay_png(self) -> bytes:
         import io

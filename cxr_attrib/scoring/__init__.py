@@ -15,7 +15,14 @@ from cxr_attrib.scoring.aggregate import (
     to_markdown,
     to_rich_table,
 )
-from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, deletion_insertion, faithfulness, random_region_drop
+from cxr_attrib.scoring.faithfulness import (
+    Curves,
+    RegionDrop,
+    deletion_insertion,
+    faithfulness,
+    probability,
+    random_region_drop,
+)
 from cxr_attrib.scoring.score import Scores, score
 from cxr_attrib.scoring.boxes import heatmap_to_boxes, whole_image_box
 from cxr_attrib.scoring.pixel_grounding import (
@@ -63,6 +70,7 @@ __all__ = [
     "Scores",
     "deletion_insertion",
     "faithfulness",
+    "probability",
     "random_region_drop",
     "score",
     "MetricSummary",
