@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -28,8 +28,7 @@ from cxr_attrib.errors import DataError
 from cxr_attrib.paths import ensure_outside_data
 from cxr_attrib.pools import CONCEPTS, ConceptPool
 
-if TYPE_CHECKING:
-    from .transfer import ConceptTransfer
+from .concepts import ConceptTransfer
 
 __all__ = ["TransferCache", "default_cache"]
 
@@ -125,8 +124,6 @@ class TransferCache:
             stream.write((json.dumps(record, indent=1) + "\n").encode("utf-8"))
 
     def _read(self, key: str) -> ConceptTransfer | None:
-        from .transfer import ConceptTransfer
-
         meta, arrays = self.folder / f"{key}.json", self.folder / f"{key}.npz"
         if not (meta.is_file() and arrays.is_file()):
             return None
