@@ -14,12 +14,14 @@ coordinates with exclusive ends as recorded (no rounding). The image is
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..safeio import read_text
 from ..typing import BoxArray
 from .imagenome import checked_box
 
@@ -69,8 +71,8 @@ def load_vindr(path: Path) -> list[VinDrItem]:
     """
     groups: dict[tuple[str, str], list[tuple[tuple[float, ...], int]]] = {}
     try:
-        handle = path.open(newline="", encoding="utf-8-sig", errors="replace")
-    except OSError as error:
+        handle = io.StringIO(read_text(path, what="VinDr-CXR annotations", encoding="utf-8-sig", errors="replace"), newline="")
+    except (OSError, DataError) as error:
         raise DataError(f"cannot read the VinDr-CXR annotations {path}: {error}") from error
     with handle:
         reader = csv.reader(handle)
