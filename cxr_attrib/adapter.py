@@ -280,14 +280,16 @@ class ModelCard:
         source (str): Hugging Face id or local folder the weights come from.
         family (str): adapter family, e.g. ``"qwen2_5_vl"``.
         summary (str): one line for ``cxr-attrib models``.
-        load (Callable[[str, LoadOptions], Adapter]): loads ``source`` with options.
+        load (Callable[..., Scorer]): ``load(source, options, *, name)`` loads ``source``
+            with the options; the core passes the registry key as ``name``, so messages
+            and results name the key (``HFAdapter.load`` has this signature).
     """
 
     key: str
     source: str
     family: str
     summary: str
-    load: Callable[[str, LoadOptions], "Adapter"] = field(repr=False, compare=False)
+    load: Callable[..., "Scorer"] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)

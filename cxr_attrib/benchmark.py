@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar
 
-import numpy as np
-
+from .counterfactuals import CounterfactualProvider
 from .errors import DataError
-from .typing import GreyImage
-
-if TYPE_CHECKING:
-    from .filtering import CounterfactualProvider
+from .sample import Sample
 
 __all__ = ["Sample", "Benchmark", "path_under"]
 
@@ -69,41 +64,6 @@ def path_under(folder: str | os.PathLike, relative: str, *, source: str, field: 
     if not path.resolve().is_relative_to(base):
         raise refuse(f"leads outside the data folder (resolves to {str(path.resolve())!r})")
     return path
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One benchmark item: an image, a yes/no question and its evidence boxes.
-
-    Attributes:
-        id (str): unique within its benchmark, stable across runs (used for sharding
-            and resuming), e.g. ``"vindr_cxr/17"``.
-        dataset (str): source dataset, e.g. ``"imagenome"``.
-        index (int): the item's index inside its dataset (MedGround-Bench's join key).
-        finding (str): the finding asked about, e.g. ``"pleural effusion"``.
-        question (str): the base question without the mode suffix.
-        answer (str): the reference answer text (``"Yes"`` for every MedGround item).
-        boxes (np.ndarray): (N, 4) float64 ground-truth boxes in the image's own
-            (input) frame, native pixels, exclusive ends.
-        load_image (Callable[[], GreyImage]): returns the (H, W) uint8 grey image.
-        model (str | None): the model this sample was causally verified for, if any.
-        mode (str): ``"direct"`` or ``"reasoning"``.
-        split (str): the benchmark split, e.g. ``"direct"``.
-        extra (dict): small JSON-safe facts (record fields, paths).
-    """
-
-    id: str
-    dataset: str
-    index: int
-    finding: str
-    question: str
-    answer: str
-    boxes: np.ndarray
-    load_image: Callable[[], GreyImage] = field(repr=False, compare=False)
-    model: str | None = None
-    mode: Literal["direct", "reasoning"] = "direct"
-    split: str = "direct"
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 class Benchmark(ABC):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +36,12 @@ from scipy import ndimage, sparse
 from scipy.sparse.linalg import spsolve
 
 from .adapter import Adapter
-from .benchmark import Sample
+from .counterfactuals import CounterfactualProvider, Counterfactuals
 from .errors import DataError
 from .frames import ResizePad
 from .outputs import check_outputs, write_files
 from .paths import ensure_outside_data
+from .sample import Sample
 from .targets import Mode, Verdict, build_prompt, parse_yes_no, validate_mode
 from .typing import GreyImage
 
@@ -59,43 +59,6 @@ __all__ = [
 
 _MODE_SUFFIX = {"direct": "direct", "reasoning": "cot"}
 _EXPECTED: tuple[Verdict, ...] = ("yes", "no", "yes", "yes")
-
-
-@dataclass(frozen=True, eq=False)
-class Counterfactuals:
-    """Three edits of one sample's image, in the sample's input frame.
-
-    Attributes:
-        removed (GreyImage): (H, W) uint8, the finding removed inside its box(es).
-        kept (GreyImage): (H, W) uint8, edited only outside the box(es) ("No {finding}").
-        kept_normal (GreyImage): (H, W) uint8, edited only outside the box(es)
-            ("No abnormality").
-        approximate (bool): True when the edits are not faithful counterfactuals
-            (e.g. in-painting rather than a generative editor or the phantom's truth).
-    """
-
-    removed: GreyImage
-    kept: GreyImage
-    kept_normal: GreyImage
-    approximate: bool
-
-
-class CounterfactualProvider(ABC):
-    """Makes the counterfactual images of a :class:`~cxr_attrib.benchmark.Sample`."""
-
-    @abstractmethod
-    def counterfactuals(self, sample: Sample) -> Counterfactuals:
-        """The three edits of ``sample``'s image.
-
-        Args:
-            sample (Sample): the benchmark item (image, boxes in its input frame).
-
-        Returns:
-            Counterfactuals: uint8 images of the same (H, W) as the sample's image.
-
-        Raises:
-            DataError: the edits cannot be produced (missing files, ...).
-        """
 
 
 def _grey(image: Any, what: str) -> GreyImage:

@@ -48,7 +48,7 @@ def load_adapter(reference: str | os.PathLike | Scorer, options: LoadOptions | N
     cards = model_cards()
     if ref in cards:
         card = cards[ref]
-        adapter = card.load(card.source, options)
+        adapter = card.load(card.source, options, name=ref)
     else:
         adapter = plugin_manager().hook.resolve_adapter(reference=ref, options=options)
         if adapter is None:

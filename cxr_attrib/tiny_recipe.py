@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["TinyModelRecipe"]
+__all__ = ["TinyModelRecipe", "zero_output_projections"]
 
 
 class TinyModelRecipe(ABC):
@@ -65,3 +65,18 @@ class TinyModelRecipe(ABC):
     def gate_image_features(self, model: torch.nn.Module, gains: torch.Tensor) -> None:
         """Multiply the features of image token ``i`` (row-major over the token grid) by
         ``gains[i]`` (a forward hook on the image-feature output)."""
+
+
+def zero_output_projections(tower: torch.nn.Module, suffix: str) -> None:
+    """Zero the weight and bias of every sub-module of ``tower`` whose name ends with ``suffix``.
+
+    Applied to a vision tower's attention output projections (a recipe's
+    :meth:`TinyModelRecipe.isolate_vision_tokens`), it leaves each patch with only its
+    own pixels (the residual path), so image tokens do not mix.
+    """
+    with torch.no_grad():
+        for name, module in tower.named_modules():
+            if name.endswith(suffix):
+                module.weight.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cxr_attrib.adapter import LoadOptions, Query
+from cxr_attrib.hf import render_chat
 from cxr_attrib.targets import build_prompt
 from cxr_attrib.testing import load_tiny_adapter, save_tiny_model
 
@@ -24,7 +25,7 @@ def image(size: int = 224, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("shape", [(224, 224), (100, 300), (500, 200), (64, 64)])
 def test_processor_image_tokens_match_the_grid(tiny_gemma_adapter, shape):
     processor = tiny_gemma_adapter.processor
-    text = tiny_gemma_adapter._render("Describe.", None)
+    text = render_chat(tiny_gemma_adapter.tokenizer, tiny_gemma_adapter.chat_template, "Describe.", None)
     picture = np.zeros((*shape, 3), np.uint8)
     out = processor(text=[text], images=[[picture]], return_tensors="pt", add_special_tokens=False)
     gh, gw = tiny_gemma_adapter.grid
@@ -36,7 +37,7 @@ def test_processor_image_tokens_match_the_grid(tiny_gemma_adapter, shape):
 def test_encode_equals_the_full_processor(tiny_gemma_adapter):
     pictures = [image(seed=1), image(seed=2)]
     enc = tiny_gemma_adapter.encode(pictures, QUERY)
-    text = tiny_gemma_adapter._render(QUERY.prompt, QUERY.answer)
+    text = render_chat(tiny_gemma_adapter.tokenizer, tiny_gemma_adapter.chat_template, QUERY.prompt, QUERY.answer)
     uint8 = [[np.repeat(np.round(p * 255).astype(np.uint8)[:, :, None], 3, 2)] for p in pictures]
     out = tiny_gemma_adapter.processor(
         text=[text] * 2, images=uint8, return_tensors="pt", add_special_tokens=False
@@ -94,12 +95,14 @@ def test_pixels_map_back_by_channel_reduction_and_exact_resampling(tiny_model_di
     if working_size == 112:
         assert summed[0, 0] == pytest.approx(14.0) and mean[0, 0] == pytest.approx(14.0 / 12)
     elif working_size == 224:
+        # exact: sums of two small integers are exactly representable in any order
         assert torch.equal(summed[:2, :2], torch.tensor([[2.0, 3.0], [4.0, 5.0]]))
     else:
         quarter = torch.tensor([[2.0, 2, 3, 3], [2, 2, 3, 3], [4, 4, 5, 5], [4, 4, 5, 5]])
         torch.testing.assert_close(summed[:4, :4], quarter / 4)
         torch.testing.assert_close(mean[:4, :4], quarter / 3)
     nonzero = 1 if working_size == 112 else (2 if working_size == 224 else 4)
+    # exact: cells fed only by zero pixels sum zeros
     assert summed[nonzero:].abs().sum() == 0 and summed[:, nonzero:].abs().sum() == 0
 
 

@@ -20,7 +20,9 @@ def test_boxes_and_heatmap_come_back_in_the_input_frame():
     result = attribute("unused", image, Q, method="whole_image", answer="Yes")
     assert result.heatmap.shape == (300, 600)
     assert result.boxes == ((0.0, 0.0, 600.0, 300.0),)
-    assert result.heatmap.min() == 1.0, "padding rows never leak into the input frame"
+    # the prior is 1 on the content and 0 on the padding; resampling a constant to the
+    # input frame may round its weighted mean by an ulp, padding would pull it towards 0
+    assert result.heatmap.min() == pytest.approx(1.0, abs=1e-6), "padding rows never leak into the input frame"
     assert result.meta.image_size == (300, 600) and result.meta.working_size == 224
 
 

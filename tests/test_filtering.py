@@ -253,9 +253,9 @@ class _StubPlugin:
     @hookimpl
     def register_adapters(self, register) -> None:
         register(ModelCard(key="fake_region", source="fake", family="fake_region", summary="test fake",
-                           load=lambda source, options: _adapter()))
+                           load=lambda source, options, name: _adapter()))
         register(ModelCard(key="tiny_wired", source="tiny", family="gemma3", summary="wired tiny Gemma 3",
-                           load=lambda source, options: wired_gemma()))
+                           load=lambda source, options, name: wired_gemma()))
 
 
 def test_cli_filter_writes_records_and_counts(registered_plugin, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from cxr_attrib.errors import MethodParameterError, ModelCapabilityError
 from cxr_attrib.frames import cells_to_working
 from cxr_attrib.method import MethodRequest
 from cxr_attrib.testing import check_method, wired_adapter
-from cxr_attrib_adapters._hf_base import HFAdapter
+from cxr_attrib.hf import HFAdapter
 from cxr_attrib_plugins.gradcam import GradCAM, gradcam_weights
 from cxr_attrib_plugins.gradcampp import gradcampp_weights
 

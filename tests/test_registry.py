@@ -63,13 +63,13 @@ def test_hook_register_methods(registered_plugin):
 
 def test_hook_register_adapters(registered_plugin):
     loaded = []
-    card = ModelCard("stub-model", "org/stub", "stub", "a stub", lambda source, options: loaded.append(source) or "ADAPTER")
+    card = ModelCard("stub-model", "org/stub", "stub", "a stub", lambda source, options, name: loaded.append((source, name)) or "ADAPTER")
     registered_plugin(_plugin("register_adapters", lambda register: register(card)))
     assert registry.model_cards()["stub-model"] is card
     clear_adapter_cache()
     assert load_adapter("stub-model") == "ADAPTER"
     assert load_adapter("stub-model") == "ADAPTER"
-    assert loaded == ["org/stub"], "one model load per process"
+    assert loaded == [("org/stub", "stub-model")], "one model load per process, told its registry key"
     clear_adapter_cache()
 
 

@@ -64,8 +64,11 @@ def test_batched_prompts_match_one_prompt_at_a_time(segmenter):
     together = segmenter.segment(image, BOXES)
     for i, box in enumerate(BOXES):
         alone = segmenter.segment(image, [box])
-        np.testing.assert_array_equal(alone.masks[0], together.masks[i])
-        assert alone.boxes[0] == together.boxes[i]
+        # A batch of 1 and a batch of n may run the decoder's matmuls in other orders, so
+        # a logit within rounding of the threshold may flip: allow a few such pixels
+        # (a wrong pairing of prompts and masks differs in thousands) and 1 px on boxes.
+        assert np.count_nonzero(alone.masks[0] != together.masks[i]) <= 0.001 * alone.masks[0].size
+        assert alone.boxes[0] == pytest.approx(together.boxes[i], abs=1.0)
 
 
 def test_an_empty_best_mask_keeps_the_prompt_box():

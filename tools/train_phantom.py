@@ -80,7 +80,7 @@ import numpy as np
 import torch
 
 from cxr_attrib.adapter import Adapter
-from cxr_attrib_adapters._hf_base import HFAdapter
+from cxr_attrib.hf import HFAdapter
 from cxr_attrib.errors import DataError
 from cxr_attrib.grounding import BoxConvention, evidence_prompt
 from cxr_attrib.targets import Mode, build_prompt

@@ -26,11 +26,9 @@ import torch
 from cxr_attrib.adapter import Adapter, Geometry, LoadOptions, Reduction
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.grounding import BoxConvention
+from cxr_attrib.hf import HFAdapter, ProcessingParts, grey_to_rgb, square_side
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
-
-from ._hf_base import HFAdapter, grey_to_rgb, square_side
-from ._loading import ProcessingParts
 
 __all__ = ["Gemma3Adapter", "CARDS"]
 
@@ -129,10 +127,10 @@ class Gemma3Adapter(HFAdapter):
             "token_type_ids": (input_ids == self.image_token_id).long(),
         }
 
-    def _pack(self, rgb: torch.Tensor) -> torch.Tensor:
+    def pack(self, rgb: torch.Tensor) -> torch.Tensor:
         return rgb.contiguous()
 
-    def _unpack(self, values: torch.Tensor, reduce: Reduction) -> torch.Tensor:
+    def unpack(self, values: torch.Tensor, reduce: Reduction) -> torch.Tensor:
         """(B, 3, H, W) -> (B, H, W), channels summed or averaged."""
         if values.ndim != 4 or values.shape[1:] != (3, *self.geometry.model_size):
             raise ValueError(f"pixel-space values must be (B, 3, {self.geometry.model_size}), got {tuple(values.shape)}")

@@ -30,11 +30,9 @@ import torch
 from cxr_attrib.adapter import Adapter, Geometry, LoadOptions, Reduction
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.grounding import BoxConvention
+from cxr_attrib.hf import HFAdapter, ProcessingParts, grey_to_rgb
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
-
-from ._hf_base import HFAdapter, grey_to_rgb
-from ._loading import ProcessingParts
 
 __all__ = ["CARDS", "DEFAULT_MAX_PIXELS", "DEFAULT_MIN_PIXELS", "QwenVLAdapter", "token_grid"]
 
@@ -190,7 +188,7 @@ class QwenVLAdapter(HFAdapter):
             "mm_token_type_ids": (input_ids == self.image_token_id).int(),
         }
 
-    def _pack(self, rgb: torch.Tensor) -> torch.Tensor:
+    def pack(self, rgb: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, N, C*T*P*P): patches of each merge window consecutively."""
         batch, channels = rgb.shape[:2]
         (h, w), m, p, t = self.patch_grid, self.merge_size, self.patch_size, self.temporal_patch_size
@@ -200,7 +198,7 @@ class QwenVLAdapter(HFAdapter):
         patches = patches.expand(-1, -1, -1, -1, -1, -1, t, -1, -1)
         return patches.reshape(batch, h * w, channels * t * p * p)
 
-    def _unpack(self, values: torch.Tensor, reduce: Reduction) -> torch.Tensor:
+    def unpack(self, values: torch.Tensor, reduce: Reduction) -> torch.Tensor:
         """(B, N, C*T*P*P) -> (B, H, W): merge-window order undone, channels and copies reduced."""
         (h, w), m, p, t = self.patch_grid, self.merge_size, self.patch_size, self.temporal_patch_size
         batch = values.shape[0]

@@ -18,9 +18,7 @@ from typing import Any
 import torch
 
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.tiny_recipe import TinyModelRecipe
-
-from ._tiny import zero_output_projections
+from cxr_attrib.tiny_recipe import TinyModelRecipe, zero_output_projections
 
 __all__ = ["QwenTinyRecipe"]
 

@@ -16,7 +16,7 @@ import json
 import os
 from collections import OrderedDict
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,8 +27,7 @@ from cxr_attrib.paths import ensure_outside_data
 from cxr_attrib.pools import CONCEPTS, ConceptPool
 from cxr_attrib.safeio import load_npz, read_json
 
-if TYPE_CHECKING:
-    from .transfer import ConceptTransfer
+from .concepts import ConceptTransfer
 
 __all__ = ["TransferCache", "default_cache"]
 
@@ -126,8 +125,6 @@ class TransferCache:
                     root=self.folder)
 
     def _read(self, key: str) -> ConceptTransfer | None:
-        from .transfer import ConceptTransfer
-
         meta, arrays = self.folder / f"{key}.json", self.folder / f"{key}.npz"
         if not (meta.is_file() and arrays.is_file()):
             return None

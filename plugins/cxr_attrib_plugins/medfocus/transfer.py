@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -30,10 +29,11 @@ import torch
 from scipy import ndimage
 
 from cxr_attrib.errors import MethodParameterError
-from cxr_attrib.pools import COMPOSITES, CONCEPTS, ConceptPool, mask_box
+from cxr_attrib.pools import CONCEPTS, ConceptPool, mask_box
 from cxr_attrib.typing import WorkingImage
 
 from .cache import TransferCache, default_cache
+from .concepts import Box, ConceptTransfer, members
 from .grids import ReferenceGrid, pool_grids
 from .transport import GridMeasure, cell_edges, check_uot_params, grid_measure, solve_uot
 
@@ -48,71 +48,10 @@ __all__ = [
     "transfer_params",
 ]
 
-Box = tuple[float, float, float, float]
 Selection = Literal["cost", "objective"]
 TransferMode = Literal["mass", "warp"]
 _SELECTIONS = ("cost", "objective")
 _TRANSFERS = ("mass", "warp")
-
-
-@dataclass(frozen=True, eq=False)
-class ConceptTransfer:
-    """The 11 concepts of a pool, transferred onto one image (working frame).
-
-    Attributes:
-        pool (str): the pool's name.
-        reference (int): index of the chosen pool reference.
-        reference_id (str): its id.
-        boxes (Mapping[str, Box]): concept -> ``(x1, y1, x2, y2)`` in working-frame
-            pixels, exclusive ends, one per name in :data:`~cxr_attrib.pools.CONCEPTS`.
-        masks (Mapping[str, np.ndarray]): concept -> ``(S, S)`` bool transferred cells
-            up-sampled to the working frame (``boxes`` are their tight boxes).
-        cost (float): ``<P, C>`` of the transfer plan (unitless normalised cost).
-        scores (tuple[float, ...]): the selection score of every reference (cost or
-            objective at the selection grid), lowest = chosen.
-        info (Mapping[str, Any]): JSON-safe facts: parameters, the selection and
-            transfer solvers (solver, error, converged, backend, mass), support sizes,
-            and ``untransferred`` concepts (no transported mass: their box is the
-            reference's own mask box, resize-padded).
-    """
-
-    pool: str
-    reference: int
-    reference_id: str
-    boxes: Mapping[str, Box]
-    masks: Mapping[str, npt.NDArray[np.bool_]] = field(repr=False)
-    cost: float
-    scores: tuple[float, ...]
-    info: Mapping[str, Any] = field(default_factory=dict)
-
-    def member_boxes(self, name: str) -> list[Box]:
-        """The box of a concept, or the boxes of a composite's members (never their union).
-
-        Args:
-            name (str): a concept or a composite (e.g. ``"bilateral_lungs"``).
-
-        Returns:
-            list[Box]: one box per member, working frame.
-        """
-        return [self.boxes[member] for member in members(name)]
-
-    def member_mask(self, name: str) -> npt.NDArray[np.bool_]:
-        """``(S, S)`` bool union of the transferred masks of a concept or a composite."""
-        return np.logical_or.reduce([self.masks[member] for member in members(name)])
-
-
-def members(name: str) -> tuple[str, ...]:
-    """The concepts a name stands for: itself, or a composite's members.
-
-    Raises:
-        MethodParameterError: an unknown name (lists the valid ones).
-    """
-    if name in COMPOSITES:
-        return COMPOSITES[name]
-    if name in CONCEPTS:
-        return (name,)
-    raise MethodParameterError(f"unknown concept {name!r}; expected one of "
-                               f"{', '.join(CONCEPTS + tuple(COMPOSITES))}")
 
 
 TRANSFER_DEFAULTS: Mapping[str, Any] = MappingProxyType({

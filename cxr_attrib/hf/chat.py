@@ -1,7 +1,7 @@
 """Chat-template rendering and tokenisation in which user text stays plain text.
 
 The prompt and the teacher-forced answer are data: control tokens typed into them
-(``<|im_end|>``, ``<start_of_turn>``, an image placeholder, ...) must be read as
+(an end-of-turn marker, a role header, an image placeholder, ...) must be read as
 ordinary characters, never as the template's turn or image markers. So the
 conversation is rendered twice with the checkpoint's own template:
 
@@ -9,7 +9,7 @@ conversation is rendered twice with the checkpoint's own template:
   answer: only template text, where the image placeholder is expanded (so the
   image count never depends on user text);
 * the **real** rendering, which tells how the template placed the user text
-  (verbatim, or trimmed as Gemma's template does).
+  (verbatim, or trimmed of surrounding whitespace as some templates do).
 
 The text is then tokenised in runs: added tokens (special or not) that the template
 wrote are kept as they are, and each run of characters between them, template text

@@ -1,4 +1,4 @@
-"""Loading helpers shared by the Hugging Face adapters.
+"""Loading helpers for Hugging Face adapters (public: plugins use them too).
 
 * :func:`load_step` runs one ``from_pretrained`` call and turns missing files
   (offline, not downloaded, incomplete folder) into a one-line
@@ -13,7 +13,7 @@
   CUDA, float32 otherwise);
 * :func:`load_processing` loads the full HF processor (PIL image backend) when it can
   be built and otherwise composes tokenizer + PIL image processor + chat template
-  (Qwen2.5-VL's processor insists on a video processor that needs torchvision).
+  (some processors insist on a video processor that needs torchvision).
 """
 
 from __future__ import annotations
