@@ -1,7 +1,12 @@
-"""Overlay PNGs: a grey image with a heatmap, boxes and a caption.
+"""Overlay PNGs: a grey image with a heatmap, boxes, a caption and a legend.
 
-Everything is in the input frame: the heatmap has the image's own ``(H, W)`` and
-boxes are ``(x1, y1, x2, y2)`` input pixels with exclusive ends.
+The one renderer of every overlay the toolkit makes (``result.save("x.png")``,
+``cxr-attrib attribute --out``, the report's thumbnails, the demo and ``compare``
+sheets, the notebook display). Everything is in the input frame: the heatmap has the
+image's own ``(H, W)`` and boxes are ``(x1, y1, x2, y2)`` input pixels with exclusive
+ends. Styles: the method's evidence boxes are dashed cyan (:data:`BOX_COLOR`), the
+ground truth solid green (:data:`TRUTH_COLOR`), the heat a perceptual dark-to-bright
+ramp whose opacity grows with the heat, so cold pixels keep the X-ray visible.
 """
 
 from __future__ import annotations
@@ -16,10 +21,20 @@ from PIL import Image, ImageDraw, ImageFont, features
 from cxr_attrib.errors import ImageLoadError
 from cxr_attrib.typing import BoxArray, GreyImage, Heatmap
 
-__all__ = ["BOX_COLOR", "CAPTION_MIN_WIDTH", "MAX_UPSCALED_PIXELS", "colormap", "render_overlay"]
+__all__ = ["BOX_COLOR", "CAPTION_MIN_WIDTH", "DASH", "DEFAULT_ALPHA", "MAX_UPSCALED_PIXELS", "TRUTH_COLOR",
+           "colormap", "render_overlay"]
 
 BOX_COLOR: tuple[int, int, int] = (0, 255, 255)
-"""RGB of box outlines (cyan: apart from every colour of the heat map)."""
+"""RGB of the method's evidence boxes (cyan, dashed: apart from every colour of the heat map)."""
+
+TRUTH_COLOR: tuple[int, int, int] = (40, 220, 40)
+"""RGB of ground-truth boxes (green, solid)."""
+
+DASH: tuple[int, int] = (4, 2)
+"""Evidence-box dash pattern in output pixels: ``(on, off)``, starting at each corner."""
+
+DEFAULT_ALPHA = 0.6
+"""Opacity of the hottest pixel; the rest of the image shows through."""
 
 CAPTION_MIN_WIDTH = 300
 """Narrower images are upscaled (by a whole factor) to at least this width when captioned."""
@@ -32,6 +47,7 @@ _MAX_FONT_SIZE = 48
 _MAX_CAPTION_LINES = 6
 _CAPTION_BACKGROUND = (24, 24, 24)
 _CAPTION_TEXT = (255, 255, 255)
+_LEGEND_WIDTH = 300  # narrower overlays are enlarged so the legend fits
 
 # Dark-to-bright, inferno-like ramp: (position, R, G, B). Lightness rises strictly
 # from black through purple, red and orange to pale yellow.
@@ -74,20 +90,25 @@ def render_overlay(
     boxes: BoxArray | Sequence[Sequence[float]] = (),
     caption: str | None = None,
     *,
-    alpha: float = 0.45,
+    truth: BoxArray | Sequence[Sequence[float]] = (),
+    legend: bool = False,
+    alpha: float = DEFAULT_ALPHA,
 ) -> Image.Image:
-    """Draw a heatmap, boxes and a caption over a grey image.
+    """Draw a heatmap, evidence boxes, ground-truth boxes, a caption and a legend over a grey image.
 
     The heatmap is normalised to ``[0, 1]`` over its positive part (negative scores
     count as 0) and coloured with :func:`colormap`; each pixel blends that colour
     over the grey with opacity ``alpha * heat``, so pixels with zero heat keep the
-    grey value exactly. Boxes are drawn as 2-pixel outlines in :data:`BOX_COLOR`
-    just inside their (rounded) edges; boxes with no area after rounding and
-    clipping are skipped. With a caption, an image narrower than
-    :data:`CAPTION_MIN_WIDTH` is first enlarged by the smallest whole factor that
-    reaches it (nearest neighbour), but never beyond :data:`MAX_UPSCALED_PIXELS`,
-    and a strip with the wrapped text (at most 6 lines, font at most 48 px) goes
-    on top, so the overlay's size is bounded whatever the aspect ratio.
+    grey value exactly. Evidence boxes are drawn as 2-pixel dashed outlines
+    (:data:`DASH`) in :data:`BOX_COLOR`, ground-truth boxes as 2-pixel solid
+    outlines in :data:`TRUTH_COLOR` (on top), both just inside their (rounded)
+    edges; boxes with no area after rounding and clipping are skipped. With a
+    caption or a legend, an image narrower than :data:`CAPTION_MIN_WIDTH` is first
+    enlarged by the smallest whole factor that reaches it (nearest neighbour), but
+    never beyond :data:`MAX_UPSCALED_PIXELS`; a strip with the wrapped caption (at
+    most 6 lines, font at most 48 px) goes on top and the legend strip (the box
+    styles shown, the heat ramp) at the bottom, so the overlay's size is bounded
+    whatever the aspect ratio.
 
     Args:
         image (GreyImage | np.ndarray): ``(H, W)`` uint8, or float in ``[0, 1]``.
@@ -96,11 +117,14 @@ def render_overlay(
         boxes (BoxArray | sequence): ``(N, 4)`` ``(x1, y1, x2, y2)`` in input
             pixels, exclusive ends. Default: no boxes.
         caption (str | None): text for the strip on top. Default: None (no strip).
-        alpha (float): opacity of the hottest pixel, in ``[0, 1]``. Default: 0.45.
+        truth (BoxArray | sequence): ``(M, 4)`` ground-truth boxes, input pixels,
+            exclusive ends. Default: none.
+        legend (bool): add the legend strip at the bottom. Default: False.
+        alpha (float): opacity of the hottest pixel, in ``[0, 1]``. Default: 0.6.
 
     Returns:
-        PIL.Image.Image: RGB, ``W x H`` without a caption; with one,
-        ``kW x (kH + strip)`` where ``k = ceil(300 / W)`` for narrow images (capped
+        PIL.Image.Image: RGB, ``W x H`` without a caption or legend; with either,
+        ``kW x (kH + strips)`` where ``k = ceil(300 / W)`` for narrow images (capped
         so that ``kW * kH <= MAX_UPSCALED_PIXELS``), else 1.
 
     Examples::
@@ -118,11 +142,15 @@ def render_overlay(
         opacity = (alpha * heat)[:, :, None]
         blended = rgb * (1.0 - opacity) + colormap(heat) * opacity
         rgb = np.rint(blended).astype(np.uint8)
-    factor = _upscale_factor(*grey.shape) if caption is not None else 1
+    evidence, truth = _box_array(boxes), _box_array(truth)
+    factor = _upscale_factor(*grey.shape) if caption is not None or legend else 1
     if factor > 1:
         rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
-    _draw_boxes(rgb, _box_array(boxes), factor)
+    _draw_boxes(rgb, evidence, factor, BOX_COLOR, dash=DASH)
+    _draw_boxes(rgb, truth, factor, TRUTH_COLOR)
     canvas = Image.fromarray(rgb)
+    if legend:
+        canvas = _add_legend(canvas, heat=heatmap is not None, evidence=len(evidence) > 0, truth=len(truth) > 0)
     return canvas if caption is None else _add_caption(canvas, caption)
 
 
@@ -181,8 +209,11 @@ def _box_array(boxes: npt.ArrayLike) -> BoxArray:
     return array
 
 
-def _draw_boxes(rgb: npt.NDArray[np.uint8], boxes: BoxArray, factor: int) -> None:
-    """Paint 2-px outlines into ``rgb`` (in place), box coordinates scaled by ``factor``."""
+def _draw_boxes(rgb: npt.NDArray[np.uint8], boxes: BoxArray, factor: int, color: tuple[int, int, int],
+                *, dash: tuple[int, int] | None = None) -> None:
+    """Paint 2-px outlines into ``rgb`` (in place), box coordinates scaled by ``factor``;
+    with ``dash = (on, off)``, only the pixels ``k`` with ``k % (on + off) < on`` along
+    each edge, counted from the box's top-left corner."""
     height, width = rgb.shape[:2]
     corners = np.rint(boxes * factor).astype(np.int64)
     corners[:, 0::2] = np.clip(corners[:, 0::2], 0, width)
@@ -191,10 +222,12 @@ def _draw_boxes(rgb: npt.NDArray[np.uint8], boxes: BoxArray, factor: int) -> Non
     for x1, y1, x2, y2 in corners:
         if x2 <= x1 or y2 <= y1:
             continue
-        rgb[y1 : min(y1 + t, y2), x1:x2] = BOX_COLOR
-        rgb[max(y2 - t, y1) : y2, x1:x2] = BOX_COLOR
-        rgb[y1:y2, x1 : min(x1 + t, x2)] = BOX_COLOR
-        rgb[y1:y2, max(x2 - t, x1) : x2] = BOX_COLOR
+        rows, cols = np.arange(y2 - y1)[:, None], np.arange(x2 - x1)[None, :]
+        across = (rows < t) | (rows >= y2 - y1 - t)  # top and bottom edges
+        down = (cols < t) | (cols >= x2 - x1 - t)  # left and right edges
+        if dash is not None:
+            across, down = across & (cols % sum(dash) < dash[0]), down & (rows % sum(dash) < dash[0])
+        rgb[y1:y2, x1:x2][across | down] = color
 
 
 def _caption_font(canvas_width: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -243,4 +276,48 @@ def _add_caption(canvas: Image.Image, caption: str) -> Image.Image:
     for number, line in enumerate(lines):
         origin = (pad - left, pad - top + number * line_height)
         draw.text(origin, line, fill=_CAPTION_TEXT, font=font)
+    return out
+
+
+def _add_legend(canvas: Image.Image, *, heat: bool, evidence: bool, truth: bool) -> Image.Image:
+    """A strip under ``canvas`` naming what the overlay shows: the box styles and the heat ramp."""
+    font = _caption_font(max(canvas.width, _LEGEND_WIDTH))
+    left, top, _, bottom = font.getbbox("Ag|")
+    line_height = int(bottom - top) + 4
+    pad = max(4, line_height // 3)
+    sample = 2 * line_height
+    items = [(kind, text) for kind, text, shown in (
+        ("evidence", "evidence boxes", evidence), ("truth", "ground truth", truth),
+        ("heat", "heat: low to high", heat)) if shown]
+    if not items:
+        return canvas
+    rows: list[list[tuple[str, str, int]]] = [[]]
+    x = pad
+    for kind, text in items:
+        width = sample + pad + int(font.getlength(text)) + 2 * pad
+        if rows[-1] and x + width > canvas.width:
+            rows.append([])
+            x = pad
+        rows[-1].append((kind, text, x))
+        x += width
+    strip = pad + len(rows) * (line_height + pad)
+    out = Image.new("RGB", (canvas.width, canvas.height + strip), _CAPTION_BACKGROUND)
+    out.paste(canvas, (0, 0))
+    pixels = np.array(out)
+    for number, row in enumerate(rows):
+        y = canvas.height + pad + number * (line_height + pad)
+        for kind, _, x in row:
+            box = np.array([[x, y + 2, x + sample, y + line_height - 2]], dtype=np.float64)
+            if kind == "heat":
+                ramp = colormap(np.linspace(0.0, 1.0, sample))
+                pixels[y + 2 : y + line_height - 2, x : x + sample] = ramp[None, :, :]
+            else:
+                _draw_boxes(pixels, box, 1, BOX_COLOR if kind == "evidence" else TRUTH_COLOR,
+                            dash=DASH if kind == "evidence" else None)
+    out = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(out)
+    for number, row in enumerate(rows):
+        y = canvas.height + pad + number * (line_height + pad)
+        for _, text, x in row:
+            draw.text((x + sample + pad - left, y + 2 - top), text, fill=_CAPTION_TEXT, font=font)
     return out

@@ -19,8 +19,8 @@ from rich.console import Console
 from cxr_attrib.errors import DataError
 from cxr_attrib.leaderboard.report import UnitResult, build_report, labeller, read_report_json, write_tables
 from cxr_attrib.leaderboard.report_html import _json_script
-from cxr_attrib.leaderboard.thumbnails import TRUTH_COLOR, pick_units, render_thumbnail
-from cxr_attrib.render import BOX_COLOR, colormap
+from cxr_attrib.leaderboard.thumbnails import pick_units, render_thumbnail
+from cxr_attrib.render import BOX_COLOR, TRUTH_COLOR, colormap
 from cxr_attrib.scoring.aggregate import to_rich_table
 
 
@@ -230,8 +230,8 @@ def test_thumbnail_draws_heat_predicted_and_true_boxes():
     assert tuple(png[4, 10]) == BOX_COLOR and tuple(png[12, 19]) == BOX_COLOR
     assert tuple(png[4, 45]) == TRUTH_COLOR and tuple(png[29, 45]) == TRUTH_COLOR
     assert tuple(png[12, 12]) == (100, 100, 100) and tuple(png[35, 10]) == (100, 100, 100)
-    hot = np.rint(100 * 0.55 + colormap(1.0).astype(float) * 0.45)  # alpha 0.45 at peak heat
-    assert tuple(png[45, 45]) == tuple(hot) == (168, 170, 129)
+    hot = np.rint(100 * 0.4 + colormap(1.0).astype(float) * 0.6)  # alpha 0.6 at peak heat
+    assert tuple(png[45, 45]) == tuple(hot) == (191, 193, 138)
     half = np.asarray(Image.open(io.BytesIO(render_thumbnail(unit, image, side=32))))
     assert half.shape == (32, 32, 3)
     # A store keeps shrunk copies: any resolution with the frame's aspect is scaled up.

@@ -14,6 +14,10 @@ CONFIG = RunConfig("phantom", "direct", ("phantom-gemma",), ("center", "occlusio
                    params={"center": {"fraction": 0.5}, "occlusion": {"tiles": 2}})
 
 
+CURVES = {"fractions": [0.0, 0.5, 1.0], "deletion": [-0.1, -2.5, -3.0], "insertion": [-3.0, -0.2, -0.1],
+          "random": [-0.1, -1.0, -3.0], "region_original": -0.1, "region_top": -2.0, "region_random": [-0.3]}
+
+
 def _unit(sample: str = "s1", method: str = "occlusion", **changes) -> UnitRecord:
     params = CONFIG.params[method]
     fields = dict(
@@ -23,6 +27,7 @@ def _unit(sample: str = "s1", method: str = "occlusion", **changes) -> UnitRecor
                                                                                "energy": float("nan")},
         heatmap=heatmap_thumbnail(np.arange(224 * 112, dtype=np.float32).reshape(224, 112)),
         wall_time_s=1.5, passes={"forward_calls": 1}, versions={"torch": "x"}, worker="h:1:0/1", finished_at=3.0,
+        curves=CURVES,
     )
     fields.update(changes)
     return UnitRecord(**fields)
@@ -53,6 +58,20 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert ok.sample == sample and ok.as_row()["dataset"] == "phantom" and ok.as_row()["iou"] == 0.25
     assert sample.thumbnail.shape == (128, 64) and np.all(sample.thumbnail == 200)
     assert units["center"].status == "error" and units["center"].error == "ValueError: boom"
+    assert ok.curves == CURVES  # the raw log-prob curves (nats)
+
+
+def test_a_version_1_store_reads_without_curves(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store.create(path, CONFIG, "0/1") as store:
+        store.add_sample(_sample())
+        store.add_unit(_unit())
+    with sqlite3.connect(path) as db:  # what a version 1 writer left: no curves column
+        db.execute("ALTER TABLE units DROP COLUMN curves")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with open_store(path) as store:
+        (unit,) = store.units()
+    assert unit.curves is None and unit.metrics["iou"] == 0.25
 
 
 def test_a_unit_is_never_recorded_twice(tmp_path):

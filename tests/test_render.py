@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cxr_attrib.errors import ImageLoadError
-from cxr_attrib.render import BOX_COLOR, CAPTION_MIN_WIDTH, colormap, render_overlay
+from cxr_attrib.render import BOX_COLOR, CAPTION_MIN_WIDTH, DASH, TRUTH_COLOR, colormap, render_overlay
 
 
 def _grey(height: int = 32, width: int = 40) -> np.ndarray:
@@ -57,14 +57,41 @@ def test_heat_that_is_nowhere_positive_leaves_the_image_grey() -> None:
 
 def test_box_outline_is_two_pixels_inside_exclusive_ends() -> None:
     grey = np.full((32, 40), 90, dtype=np.uint8)
-    pixels = _pixels(render_overlay(grey, boxes=[[5, 4, 15, 20]]))
+    pixels = _pixels(render_overlay(grey, truth=[[5, 4, 15, 20]]))
     outline = np.zeros((32, 40), dtype=bool)
     outline[4:20, 5:15] = True
     outline[6:18, 7:13] = False  # interior beyond the 2-px ring
-    np.testing.assert_array_equal(pixels[outline], np.tile(BOX_COLOR, (outline.sum(), 1)))
+    np.testing.assert_array_equal(pixels[outline], np.tile(TRUTH_COLOR, (outline.sum(), 1)))
     np.testing.assert_array_equal(pixels[~outline], 90)
-    assert tuple(pixels[19, 14]) == BOX_COLOR  # last row/column inside the box
+    assert tuple(pixels[19, 14]) == TRUTH_COLOR  # last row/column inside the box
     assert tuple(pixels[20, 15]) == (90, 90, 90)  # the exclusive end is outside
+
+
+def test_evidence_boxes_are_dashed_and_the_truth_solid_on_top() -> None:
+    grey = np.full((32, 40), 90, dtype=np.uint8)
+    pixels = _pixels(render_overlay(grey, boxes=[[5, 4, 25, 20]], truth=[[5, 20, 25, 30]]))
+    on, off = DASH
+    top = [tuple(p) == BOX_COLOR for p in pixels[4, 5:25]]
+    assert top == [k % (on + off) < on for k in range(20)]  # dashes from the corner
+    left = [tuple(p) == BOX_COLOR for p in pixels[4:20, 5]]
+    assert left == [k % (on + off) < on for k in range(16)]
+    assert all(tuple(p) == TRUTH_COLOR for p in pixels[20, 5:25])  # solid, over nothing
+    assert tuple(pixels[10, 15]) == (90, 90, 90)  # inside: the image
+
+
+def test_legend_names_the_styles_shown_and_keeps_the_image_whole() -> None:
+    grey = _grey(32, 40)
+    heat = np.zeros((32, 40))
+    plain = render_overlay(grey, boxes=[[5, 4, 15, 20]], legend=True)
+    both = render_overlay(grey, heat, boxes=[[5, 4, 15, 20]], truth=[[1, 1, 9, 9]], legend=True)
+    factor = -(-CAPTION_MIN_WIDTH // 40)
+    assert plain.width == both.width == 40 * factor and both.height > plain.height > 32 * factor
+    body = _pixels(both)[: 32 * factor]
+    assert tuple(body[20 * factor, 30 * factor]) == (grey[20, 30],) * 3  # the image, untouched
+    strip = _pixels(both)[32 * factor :]
+    for color in (BOX_COLOR, TRUTH_COLOR, tuple(colormap(1.0))):
+        assert (strip == color).all(axis=2).any(), color
+    assert not (_pixels(plain)[32 * factor :] == TRUTH_COLOR).all(axis=2).any()  # no truth, no swatch
 
 
 def test_boxes_are_drawn_over_heat_and_clipped_to_the_image() -> None:

@@ -91,7 +91,7 @@ def test_faithfulness_from_the_result_one_batch_and_matching_values() -> None:
     image, heat, adapter = _scene()
     result = _attribution(heat, image=image, working_size=16)
     scores = score(result, model=adapter, steps=4, fraction=0.1, n_random=3, split="direct", dataset="toy")
-    assert (adapter.counter.forward_calls, adapter.counter.forward_sequences) == (1, 2 * 4 + 1 + 3)
+    assert (adapter.counter.forward_calls, adapter.counter.forward_sequences) == (1, 3 * 4 - 1 + 1 + 3)
     query = adapter.queries[-1]
     assert (query.prompt, query.answer, query.mode, query.policy) == (PROMPT, "Yes", "direct", "answer")
     frame = ResizePad(*SHAPE, 16)
@@ -100,6 +100,11 @@ def test_faithfulness_from_the_result_one_batch_and_matching_values() -> None:
                                 content_mask=frame.content_mask())
     assert scores.deletion_auc == pytest.approx(curves.deletion_auc)
     assert scores.insertion_auc == pytest.approx(curves.insertion_auc)
+    assert scores.deletion_gain == pytest.approx(curves.deletion_gain) and scores.deletion_gain > 0
+    assert scores.morf_lerf == pytest.approx(curves.insertion_auc - curves.deletion_auc)
+    raw = scores.raw_curves()
+    assert raw["deletion"] == curves.deletion.tolist() and raw["random"] == curves.random.tolist()
+    assert raw["region_random"] == drop.random.tolist()
     assert scores.top_drop == pytest.approx(drop.top_drop)
     assert scores.deletion_auc < 0.5 < scores.insertion_auc
     assert scores.iou is None  # no ground truth given

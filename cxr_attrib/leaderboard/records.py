@@ -116,6 +116,10 @@ class UnitRecord:
         worker (str): ``host:pid:shard`` of the process that ran it.
         finished_at (float): Unix time of the commit.
         sample (SampleRecord | None): the unit's sample, attached by :meth:`Store.units`.
+        curves (dict | None): the scorer's raw target log-probs in nats
+            (:meth:`~cxr_attrib.scoring.Scores.raw_curves`: ``fractions``,
+            ``deletion``, ``insertion``, ``random`` curves and the ``region_*``
+            log-probs); None when faithfulness was not scored.
     """
 
     unit_id: str
@@ -140,6 +144,7 @@ class UnitRecord:
     worker: str = ""
     finished_at: float = 0.0
     sample: SampleRecord | None = field(default=None, compare=False, repr=False)
+    curves: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

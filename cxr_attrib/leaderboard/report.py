@@ -47,9 +47,10 @@ __all__ = [
 
 REPORT_METRICS = (
     "iou", "f1", "precision", "recall", "pointing_game", "energy",
-    "deletion_auc", "insertion_auc", "beats_random",
+    "deletion_auc", "insertion_auc", "deletion_gain", "insertion_gain", "morf_lerf", "beats_random",
 )  # fmt: skip
-"""Metrics a report summarises (every one a fraction or a bool, shown in percent)."""
+"""Metrics a report summarises (each a fraction in [0, 1], a gain in [-1, 1] or a bool,
+shown x 100)."""
 
 LOWER_IS_BETTER = frozenset({"deletion_auc"})
 """Metrics where a smaller value ranks higher."""

@@ -14,7 +14,7 @@ __all__ = ["FORMATS", "TERMINAL_METRICS", "report_command"]
 FORMATS = ("table", "markdown", "csv", "json", "html")
 """What ``--format`` accepts: the terminal table and the files of the report."""
 
-TERMINAL_METRICS = ("iou", "pointing_game", "energy", "deletion_auc", "insertion_auc")
+TERMINAL_METRICS = ("iou", "pointing_game", "energy", "deletion_gain", "insertion_gain")
 """Metrics the terminal table shows after the ranking metric (up to 3, when present);
 the files have every metric."""
 

@@ -218,7 +218,7 @@ class _ModelRun:
             metrics={name: getattr(scores, name) for name in Scores.METRICS},
             heatmap=heatmap_thumbnail(result.heatmap), wall_time_s=result.meta.wall_time_s,
             score_time_s=done - scored_at, passes=dict(result.meta.passes), versions=dict(result.meta.versions),
-            worker=self.worker, finished_at=time.time(),
+            worker=self.worker, finished_at=time.time(), curves=scores.raw_curves(),
         ), model)
 
     def record_failure(self, sample: Sample, model: str, method: str, uid: str, mode: str,

@@ -50,8 +50,9 @@ __all__ = [
 FORMAT = "cxr-attrib-leaderboard"
 """Value of ``meta.format``: marks a SQLite file as a leaderboard store."""
 
-SCHEMA_VERSION = 1
-"""Schema written by this version; a store with a larger one is refused."""
+SCHEMA_VERSION = 2
+"""Schema written by this version; a store with a larger one is refused (version 1 has
+no ``units.curves`` column: its units read with ``curves`` None)."""
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -71,7 +72,7 @@ CREATE TABLE units (
     status TEXT NOT NULL CHECK (status IN ('ok', 'error')), answer TEXT, boxes TEXT NOT NULL,
     method_boxes TEXT NOT NULL, metrics TEXT NOT NULL, heatmap BLOB, wall_time_s REAL NOT NULL,
     score_time_s REAL NOT NULL, passes TEXT NOT NULL, versions TEXT NOT NULL, error TEXT,
-    traceback TEXT, worker TEXT NOT NULL, finished_at REAL NOT NULL);
+    traceback TEXT, worker TEXT NOT NULL, finished_at REAL NOT NULL, curves TEXT);
 CREATE INDEX units_by_model ON units (model, method);
 CREATE TABLE model_loads (
     worker TEXT NOT NULL, model TEXT NOT NULL, load_s REAL NOT NULL, started_at REAL NOT NULL);
@@ -279,17 +280,19 @@ class Store:
         samples = self.samples()
         where, args = ("WHERE model = ?", (model,)) if model is not None else ("", ())
         heat = "heatmap" if heatmaps else "NULL"
+        curves = "curves" if self.schema_version >= 2 else "NULL"
         for row in self._db.execute(
             "SELECT unit_id, sample_id, model, method, params, mode, seed, status, answer, boxes, method_boxes, "
-            f"metrics, {heat}, wall_time_s, score_time_s, passes, versions, error, traceback, worker, finished_at "
-            f"FROM units {where} ORDER BY unit_id", args,
+            f"metrics, {heat}, wall_time_s, score_time_s, passes, versions, error, traceback, worker, finished_at, "
+            f"{curves} FROM units {where} ORDER BY unit_id", args,
         ):
             (uid, sid, mdl, method, params, mode, seed, status, answer, boxes, mboxes, metrics, heatmap,
-             wall, score_s, passes, versions, error, tb, worker, finished) = row
+             wall, score_s, passes, versions, error, tb, worker, finished, raw_curves) = row
             yield UnitRecord(
                 uid, sid, mdl, method, json.loads(params), mode, seed, status, answer, _boxes(boxes),
                 _boxes(mboxes), json.loads(metrics), _unpack(heatmap), wall, score_s, json.loads(passes),
                 json.loads(versions), error, tb, worker, finished, samples.get(sid),
+                None if raw_curves is None else json.loads(raw_curves),
             )
 
     def filter_outcomes(self) -> Iterator[FilterOutcome]:
@@ -344,12 +347,13 @@ class Store:
         """
         heat = None if unit.heatmap is None else np.asarray(unit.heatmap, dtype=np.float32)
         self._write(
-            "INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (unit.unit_id, unit.sample_id, unit.model, unit.method, json.dumps(unit.params, sort_keys=True),
              unit.mode, int(unit.seed), unit.status, unit.answer, _boxes_json(unit.boxes),
              _boxes_json(unit.method_boxes), json.dumps({k: _finite(v) for k, v in unit.metrics.items()}),
              _pack(heat), float(unit.wall_time_s), float(unit.score_time_s), json.dumps(unit.passes),
-             json.dumps(unit.versions), unit.error, unit.traceback, unit.worker, float(unit.finished_at)),
+             json.dumps(unit.versions), unit.error, unit.traceback, unit.worker, float(unit.finished_at),
+             None if unit.curves is None else json.dumps(unit.curves, allow_nan=False)),
         )
 
     def add_model_load(self, load: ModelLoad) -> None:

@@ -1,8 +1,9 @@
 """Overlay thumbnails of a few units per method, for the HTML report.
 
 Each thumbnail is the unit's image, its heatmap when one was kept, its predicted
-boxes (cyan, :data:`BOX_COLOR`) and the ground-truth boxes (green,
-:data:`TRUTH_COLOR`), scaled to a small PNG. The image is re-loaded through the
+boxes (dashed cyan, :data:`~cxr_attrib.render.BOX_COLOR`) and the ground-truth boxes
+(solid green, :data:`~cxr_attrib.render.TRUTH_COLOR`), drawn by the one overlay renderer
+(:func:`~cxr_attrib.render.render_overlay`) and scaled to a small PNG. The image is re-loaded through the
 unit's registered benchmark (full resolution; the phantom benchmark rebuilds it from
 the sample id), else taken from the unit (a store's thumbnail); without either the
 boxes and heatmap are drawn on a dark canvas of the input frame's size. Image and
@@ -17,19 +18,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from cxr_attrib.errors import CxrAttribError, DataError
-from cxr_attrib.render import BOX_COLOR, render_overlay
+from cxr_attrib.render import BOX_COLOR, TRUTH_COLOR, render_overlay
 from cxr_attrib.typing import GreyImage
 
 from .report import UnitResult
 
 __all__ = ["BOX_LEGEND", "TRUTH_COLOR", "Thumbnail", "benchmark_image", "pick_units", "render_thumbnail",
            "thumbnails"]
-
-TRUTH_COLOR: tuple[int, int, int] = (40, 220, 40)
-"""RGB of ground-truth box outlines (green; predicted boxes are cyan)."""
 
 BOX_LEGEND: Mapping[str, tuple[int, int, int]] = {"predicted": BOX_COLOR, "ground truth": TRUTH_COLOR}
 """Box colours of the thumbnails, for a legend."""
@@ -162,11 +160,8 @@ def render_thumbnail(unit: UnitResult, image: GreyImage | None, *, side: int = 1
     heat = None if unit.heatmap is None else _fit(
         np.asarray(unit.heatmap, dtype=np.float32), frame, size, "heatmap", unit)
     pred = np.reshape(np.asarray(unit.pred_boxes, dtype=np.float64), (-1, 4)) * scale
-    canvas = render_overlay(grey, heat, pred)
-    draw = ImageDraw.Draw(canvas)
-    for x1, y1, x2, y2 in np.reshape(np.asarray(unit.gt_boxes, dtype=np.float64), (-1, 4)) * scale:
-        if x2 - x1 >= 1 and y2 - y1 >= 1:
-            draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=TRUTH_COLOR, width=2)
+    truth = np.reshape(np.asarray(unit.gt_boxes, dtype=np.float64), (-1, 4)) * scale
+    canvas = render_overlay(grey, heat, pred, truth=truth)
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()

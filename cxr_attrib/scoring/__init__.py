@@ -1,5 +1,6 @@
 """Scoring: localisation against ground-truth boxes, intervention faithfulness,
-one-call ``score()`` and aggregation of scores."""
+one-call ``score()``, aggregation of scores, and XBench-style pixel-mask grounding
+(:mod:`.pixel_grounding`) and recognition (:mod:`.recognition`) scores."""
 
 from cxr_attrib.scoring.aggregate import (
     DEFAULT_METRICS,
@@ -14,9 +15,40 @@ from cxr_attrib.scoring.aggregate import (
     to_markdown,
     to_rich_table,
 )
-from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, deletion_insertion, faithfulness, random_region_drop
+from cxr_attrib.scoring.faithfulness import (
+    Curves,
+    RegionDrop,
+    deletion_insertion,
+    faithfulness,
+    probability,
+    random_region_drop,
+)
 from cxr_attrib.scoring.score import Scores, score
 from cxr_attrib.scoring.boxes import heatmap_to_boxes, whole_image_box
+from cxr_attrib.scoring.pixel_grounding import (
+    RAW_TAU,
+    TAU_GRID,
+    MaskScores,
+    TauSweep,
+    calibrate_tau,
+    calibration_split,
+    mask_overlap,
+    normalise_map,
+    pixel_pointing_game,
+    predicted_mask,
+    tau_sweep,
+    truth_mask,
+)
+from cxr_attrib.scoring.recognition import (
+    Interval,
+    RecognitionScores,
+    accuracy,
+    auc,
+    correlation,
+    f1,
+    recognition_scores,
+    spearman,
+)
 from cxr_attrib.scoring.localisation import (
     RegionMetrics,
     as_boxes,
@@ -38,6 +70,7 @@ __all__ = [
     "Scores",
     "deletion_insertion",
     "faithfulness",
+    "probability",
     "random_region_drop",
     "score",
     "MetricSummary",
@@ -57,4 +90,24 @@ __all__ = [
     "to_rich_table",
     "union_area",
     "whole_image_box",
+    "RAW_TAU",
+    "TAU_GRID",
+    "MaskScores",
+    "TauSweep",
+    "calibrate_tau",
+    "calibration_split",
+    "mask_overlap",
+    "normalise_map",
+    "pixel_pointing_game",
+    "predicted_mask",
+    "tau_sweep",
+    "truth_mask",
+    "Interval",
+    "RecognitionScores",
+    "accuracy",
+    "auc",
+    "correlation",
+    "f1",
+    "recognition_scores",
+    "spearman",
 ]

@@ -11,8 +11,9 @@ Two independent parts, each run when its inputs are given:
   compares their union with the ground-truth union. A result without a heatmap is
   judged on its own boxes (already in the input frame). Pointing game and energy use
   the input-frame heatmap directly (None without a heatmap).
-* **Faithfulness** (``model``): deletion / insertion curves and the random-region drop
-  of :mod:`cxr_attrib.scoring.faithfulness`, all from one batch, in the adapter's
+* **Faithfulness** (``model``): deletion / insertion / random-order curves of the
+  answer's probability (AUCs in [0, 1], gains over chance in [-1, 1]) and the
+  random-region drop of :mod:`cxr_attrib.scoring.faithfulness`, all from one batch, in the adapter's
   working frame. The image is ``image`` or the one the result holds; the query is
   ``query`` or rebuilt from ``meta`` and ``target`` (question, prompt, answer, mode,
   span policy). A result without a heatmap is ranked by its boxes: box ``i`` of ``K``
@@ -32,7 +33,7 @@ import numpy.typing as npt
 from cxr_attrib.adapter import Adapter, Query
 from cxr_attrib.errors import DataError, check_choice
 from cxr_attrib.frames import ResizePad
-from cxr_attrib.perturb import check_fill
+from cxr_attrib.perturb import check_removal_fill
 from cxr_attrib.result import Attribution
 from cxr_attrib.scoring.boxes import input_heatmap_boxes
 from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, _check_count, _check_fraction, faithfulness
@@ -65,17 +66,23 @@ class Scores:
         pointing_game (float | None): whether the heatmap peak lies in the GT union
             (1.0 / 0.0; a plateau peak scores the share of its pixels inside).
         energy (float | None): share of positive attribution inside the GT union.
-        deletion_auc (float | None): normalised deletion AUC (lower is better).
-        insertion_auc (float | None): normalised insertion AUC (higher is better).
-        deletion_auc_raw (float | None): deletion AUC of the log-prob curve (nats).
-        insertion_auc_raw (float | None): insertion AUC of the log-prob curve (nats).
-        top_drop (float | None): log-prob drop when the top region is removed (nats).
-        random_drop (float | None): mean drop over random regions of equal area (nats).
-        drop_gain (float | None): ``top_drop - random_drop`` (nats).
+        deletion_auc (float | None): area under the deletion curve of the answer's
+            probability, in [0, 1] (lower is better; the MoRF AUC).
+        insertion_auc (float | None): area under the insertion curve, in [0, 1]
+            (higher is better; equal to the LeRF AUC).
+        random_auc (float | None): area under the deletion curve of a seeded random
+            pixel order on the same image, in [0, 1] (chance).
+        deletion_gain (float | None): ``random_auc - deletion_auc`` in [-1, 1];
+            positive means better than chance.
+        insertion_gain (float | None): ``insertion_auc - random_auc`` in [-1, 1].
+        morf_lerf (float | None): ROAD-style ``LeRF AUC - MoRF AUC`` in [-1, 1].
+        top_drop (float | None): probability drop when the top region is removed, in [-1, 1].
+        random_drop (float | None): mean drop over random regions of equal area, in [-1, 1].
+        drop_gain (float | None): ``top_drop - random_drop`` in [-1, 1].
         beats_random (float | None): share of random regions with a smaller drop.
         pred_boxes (tuple): the predicted boxes judged against the ground truth (input
             frame, exclusive ends); empty when localisation was not scored.
-        curves (Curves | None): the deletion / insertion curves.
+        curves (Curves | None): the raw log-prob curves (deletion, insertion, random).
         region_drop (RegionDrop | None): the random-region comparison.
         warnings (tuple[str, ...]): what makes these scores doubtful, e.g. faithfulness
             measured with a model other than the one that made the result (also
@@ -84,7 +91,7 @@ class Scores:
 
     METRICS: ClassVar[tuple[str, ...]] = (
         "iou", "precision", "recall", "f1", "pointing_game", "energy",
-        "deletion_auc", "insertion_auc", "deletion_auc_raw", "insertion_auc_raw",
+        "deletion_auc", "insertion_auc", "random_auc", "deletion_gain", "insertion_gain", "morf_lerf",
         "top_drop", "random_drop", "drop_gain", "beats_random",
     )
 
@@ -101,8 +108,10 @@ class Scores:
     energy: float | None = None
     deletion_auc: float | None = None
     insertion_auc: float | None = None
-    deletion_auc_raw: float | None = None
-    insertion_auc_raw: float | None = None
+    random_auc: float | None = None
+    deletion_gain: float | None = None
+    insertion_gain: float | None = None
+    morf_lerf: float | None = None
     top_drop: float | None = None
     random_drop: float | None = None
     drop_gain: float | None = None
@@ -125,6 +134,23 @@ class Scores:
         }
         row.update({name: getattr(self, name) for name in self.METRICS})
         return row
+
+    def raw_curves(self) -> dict[str, Any] | None:
+        """The raw target log-probs (nats) behind the faithfulness scores, JSON-safe.
+
+        Returns:
+            dict | None: ``fractions``, ``deletion``, ``insertion``, ``random``
+            ((steps + 1,) lists), ``region_original``, ``region_top`` and
+            ``region_random`` (list of n); None when faithfulness was not scored.
+        """
+        if self.curves is None or self.region_drop is None:
+            return None
+        curves, drop = self.curves, self.region_drop
+        return {
+            "fractions": curves.fractions.tolist(), "deletion": curves.deletion.tolist(),
+            "insertion": curves.insertion.tolist(), "random": curves.random.tolist(),
+            "region_original": drop.original, "region_top": drop.top, "region_random": drop.random.tolist(),
+        }
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Scores):
@@ -226,7 +252,9 @@ def score(
         steps (int): deletion / insertion fractions ``k / steps``. Default: 10.
         fraction (float): share of the content in the top and random regions. Default: 0.1.
         n_random (int): random regions. Default: 8.
-        fill (str | float): baseline of removed pixels. Default: ``"zero"``.
+        fill (str | float): how removed pixels are filled: ``"zero"``, ``"mean"``,
+            ``"blur"``, a number in [0, 1] or ``"noisy_linear"`` (ROAD's imputation);
+            see :func:`~cxr_attrib.perturb.pixel_remover`. Default: ``"zero"``.
         seed (int): seed of tie-breaks and random regions. Default: 0.
         batch_size (int | None): images per forward call. Default: None (all at once).
         regions ({"auto", "heatmap", "boxes"}): what localisation judges: the
@@ -247,13 +275,13 @@ def score(
     Examples::
 
         >>> s = score(result, sample.boxes, model=adapter)   # doctest: +SKIP
-        >>> s.iou, s.deletion_auc                           # doctest: +SKIP
-        (0.41, 0.18)
+        >>> s.iou, s.deletion_auc, s.deletion_gain          # doctest: +SKIP
+        (0.41, 0.18, 0.35)
     """
     meta = attribution.meta
     check_choice(regions, get_args(Regions), what="region source", argument="regions")
     if model is not None:  # every faithfulness option is checked before the model loads
-        check_fill(fill)
+        check_removal_fill(fill)
         _check_count("steps", steps, 1)
         _check_count("n_random", n_random, 1)
         _check_fraction(fraction)
@@ -318,8 +346,10 @@ def _faithfulness(
     return {
         "deletion_auc": curves.deletion_auc,
         "insertion_auc": curves.insertion_auc,
-        "deletion_auc_raw": curves.deletion_auc_raw,
-        "insertion_auc_raw": curves.insertion_auc_raw,
+        "random_auc": curves.random_auc,
+        "deletion_gain": curves.deletion_gain,
+        "insertion_gain": curves.insertion_gain,
+        "morf_lerf": curves.morf_lerf,
         "top_drop": drop.top_drop,
         "random_drop": drop.random_drop,
         "drop_gain": drop.gain,
