@@ -51,6 +51,8 @@ ALLOWED: dict[tuple[str, str], str] = {
         "decodes a stream that safeio.open_regular opened (or in-memory bytes); never a path",
     ("cxr_attrib/benchmarks/padchest.py", "Image.open"):
         "reads the header of a stream that safeio.open_regular opened",
+    ("cxr_attrib/html_page.py", "Path.read_text"):
+        "reads a Jinja2 template shipped inside the package (importlib.resources), never a user-named path",
     ("cxr_attrib/cli.py", ".save("):
         "Attribution.save, which writes through outputs.write_files",
     ("plugins/cxr_attrib_phantom/demo.py", ".save("):
