@@ -212,7 +212,7 @@ def finish_result(
         passes=passes,
         versions=_versions(method.name),
         info=info,
-        warnings=warnings,
+        warnings=tuple(warnings) + tuple(str(w) for w in out.warnings),
     )
     return Attribution(
         answer=target.text,
