@@ -15,7 +15,7 @@ from cxr_attrib.adapter import LoadOptions, ModelCard
 from cxr_attrib.hookspecs import hookimpl
 
 from ._base import DualEncoderAdapter
-from .chexzero import is_openai_state_dict, load_chexzero
+from .chexzero import load_chexzero
 from .hf import card_loader, resolve_dual_encoder
 from .openclip import OPENCLIP_CARDS, load_openclip
 
@@ -56,15 +56,8 @@ def register_adapters(register: Any) -> None:
 
 
 def _state_dict_file(reference: str) -> bool:
-    if not (os.path.isfile(reference) and reference.endswith((".pt", ".pth", ".bin"))):
-        return False
-    import torch
-
-    try:
-        state = torch.load(reference, map_location="meta", weights_only=True)
-    except Exception:  # not a readable state dict: other resolvers (or the final error) handle it
-        return False
-    return isinstance(state, dict) and is_openai_state_dict(state.get("state_dict", state))
+    """A local .pt / .pth / .bin file: read as an OpenAI-CLIP state dict (CheXzero); errors name what is wrong."""
+    return os.path.isfile(reference) and reference.endswith((".pt", ".pth", ".bin"))
 
 
 @hookimpl

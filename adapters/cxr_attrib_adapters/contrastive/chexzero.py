@@ -36,6 +36,7 @@ CheXzero's own) passed as ``processor``.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -46,6 +47,7 @@ import torch
 from cxr_attrib.adapter import LoadOptions
 from cxr_attrib.contrastive import DEFAULT_THRESHOLD, PromptPair
 from cxr_attrib.errors import ModelLoadError
+from cxr_attrib.safeio import read_bytes
 
 from cxr_attrib.hf import load_step, resolve_device_dtype
 from ._base import _RESAMPLE_MODES
@@ -55,6 +57,9 @@ __all__ = ["CHEXZERO_PROCESSOR", "is_openai_state_dict", "load_chexzero", "opena
 
 CHEXZERO_PROCESSOR = "openai/clip-vit-base-patch32"
 """Where CheXzero's tokenizer and image processor come from by default (CheXzero fine-tuned this CLIP)."""
+
+MAX_STATE_DICT_BYTES = 4 << 30
+"""Largest state dict file read (bytes); CheXzero ViT-B/32 is about 0.6 GB."""
 
 _IGNORED = {"input_resolution", "context_length", "vocab_size"}
 _BLOCK = re.compile(r"^(visual\.)?transformer\.resblocks\.(\d+)\.(.+)$")
@@ -189,8 +194,9 @@ def load_chexzero(
             f"model {name!r} loads a local CheXzero weights file (OpenAI-CLIP state dict); {path!r} is not a "
             "file. Pass the path of the released .pt file as the model."
         )
+    blob = read_bytes(path, what="CheXzero weights file", max_bytes=MAX_STATE_DICT_BYTES)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, non-tensor content
         raise ModelLoadError(f"cannot read {path!r} as a torch state dict: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
