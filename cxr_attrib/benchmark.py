@@ -109,6 +109,18 @@ class Benchmark(ABC):
             "was the store written from another version or layout of the benchmark?"
         )
 
+    def negatives(self, *, split: str | None = None) -> Iterator[Sample]:
+        """Images *without* a finding, for recognition scores (AUC, accuracy, F1).
+
+        Each negative is a :class:`Sample` whose ``finding`` is the finding it lacks,
+        ``answer`` is ``"No"`` and ``boxes`` is empty (0, 4). Attribution runs use
+        :meth:`samples` (positives) only. Default: none.
+
+        Args:
+            split (str | None): the split; None = all. Default: None.
+        """
+        return iter(())
+
     def counterfactual_provider(self) -> CounterfactualProvider | None:
         """The exact counterfactuals this benchmark makes for its samples, or None.
 
