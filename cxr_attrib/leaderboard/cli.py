@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from cxr_attrib.errors import DataError
+from cxr_attrib.sanitise import for_terminal as escape
 
 if TYPE_CHECKING:
     from cxr_attrib.adapter import LoadOptions
