@@ -149,9 +149,9 @@ def models(as_json: bool) -> None:
     """List the registered model keys (any HF id or local folder also works)."""
     from .registry import model_cards
 
-    rows = [{"key": key, "family": card.family, "source": card.source, "summary": card.summary}
-            for key, card in model_cards().items()]
-    _show(rows, as_json, _name_table("Models", "key", "family", "source", "summary"))
+    rows = [{"key": key, "family": card.family, "source": card.source, "licence": card.licence or "-",
+             "summary": card.summary} for key, card in model_cards().items()]
+    _show(rows, as_json, _name_table("Models", "key", "family", "source", "licence", "summary"))
 
 
 @cli.command()

@@ -58,13 +58,14 @@ def build(out: Path, name: str, scene_graphs: Path | None, images: Path | None, 
     """Build a pool folder from scene-graph boxes or from a folder of masks."""
     from .pool_build import folder_references, scene_graph_references
     from .pools import load_pool, write_pool
+    from .safeio import read_text
 
     if (scene_graphs is None) == (folder is None):
         raise click.UsageError("pass exactly one of --from-scene-graphs DIR and --from-folder DIR")
     if scene_graphs is not None:
         if images is None:
             raise click.UsageError("--from-scene-graphs needs --images DIR")
-        wanted = ids.read_text(encoding="utf-8").splitlines() if ids is not None else None
+        wanted = read_text(ids, what="--ids file").splitlines() if ids is not None else None
         references = scene_graph_references(scene_graphs, images, ids=wanted)
         protected = [scene_graphs, images]
     else:

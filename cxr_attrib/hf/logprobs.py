@@ -1,7 +1,7 @@
 """Float32 log-probs of target tokens without a full-vocabulary log-softmax.
 
 The explained scalar is the teacher-forced log-probability of the target tokens in
-float32 (SPEC 3.5). Materialising (B, T, V) float32 log-softmax values is wasteful
+float32 (docs/user-guide.md). Materialising (B, T, V) float32 log-softmax values is wasteful
 (V is 150k-260k for real checkpoints), so :func:`token_logprobs` keeps only the
 predictor rows, upcasts the LM head slice by slice and keeps a running log-sum-exp.
 """

@@ -372,7 +372,7 @@ def write_tables(
 ) -> list[Path]:
     """Write :func:`table_files` atomically (all or none); returns the files written."""
     files = table_files(report, out, kinds)
-    write_files(files)
+    write_files(files, root=out)
     return list(files)
 
 

@@ -81,7 +81,7 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
         page = render_html(report, thumbs, title=title, run=config.to_dict())
         files[out / "report.html"] = page.encode("utf-8")
     try:
-        write_files(files)  # all or none
+        write_files(files, root=out)  # all or none; no link below --out followed
     except OSError as exc:
         raise DataError(f"cannot write the report into {out}: {exc.strerror or exc}; "
                         "choose a writable --out folder.") from None

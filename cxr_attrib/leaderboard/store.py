@@ -21,12 +21,14 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxr_attrib.errors import DataError
+from cxr_attrib.errors import DataError, OutputError
+from cxr_attrib.safeio import building_sqlite, connect_sqlite, load_npy, open_regular
 
 from .config import RunConfig
 from .records import (
@@ -114,7 +116,7 @@ def _pack(array: np.ndarray | None) -> bytes | None:
 
 
 def _unpack(blob: bytes | None) -> np.ndarray | None:
-    return None if blob is None else np.load(io.BytesIO(blob), allow_pickle=False)
+    return None if blob is None else load_npy(blob, what="a stored heatmap", max_bytes=len(blob))
 
 
 def _finite(value: Any) -> Any:
@@ -130,7 +132,7 @@ def _finite(value: Any) -> Any:
 def _check_sqlite_file(path: Path) -> None:
     if not path.is_file():
         raise StoreError(f"no leaderboard store at {path}: expected a .sqlite file written by `cxr-attrib leaderboard`")
-    with path.open("rb") as stream:
+    with open_regular(path, what="leaderboard store", max_bytes=1 << 44) as stream:
         head = stream.read(len(_SQLITE_MAGIC))
     if head != _SQLITE_MAGIC:
         raise StoreError(
@@ -166,15 +168,25 @@ class Store:
         Raises:
             StoreError: the file exists or cannot be created.
         """
+        with cls.building(path, config, shard) as store:
+            store.close()
+        return cls.open(path, writable=True)
+
+    @classmethod
+    @contextmanager
+    def building(cls, path: str | os.PathLike, config: RunConfig, shard: str) -> Iterator[Store]:
+        """A new store built under a hidden exclusive name, linked to ``path`` only when complete.
+
+        A process scanning the folder (another shard starting at the same moment)
+        never sees a half-made store; a failure leaves nothing behind
+        (:func:`cxr_attrib.safeio.building_sqlite`).
+
+        Raises:
+            StoreError: the file exists or cannot be created.
+        """
         path = Path(path)
-        if path.exists():
-            raise StoreError(f"refusing to overwrite {path}: a store already exists there")
-        # Built under a hidden name and linked into place complete, so a process scanning the
-        # folder (another shard starting at the same moment) never sees a half-made store.
-        building = path.with_name(f".{path.name}.{os.getpid()}.building")
         try:
-            db = sqlite3.connect(building, isolation_level=None)
-            try:
+            with building_sqlite(path, what="leaderboard store") as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 with _transaction(db):
                     for statement in _SCHEMA.strip().split(";"):
@@ -184,18 +196,15 @@ class Store:
                     meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "config": json.dumps(
                         config.to_dict(), sort_keys=True), "config_digest": config.digest, "shard": shard}
                     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
-            finally:
-                db.close()
-            os.link(building, path)
-        except FileExistsError:
-            raise StoreError(f"refusing to overwrite {path}: a store already exists there") from None
+                store = cls(db, path, writable=True)
+                try:
+                    yield store
+                finally:
+                    store.close()
+        except OutputError as exc:
+            raise StoreError(str(exc)) from None
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot create the store {path}: {exc}; is its folder writable?") from exc
-        finally:
-            building.unlink(missing_ok=True)
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute("PRAGMA synchronous=NORMAL")
-        return cls(db, path, writable=True)
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, writable: bool = False) -> Store:
@@ -211,13 +220,11 @@ class Store:
         path = Path(path)
         _check_sqlite_file(path)
         try:
+            db = connect_sqlite(path, writable=writable, what="leaderboard store")
             if writable:
-                db = sqlite3.connect(path, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(_RECOGNITION)
-            else:
-                db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
             rows = dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.Error as exc:
             raise StoreError(f"{path} is not a readable leaderboard store: {exc}") from exc

@@ -43,6 +43,7 @@ from rich.table import Table
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.outputs import write_files
+from cxr_attrib.safeio import read_text
 
 __all__ = [
     "GROUP_KEYS",
@@ -424,7 +425,7 @@ def read_versioned_json(
             document, naming ``path`` and ``what``.
     """
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        document = json.loads(read_text(path, what=what))
         if document.get("schema_version") != version:
             raise ValueError(f"schema_version {document.get('schema_version')!r}")
         return build(document)

@@ -1,5 +1,5 @@
 """Test helpers for cxr-attrib and its plugins: tiny offline models of the real classes,
-the method conformance suite, the model-randomisation sanity check and a tiny SAM for
+the method and adapter conformance suites, the model-randomisation sanity check and a tiny SAM for
 box refinement.
 
 The pytest fixtures (``tiny_qwen_adapter``, ``tiny_gemma_adapter``, ``tiny_model_dir``,
@@ -9,7 +9,8 @@ live in :mod:`cxr_attrib.testing.pytest_plugin`, installed as a ``pytest11`` plu
 
 from typing import Any
 
-from .conformance import check_method, conformance_images
+from .adapter_conformance import AdapterConformanceError, AdapterReport, check_adapter, tiny_factory
+from .conformance import check_method, check_refusal, conformance_images
 from .randomisation import randomisation_curve, randomised_copy, rank_correlation
 from .tiny_models import (
     build_tiny_adapter,
@@ -24,8 +25,12 @@ from .tiny_sam import save_tiny_sam, tiny_sam
 
 __all__ = [
     "FAMILIES",
+    "AdapterConformanceError",
+    "AdapterReport",
     "build_tiny_adapter",
+    "check_adapter",
     "check_method",
+    "check_refusal",
     "conformance_images",
     "load_tiny_adapter",
     "randomisation_curve",
@@ -34,6 +39,7 @@ __all__ = [
     "save_tiny_model",
     "save_tiny_sam",
     "tiny_config",
+    "tiny_factory",
     "tiny_families",
     "tiny_sam",
     "tiny_tokenizer",

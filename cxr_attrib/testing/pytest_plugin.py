@@ -6,7 +6,10 @@ Fixtures (all session-scoped: build once, never mutate them in a test):
   model saved in Hugging Face layout (cached per family and seed);
 * ``tiny_qwen_adapter`` / ``tiny_gemma_adapter``: adapters loaded from those folders
   through the ``resolve_adapter`` hook (float32, CPU, working size 224);
-* ``tiny_sam_dir``: a folder with the tiny random SAM model and processor.
+* ``tiny_sam_dir``: a folder with the tiny random SAM model and processor;
+* ``adapter_conformance``: ``adapter_conformance(family_or_factory)`` runs
+  :func:`cxr_attrib.testing.check_adapter`, loading a family's plain tiny adapters
+  from the session's saved folder (one line for an adapter plugin).
 
 Example::
 
@@ -24,8 +27,10 @@ import pytest
 
 if TYPE_CHECKING:
     from ..adapter import Adapter
+    from .adapter_checks import AdapterFactory
+    from .adapter_conformance import AdapterReport
 
-__all__ = ["tiny_gemma_adapter", "tiny_model_dir", "tiny_qwen_adapter", "tiny_sam_dir"]
+__all__ = ["adapter_conformance", "tiny_gemma_adapter", "tiny_model_dir", "tiny_qwen_adapter", "tiny_sam_dir"]
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +71,23 @@ def tiny_sam_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from .tiny_sam import save_tiny_sam
 
     return save_tiny_sam(tmp_path_factory.mktemp("tiny-sam"))
+
+
+@pytest.fixture(scope="session")
+def adapter_conformance(tiny_model_dir: Callable[..., Path]) -> Callable[..., AdapterReport]:
+    """``adapter_conformance(family_or_factory) -> AdapterReport``: the adapter conformance suite.
+
+    Example::
+
+        def test_my_family_conforms(adapter_conformance):
+            adapter_conformance("my_family")
+    """
+    from .adapter_conformance import check_adapter, tiny_factory
+
+    def run(family_or_factory: str | AdapterFactory) -> AdapterReport:
+        if isinstance(family_or_factory, str):
+            folder = tiny_model_dir(family_or_factory)
+            return check_adapter(tiny_factory(family_or_factory, folder), label=family_or_factory)
+        return check_adapter(family_or_factory)
+
+    return run
