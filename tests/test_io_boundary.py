@@ -46,8 +46,6 @@ FORBIDDEN = {
 }
 
 ALLOWED: dict[tuple[str, str], str] = {
-    ("adapters/cxr_attrib_adapters/contrastive/chexzero.py", "torch.load"):
-        "decodes (weights_only=True) bytes that safeio.read_bytes read into an in-memory buffer; never a path",
     ("cxr_attrib/imageio.py", "Image.open"):
         "decodes a stream that safeio.open_regular opened (or in-memory bytes); never a path",
     ("cxr_attrib/imageio.py", "pydicom.dcmread"):

@@ -123,6 +123,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--n-random", type=int, default=8, show_default=True, help="Random regions of the scorer.")
 @click.option("--fill", default="zero", show_default=True,
               help="How the scorer fills removed pixels: zero, mean, blur, noisy_linear or a grey level in [0, 1].")
+@click.option("--recognition", type=int, default=0, show_default=True,
+              help="Recognition pass: p(positive) of each model on the first N positives and N negatives of "
+              "each finding (AUC, accuracy, F1 in the report's XBench section); 0 = none.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder of the store(s).")
 @click.option("--shard", default=None, help="K/N with 0 <= K < N. Default: from RANK/WORLD_SIZE or Slurm, else 0/1.")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out; finished units are skipped.")
@@ -130,8 +133,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
 def leaderboard_command(benchmark: str, split: str, mode: str | None, models: str, methods: str | None,
                         params: tuple[str, ...], limit: int | None, per_finding: int | None, seed: int, filter_: str,
-                        max_new_tokens: int, steps: int, n_random: int, fill: str, out: Path, shard: str | None,
-                        resume: bool, device: str | None, dtype: str) -> None:
+                        max_new_tokens: int, steps: int, n_random: int, fill: str, recognition: int,
+                        out: Path, shard: str | None, resume: bool, device: str | None, dtype: str) -> None:
     """Run every method on every model over a benchmark into a resumable SQLite store.
 
     One work unit per (sample, model, method, params, mode, seed); each shard writes
@@ -151,7 +154,7 @@ def leaderboard_command(benchmark: str, split: str, mode: str | None, models: st
         benchmark=benchmark, split=split, models=_split_names(models) or [],
         methods_=None if methods is None else split_method_list(methods), params=params, mode=mode, seed=seed,
         limit=limit, per_finding=per_finding, filter_=filter_, max_new_tokens=max_new_tokens, steps=steps,
-        n_random=n_random, fill=_fill(fill),
+        n_random=n_random, fill=_fill(fill), recognition=recognition,
     )
     _check_out_folder(out)
     path = out / the_shard.filename

@@ -87,6 +87,8 @@ class RunConfig:
         fraction (float): share of the content in the scorer's top / random regions.
         fill (str | float): how the scorer fills removed pixels
             (:func:`~cxr_attrib.perturb.pixel_remover`).
+        recognition (int): the recognition pass scores the first N positives and N
+            negatives of each finding per model (0 = no pass).
     """
 
     benchmark: str
@@ -104,6 +106,7 @@ class RunConfig:
     n_random: int = 8
     fraction: float = 0.1
     fill: str | float = "zero"
+    recognition: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict (tuples become lists)."""

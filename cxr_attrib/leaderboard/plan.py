@@ -82,6 +82,7 @@ def build_config(
     steps: int = 10,
     n_random: int = 8,
     fraction: float = 0.1,
+    recognition: int = 0,
 ) -> RunConfig:
     """Check every name and option, then freeze them into a :class:`RunConfig`.
 
@@ -98,7 +99,7 @@ def build_config(
         fill (str | float): the scorer's fill (:data:`~cxr_attrib.perturb.REMOVAL_FILLS`
             or a grey level in [0, 1]).
         mode (str | None): prompt mode; None uses each sample's own.
-        seed, limit, per_finding, max_new_tokens, steps, n_random, fraction: see
+        seed, limit, per_finding, max_new_tokens, steps, n_random, fraction, recognition: see
             :class:`RunConfig`.
         filter_ (str): ``"auto"`` (the benchmark's exact counterfactuals when it has
             them, else none), ``"exact"``, ``"inpaint"`` or ``"none"``.
@@ -142,7 +143,8 @@ def build_config(
         raise DataError(f"--filter exact: benchmark {benchmark!r} has no exact counterfactuals; "
                         "use --filter inpaint (approximate) or --filter none")
     for name, value, low in (("--limit", limit, 1), ("--per-finding", per_finding, 1), ("--steps", steps, 1),
-                             ("--n-random", n_random, 1), ("--max-new-tokens", max_new_tokens, 1)):
+                             ("--n-random", n_random, 1), ("--max-new-tokens", max_new_tokens, 1),
+                             ("--recognition", recognition, 0)):
         if value is not None and value < low:
             raise DataError(f"{name} must be >= {low}, got {value}")
     if not 0.0 < fraction <= 1.0:
@@ -151,6 +153,7 @@ def build_config(
         benchmark=benchmark, split=split, models=models, methods=tuple(chosen), mode=mode, params=full,
         seed=int(seed), limit=limit, per_finding=per_finding, filter=filter_, max_new_tokens=int(max_new_tokens),
         steps=int(steps), n_random=int(n_random), fraction=float(fraction), fill=fill,
+        recognition=int(recognition),
     )
 
 
