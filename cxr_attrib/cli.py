@@ -9,46 +9,19 @@ internal error. ``cxr-attrib --debug ...`` shows the full traceback instead.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .compare_cli import compare_command
 from .errors import CxrAttribError
 from .leaderboard.report_command import report_command
 from .pool_cli import pool
-
-console = Console()
-err_console = Console(stderr=True)
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def plain(value: object, style: str = "") -> Text:
-    r"""``value`` as rich text that is shown literally: never markup, emoji codes or escapes.
-
-    Control characters (ESC of ANSI / hyperlink sequences, BEL, C1 codes...) are
-    shown as ``\xNN`` instead of being sent to the terminal; newlines and tabs stay.
-
-    Args:
-        value (object): any text the user, a model or a plugin wrote (``str()`` is used).
-        style (str): a rich style for the whole text, e.g. ``"bold"``. Default: none.
-
-    Returns:
-        rich.text.Text: print it or join it with other ``Text``.
-
-    Examples::
-
-        >>> plain("[link=x]\x1b]8;;y\x07").plain
-        '[link=x]\\x1b]8;;y\\x07'
-    """
-    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value)), style=style)
-
+from .terminal import console, err_console, plain
 
 def _error_line(exc: BaseException) -> Text:
     """``Error: <message>`` on one line for any error; works whatever the message holds.
@@ -303,7 +276,7 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
 
 from .leaderboard.cli import COMMANDS as _LEADERBOARD_COMMANDS  # noqa: E402 (needs nothing from above)
 
-for _command in (*_LEADERBOARD_COMMANDS, report_command, pool):
+for _command in (*_LEADERBOARD_COMMANDS, report_command, pool, compare_command):
     cli.add_command(_command)
 
 
