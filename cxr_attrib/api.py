@@ -141,6 +141,7 @@ def finish_result(
     passes: Mapping[str, int],
     warnings: tuple[str, ...] = (),
     grid_shape: tuple[int, int] | None = None,
+    answer_logprob: float | None = None,
 ) -> Attribution:
     """Validate a method's working-frame output and express it in the input frame.
 
@@ -160,6 +161,9 @@ def finish_result(
         passes: model pass counts for ``meta``.
         grid_shape: (gh, gw) the adapter's image-token grid; a ``grid`` of another
             shape is refused. None skips that check (no model).
+        answer_logprob: the model's log-probability of the answer it generated (the sum of
+            ``Generation.logprobs``; a dual encoder's log p of the chosen prompt), recorded as
+            ``meta.info["answer_logprob"]``; None when the answer was given.
 
     Raises:
         MethodContractError: the output breaks the contract (names what and why).
@@ -180,6 +184,8 @@ def finish_result(
         return tuple(map(tuple, frame.boxes_to_input(np.asarray(boxes, dtype=float).reshape(-1, 4))))
 
     boxes, info = to_input(out.boxes), dict(out.info)
+    if answer_logprob is not None:
+        info["answer_logprob"] = answer_logprob
     if method.output == "heatmap" and not boxes and heat is not None:
         boxes = tuple(map(tuple, input_heatmap_boxes(heat, frame)))
         info["derived_boxes"] = DERIVED_BOXES
@@ -206,7 +212,7 @@ def finish_result(
         passes=passes,
         versions=_versions(method.name),
         info=info,
-        warnings=warnings,
+        warnings=tuple(warnings) + tuple(str(w) for w in out.warnings),
     )
     return Attribution(
         answer=target.text,
@@ -288,11 +294,12 @@ def attribute(
     frame = ResizePad(int(pixels.shape[0]), int(pixels.shape[1]), size=working_size)
     working = frame.image_to_working(pixels)
     working.setflags(write=False)
-    generated = 0
+    generated, answer_logprob = 0, None
     if answer is None:
         adapter.counter.reset()
-        answer = adapter.generate(working, prompt).text
-        generated = adapter.counter.generate_calls
+        generation = adapter.generate(working, prompt)
+        answer, generated = generation.text, adapter.counter.generate_calls
+        answer_logprob = float(sum(generation.logprobs)) if generation.logprobs else None
     query = Query(question=question, mode=mode, prompt=prompt, answer=answer, policy=policy)
     mask = frame.content_mask()
     mask.setflags(write=False)
@@ -326,7 +333,7 @@ def attribute(
         method_cls, out, request, frame, pixels=pixels, target=target_info,
         model_name=model_name, wall_time_s=wall, passes=passes,
         warnings=(str(loaded.meta["warning"]),) if "warning" in loaded.meta else (),
-        grid_shape=grid_shape if method_cls.uses_model else None,
+        grid_shape=grid_shape if method_cls.uses_model else None, answer_logprob=answer_logprob,
     )
 
 

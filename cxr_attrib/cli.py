@@ -13,15 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from . import __version__
 from .compare_cli import compare_command
 from .errors import CxrAttribError
+from .sanitise import for_terminal, terminal_text
 from .leaderboard.report_command import report_command
 from .pool_cli import pool
-from .terminal import console, err_console, plain
+
+console = Console()
+err_console = Console(stderr=True)
+
+plain = terminal_text
+"""Text a user, model or plugin wrote, shown literally (:func:`cxr_attrib.sanitise.terminal_text`)."""
+
 
 def _error_line(exc: BaseException) -> Text:
     """``Error: <message>`` on one line for any error; works whatever the message holds.
@@ -122,9 +130,9 @@ def models(as_json: bool) -> None:
     """List the registered model keys (any HF id or local folder also works)."""
     from .registry import model_cards
 
-    rows = [{"key": key, "family": card.family, "source": card.source, "summary": card.summary}
-            for key, card in model_cards().items()]
-    _show(rows, as_json, _name_table("Models", "key", "family", "source", "summary"))
+    rows = [{"key": key, "family": card.family, "source": card.source, "licence": card.licence or "-",
+             "summary": card.summary} for key, card in model_cards().items()]
+    _show(rows, as_json, _name_table("Models", "key", "family", "source", "licence", "summary"))
 
 
 @cli.command()
@@ -227,7 +235,6 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     from collections import Counter
     from itertools import islice
 
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .adapter import LoadOptions
@@ -257,7 +264,7 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
-        description = escape(plain(f"filtering {benchmark}/{split} with {model}").plain)
+        description = for_terminal(f"filtering {benchmark}/{split} with {model}")
         task = progress.add_task(description, total=len(items))
         for record in causal_filter(adapter, items, provider, mode=mode, model=model,
                                     max_new_tokens=max_new_tokens):

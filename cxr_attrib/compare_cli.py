@@ -12,12 +12,14 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import DataError
-from .terminal import console, plain
+from .sanitise import terminal_text as plain
 
 if TYPE_CHECKING:
     from .comparison import Comparison
 
 __all__ = ["compare_command", "parse_truth", "print_comparison"]
+
+console = Console()
 
 
 def parse_truth(text: str | None) -> list[float] | None:

@@ -203,6 +203,8 @@ class MethodOutput:
         token_scores (np.ndarray | None): (T,) one score per target token.
         unit (str): what the scores measure, e.g. "log-prob drop (nats)".
         info (Mapping[str, Any]): small JSON-safe facts for ``meta`` (e.g. the layer used).
+        warnings (tuple[str, ...]): what may make this output misleading (e.g. a
+            recorded fallback); appended to ``meta.warnings``.
     """
 
     heatmap: Heatmap | None = None
@@ -212,6 +214,7 @@ class MethodOutput:
     token_scores: np.ndarray | None = None
     unit: str = ""
     info: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 class Method(ABC):

@@ -407,11 +407,9 @@ class Attribution:
             DataError: unreadable, not UTF-8 JSON, or a missing or malformed field
                 (names the file and the field).
         """
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read result file {os.fspath(path)!r}: {exc}") from exc
+        from .safeio import read_text
+
+        text = read_text(path, what="result file")
         return cls.from_json(text, source=repr(os.fspath(path)))
 
     # -- rendering -----------------------------------------------------------------

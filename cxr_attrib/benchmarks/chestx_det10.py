@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from ..errors import DataError
 from ..hookspecs import hookimpl
+from ..safeio import read_text
 from .labelled import LabelledBenchmark, LabelledImage, boxes_array
 
 __all__ = ["CHESTX_DET10_CLASSES", "ChestXDet10", "load_chestx_det10"]
@@ -38,7 +39,7 @@ def load_chestx_det10(path: Path) -> list[LabelledImage]:
             and the record's position).
     """
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(read_text(path, what="ChestX-Det10 annotations"))
     except OSError as error:
         raise DataError(f"cannot read the ChestX-Det10 annotations {path}: {error}") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import DataError
+from ..safeio import read_text
 
 __all__ = ["read_csv"]
 
@@ -21,8 +23,8 @@ def read_csv(path: Path, columns: tuple[str, ...], what: str) -> Iterator[tuple[
         DataError: the file cannot be read, or the header lacks a column (names the file).
     """
     try:
-        handle = path.open(newline="", encoding="utf-8-sig", errors="replace")
-    except OSError as error:
+        handle = io.StringIO(read_text(path, what=what, encoding="utf-8-sig", errors="replace"), newline="")
+    except (OSError, DataError) as error:
         raise DataError(f"cannot read {what} {path}: {error}") from error
     with handle:
         reader = csv.reader(handle)

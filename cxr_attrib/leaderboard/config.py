@@ -83,6 +83,8 @@ class RunConfig:
         steps (int): deletion / insertion steps of the scorer.
         n_random (int): random regions of the scorer.
         fraction (float): share of the content in the scorer's top / random regions.
+        recognition (int): the recognition pass scores the first N positives and N
+            negatives of each finding per model (0 = no pass).
     """
 
     benchmark: str
@@ -99,6 +101,7 @@ class RunConfig:
     steps: int = 10
     n_random: int = 8
     fraction: float = 0.1
+    recognition: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict (tuples become lists)."""

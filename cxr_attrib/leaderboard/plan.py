@@ -77,6 +77,7 @@ def build_config(
     steps: int = 10,
     n_random: int = 8,
     fraction: float = 0.1,
+    recognition: int = 0,
 ) -> RunConfig:
     """Check every name and option, then freeze them into a :class:`RunConfig`.
 
@@ -88,7 +89,7 @@ def build_config(
             method. Model-free priors (``uses_model = False``) are always added.
         params (Iterable[str]): ``method.param=value`` items.
         mode (str | None): prompt mode; None uses each sample's own.
-        seed, limit, per_finding, max_new_tokens, steps, n_random, fraction: see
+        seed, limit, per_finding, max_new_tokens, steps, n_random, fraction, recognition: see
             :class:`RunConfig`.
         filter_ (str): ``"auto"`` (the benchmark's exact counterfactuals when it has
             them, else none), ``"exact"``, ``"inpaint"`` or ``"none"``.
@@ -123,7 +124,8 @@ def build_config(
         raise DataError(f"--filter exact: benchmark {benchmark!r} has no exact counterfactuals; "
                         "use --filter inpaint (approximate) or --filter none")
     for name, value, low in (("--limit", limit, 1), ("--per-finding", per_finding, 1), ("--steps", steps, 1),
-                             ("--n-random", n_random, 1), ("--max-new-tokens", max_new_tokens, 1)):
+                             ("--n-random", n_random, 1), ("--max-new-tokens", max_new_tokens, 1),
+                             ("--recognition", recognition, 0)):
         if value is not None and value < low:
             raise DataError(f"{name} must be >= {low}, got {value}")
     if not 0.0 < fraction <= 1.0:
@@ -131,7 +133,7 @@ def build_config(
     return RunConfig(
         benchmark=benchmark, split=split, models=models, methods=tuple(chosen), mode=mode, params=full,
         seed=int(seed), limit=limit, per_finding=per_finding, filter=filter_, max_new_tokens=int(max_new_tokens),
-        steps=int(steps), n_random=int(n_random), fraction=float(fraction),
+        steps=int(steps), n_random=int(n_random), fraction=float(fraction), recognition=int(recognition),
     )
 
 

@@ -11,7 +11,6 @@ markdown, CSV and JSON; :func:`read_report_json` reads the JSON back.
 
 from __future__ import annotations
 
-import html
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ import numpy as np
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.outputs import write_files
+from cxr_attrib.sanitise import for_markdown
 from cxr_attrib.scoring.aggregate import (
     MACRO_MODEL,
     AggregateRow,
@@ -372,7 +372,7 @@ def write_tables(
 ) -> list[Path]:
     """Write :func:`table_files` atomically (all or none); returns the files written."""
     files = table_files(report, out, kinds)
-    write_files(files)
+    write_files(files, root=out)
     return list(files)
 
 
@@ -390,8 +390,7 @@ def _markdown(report: Report) -> str:
 
 def _heading(text: str) -> str:
     """A finding name as markdown heading text (no markup, one line)."""
-    flat = html.escape(" ".join(text.split()), quote=False)
-    return "".join(f"\\{c}" if c in "\\`*_[]#|" else c for c in flat)
+    return for_markdown(" ".join(text.split()))
 
 
 def read_report_json(path: str | Path) -> Report:

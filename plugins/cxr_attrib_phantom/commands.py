@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
+from cxr_attrib.cli import console
 from cxr_attrib.compare_cli import print_comparison
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.terminal import console
 
 from .demo import DEMO_SEED, run_demo
 from .findings import FINDINGS
