@@ -195,8 +195,9 @@ def load_chexzero(
             "file. Pass the path of the released .pt file as the model."
         )
     blob = read_bytes(path, what="CheXzero weights file", max_bytes=MAX_STATE_DICT_BYTES)
+    buffer = io.BytesIO(blob)
     try:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        state = torch.load(buffer, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, non-tensor content
         raise ModelLoadError(f"cannot read {path!r} as a torch state dict: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
