@@ -8,6 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .sanitise import for_terminal, terminal_text
+
 __all__ = ["pool"]
 
 console = Console()
@@ -25,7 +27,7 @@ def list_pools() -> None:
 
     table = Table("pool", "references", "source", title="Concept pools")
     for name, registered in pools().items():
-        table.add_row(name, str(len(registered)), registered.source)
+        table.add_row(for_terminal(name), str(len(registered)), for_terminal(registered.source))
     console.print(table)
 
 
@@ -37,7 +39,7 @@ def check(folder: Path) -> None:
 
     loaded = load_pool(folder)
     loaded.validate()
-    console.print(f"pool {loaded.name!r}: {len(loaded)} references, all 11 masks each: ok")
+    console.print(terminal_text(f"pool {loaded.name!r}: {len(loaded)} references, all 11 masks each: ok"))
 
 
 @pool.command("build")
@@ -74,4 +76,4 @@ def build(out: Path, name: str, scene_graphs: Path | None, images: Path | None, 
         references = folder_references(folder)
         protected = [folder]
     written = write_pool(out, name, references, protected=protected, overwrite=overwrite)
-    console.print(f"wrote pool {name!r} with {len(load_pool(written))} references to {written}")
+    console.print(terminal_text(f"wrote pool {name!r} with {len(load_pool(written))} references to {written}"))

@@ -181,7 +181,7 @@ def read_text(path: str | os.PathLike[str], *, what: str = "file", max_bytes: in
     try:
         return data.decode(encoding, errors)
     except UnicodeDecodeError as exc:
-        raise UnreadableFileError(f"{what} {os.fspath(path)!r} is not {encoding} text ({exc.reason} at byte "
+        raise UnreadableFileError(f"{what} {os.fspath(path)!r} is not {encoding.upper()} text ({exc.reason} at byte "
                                   f"{exc.start})") from None
 
 

@@ -71,7 +71,7 @@ def test_bad_json_and_bad_encoding_name_the_file(tmp_path):
     with pytest.raises(UnreadableFileError, match=r"bad.json.*not valid JSON.*line 2 column 3"):
         read_json(bad)
     bad.write_bytes(b"\xff\xfe")
-    with pytest.raises(UnreadableFileError, match="not utf-8 text"):
+    with pytest.raises(UnreadableFileError, match="not UTF-8 text"):
         read_text(bad)
 
 
