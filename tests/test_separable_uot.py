@@ -151,3 +151,11 @@ def test_a_degenerate_or_unconverged_plan_is_a_problem_never_a_result():
     far = solve_uot(GridMeasure(64, np.array([0]), np.ones(1)), GridMeasure(64, np.array([4095]), np.ones(1)),
                     epsilon=0.05, marginal=0.01)
     assert far.converged and far.mass < 1e-6 and "degenerate plan" in far.problem()
+
+
+def test_pots_dense_reference_refuses_a_support_it_cannot_hold_and_the_separable_solver_takes_it():
+    full = grid_measure(np.random.default_rng(4).random((128, 128)) + 0.5, 64)
+    assert full.cells.size == 64 * 64  # no cap on the support
+    with pytest.raises(MethodParameterError, match=r"at most 4000 support cells per image, got 4096"):
+        solve_uot(full, full, solver="pot")
+    assert solve_uot(full, full).problem() is None

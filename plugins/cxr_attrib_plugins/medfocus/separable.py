@@ -75,8 +75,9 @@ class _Ops:
     def max(self, x: Any) -> float:
         return float(x.max())
 
-    def finite(self, x: Any) -> bool:
-        return bool(np.isfinite(x).all()) if self.device is None else bool(torch.isfinite(x).all())
+    def bounded(self, x: Any) -> bool:
+        """No NaN and no ``+inf`` in ``x`` (``-inf``, a log-domain zero, is allowed)."""
+        return float(x.max()) < math.inf
 
     def lse(self, x: Any, axis: int) -> Any:
         """``log(sum(exp(x), axis))`` with ``-inf`` for an all ``-inf`` slice (never NaN)."""
@@ -306,11 +307,11 @@ def _iterate(plan: GridPlan, mass_a: Any, mass_b: Any, fi: float, max_iter: int,
         else:
             u = ops.where(has_a, (mass_a / ops.where(has_a, plan._apply(v), 1.0)) ** fi, empty)
             into = plan._apply(u)
-            if bool((into[has_b] == 0).any()):  # a target cell out of reach: POT's numerical stop
+            if bool(((into == 0) & has_b).any()):  # a target cell out of reach: POT's numerical stop
                 u, v, numerical = u_prev, v_prev, True
                 break
             v = ops.where(has_b, (mass_b / ops.where(has_b, into, 1.0)) ** fi, empty)
-        if not (ops.finite(u[has_a]) and ops.finite(v[has_b])):
+        if not (ops.bounded(u) and ops.bounded(v)):
             u, v, numerical = u_prev, v_prev, True
             break
         error = 0.5 * (_change(ops, u, u_prev, log_domain) + _change(ops, v, v_prev, log_domain))
@@ -322,7 +323,7 @@ def _iterate(plan: GridPlan, mass_a: Any, mass_b: Any, fi: float, max_iter: int,
 
 def _change(ops: _Ops, new: Any, old: Any, log_domain: bool) -> float:
     """POT's ``max|x - x_prev| / max(max|x|, max|x_prev|, 1)`` (log domain: from the logs)."""
-    if not log_domain:
-        return ops.max(abs(new - old)) / max(ops.max(abs(new)), ops.max(abs(old)), 1.0)
+    if not log_domain:  # scalings are >= 0
+        return ops.max(abs(new - old)) / max(ops.max(new), ops.max(old), 1.0)
     shift = max(ops.max(new), ops.max(old), 0.0)
     return ops.max(abs(ops.exp(new - shift) - ops.exp(old - shift)))

@@ -2,7 +2,7 @@
 
 An image becomes a discrete measure on a ``g x g`` grid: the grey image is min-max
 scaled to [0, 1], averaged over the cells of the grid, the cells brighter than
-``threshold`` (at most ``max_cells`` of the strongest) form the support, and their
+``threshold`` (optionally only the ``max_cells`` strongest) form the support, and their
 intensities, normalised to sum 1, are the masses. The cost between two cells is
 their squared distance in grid cells divided by the 90th percentile of all
 support-to-support squared distances, so ``epsilon`` is relative to the image's
@@ -61,7 +61,9 @@ SUPPORT_THRESHOLD = 0.02
 """A cell is in the support when its mean min-max grey level exceeds this."""
 
 MAX_SUPPORT = 4000
-"""At most this many of the strongest cells form the support."""
+"""POT's dense solvers (``solver="pot"`` and its methods) refuse a support of more cells
+(their cost matrix is ``Ns x Nt`` float64: 128 MB at this size); the separable solver
+has no limit."""
 
 STABILISED_BELOW = 0.02
 """``solver="auto"`` solves in the log domain when ``epsilon`` is below this."""
@@ -154,7 +156,7 @@ def grid_measure(
     grid: int,
     *,
     threshold: float = SUPPORT_THRESHOLD,
-    max_cells: int = MAX_SUPPORT,
+    max_cells: int | None = None,
 ) -> GridMeasure:
     """The measure of a working-frame image on a ``grid x grid`` grid.
 
@@ -164,7 +166,8 @@ def grid_measure(
         grid (int): cells per side, ``1 <= grid <= S``.
         threshold (float): support threshold on the cell means in [0, 1].
             Default: 0.02.
-        max_cells (int): keep at most this many strongest cells. Default: 4000.
+        max_cells (int | None): keep at most this many strongest cells. Default: None
+            (every cell above the threshold).
 
     Returns:
         GridMeasure: support cells and their normalised masses.
@@ -184,7 +187,7 @@ def grid_measure(
     if cells.size == 0:
         raise NoSupportError(f"no {grid}x{grid} cell of the image is brighter than {threshold} after "
                              "min-max scaling; the image has no support for optimal transport")
-    if cells.size > max_cells:
+    if max_cells is not None and cells.size > max_cells:
         strongest = np.argsort(-means[cells], kind="stable")[:max_cells]
         cells = np.sort(cells[strongest])
     weights = means[cells]
@@ -407,7 +410,8 @@ def solve_uot(
         UOTResult: the plan and its cost, objective and solver facts.
 
     Raises:
-        MethodParameterError: a setting out of range, or measures on different grids.
+        MethodParameterError: a setting out of range, measures on different grids, or a POT
+            solver on supports larger than :data:`MAX_SUPPORT`.
 
     Examples::
 
@@ -428,6 +432,10 @@ def solve_uot(
             return result
         logged = _separable(source, target, *settings, True, where)
         return replace(logged, notes=logged.notes + (_TOOK_OVER,))
+    largest = max(source.cells.size, target.cells.size)
+    if largest > MAX_SUPPORT:
+        raise MethodParameterError(f"solver={solver!r} (POT, dense) supports at most {MAX_SUPPORT} support cells per "
+                                   f"image, got {largest} (grid {source.grid}x{source.grid}); use solver='auto'")
     arrays = (source.mass, target.mass, cost_matrix(source, target))
     backend = "numpy"
     if where is not None:
