@@ -25,6 +25,7 @@ from .models import load_adapter
 from .registry import get_method, methods, registered_by
 from .result import Attribution, Concept, Meta, Target, TokenScore
 from .scoring.boxes import DERIVED_BOXES, input_heatmap_boxes
+from .scoring.localisation import as_boxes
 from .targets import Mode, build_prompt, validate_span_policy, validate_text
 
 __all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "finish_result"]
@@ -238,6 +239,7 @@ def attribute(
     answer: str | None = None,
     seed: int = 0,
     load_options: LoadOptions | None = None,
+    truth_boxes: Any = None,
     **params: Any,
 ) -> Attribution:
     """Explain which part of ``image`` the model used to answer ``question``.
@@ -255,6 +257,9 @@ def attribute(
         answer (str | None): the response to explain; None generates it greedily.
         seed (int): seed for stochastic methods, in [0, 2**63 - 1]. Default: 0.
         load_options (LoadOptions | None): dtype / device settings. Default: None.
+        truth_boxes (array-like | None): (K, 4) ground-truth boxes in the input frame
+            (``x1, y1, x2, y2``, exclusive ends); required by, and only passed to,
+            reference methods that declare ``needs_truth`` (``truth``). Default: None.
         **params: the method's hyper-parameters (see its ``defaults``).
 
     Returns:
@@ -282,6 +287,7 @@ def attribute(
     if answer is not None:
         validate_text(answer, "the answer")
     _check_model_need(model, method_cls, answer)
+    truth = _check_truth(method_cls, truth_boxes)
     loaded = image if isinstance(image, LoadedImage) else load_image(image)
     pixels = loaded.pixels
     adapter = None
@@ -310,6 +316,7 @@ def attribute(
         query=query,
         params=checked_params,
         seed=seed,
+        truth=None if truth is None else frame.boxes_to_working(truth),
     )
     grid_shape = None
     if adapter is not None:
@@ -335,6 +342,20 @@ def attribute(
         warnings=(str(loaded.meta["warning"]),) if "warning" in loaded.meta else (),
         grid_shape=grid_shape if method_cls.uses_model else None, answer_logprob=answer_logprob,
     )
+
+
+def _check_truth(method: type[Method], truth_boxes: Any) -> np.ndarray | None:
+    """The ground-truth boxes a ``needs_truth`` method gets (None for any other method)."""
+    if not method.needs_truth:
+        return None
+    if truth_boxes is None:
+        raise InputError(f"method {method.name!r} is the ground-truth reference and needs truth_boxes=(K, 4) "
+                         "boxes in the input frame; a benchmark without boxes has no truth row")
+    boxes = as_boxes(truth_boxes, name="truth_boxes", allow_inverted=False)
+    if boxes.shape[0] == 0:
+        raise InputError(f"method {method.name!r} got no ground-truth box (truth_boxes is empty); "
+                         "the truth row needs at least one box")
+    return boxes
 
 
 def _run_method(method: type[Method], request: MethodRequest) -> MethodOutput:

@@ -130,6 +130,7 @@ def _copy_all(target: Store, stores: Sequence[Store]) -> MergeStats:
                     target.add_filter_outcome(outcome)
             for load in store.model_loads():
                 target.add_model_load(load)
+            target.add_recognition(store.recognition())
             for unit in store.units():
                 if unit.unit_id in seen:
                     first, where = seen[unit.unit_id]

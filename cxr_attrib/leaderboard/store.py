@@ -31,13 +31,22 @@ from cxr_attrib.errors import DataError, OutputError
 from cxr_attrib.safeio import building_sqlite, connect_sqlite, load_npy, open_regular
 
 from .config import RunConfig
-from .records import FilterOutcome, ModelLoad, SampleRecord, UnitRecord, heatmap_thumbnail, image_thumbnail
+from .records import (
+    FilterOutcome,
+    ModelLoad,
+    RecognitionRecord,
+    SampleRecord,
+    UnitRecord,
+    heatmap_thumbnail,
+    image_thumbnail,
+)
 
 __all__ = [
     "FORMAT",
     "SCHEMA_VERSION",
     "FilterOutcome",
     "ModelLoad",
+    "RecognitionRecord",
     "SampleRecord",
     "Store",
     "StoreError",
@@ -77,6 +86,12 @@ CREATE INDEX units_by_model ON units (model, method);
 CREATE TABLE model_loads (
     worker TEXT NOT NULL, model TEXT NOT NULL, load_s REAL NOT NULL, started_at REAL NOT NULL);
 """
+
+_RECOGNITION = """CREATE TABLE IF NOT EXISTS recognition (
+    model TEXT NOT NULL, sample_id TEXT NOT NULL, finding TEXT NOT NULL, label INTEGER NOT NULL CHECK (label IN (0, 1)),
+    p_positive REAL, error TEXT, worker TEXT NOT NULL, finished_at REAL NOT NULL, PRIMARY KEY (model, sample_id))"""
+"""The recognition pass's table (added to schema 1 without a version change: a store
+without it simply has no recognition rows; a writer creates it)."""
 
 
 class StoreError(DataError):
@@ -177,6 +192,7 @@ class Store:
                     for statement in _SCHEMA.strip().split(";"):
                         if statement.strip():
                             db.execute(statement)
+                    db.execute(_RECOGNITION)
                     meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "config": json.dumps(
                         config.to_dict(), sort_keys=True), "config_digest": config.digest, "shard": shard}
                     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
@@ -208,6 +224,7 @@ class Store:
             if writable:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_RECOGNITION)
             rows = dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.Error as exc:
             raise StoreError(f"{path} is not a readable leaderboard store: {exc}") from exc
@@ -305,6 +322,16 @@ class Store:
                                 None if approx is None else bool(approx), tuple(json.loads(preds)), wall, error,
                                 worker, finished)
 
+    def recognition(self) -> list[RecognitionRecord]:
+        """Every recognition row, ordered by (model, sample); empty for a store without the table."""
+        found = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recognition'").fetchone()
+        if found is None:
+            return []
+        return [RecognitionRecord(model, sid, finding, int(label), p, error, worker, finished)
+                for model, sid, finding, label, p, error, worker, finished in self._db.execute(
+                    "SELECT model, sample_id, finding, label, p_positive, error, worker, finished_at "
+                    "FROM recognition ORDER BY model, sample_id")]
+
     def model_loads(self) -> list[ModelLoad]:
         """Every model load, in the order they happened."""
         return [ModelLoad(*row) for row in self._db.execute(
@@ -355,6 +382,19 @@ class Store:
              json.dumps(unit.versions), unit.error, unit.traceback, unit.worker, float(unit.finished_at),
              None if unit.curves is None else json.dumps(unit.curves, allow_nan=False)),
         )
+
+    def add_recognition(self, records: Sequence[RecognitionRecord]) -> None:
+        """Record p(positive) rows of one batch (one committed transaction; a row already
+        recorded for that (model, sample) is kept)."""
+        if not self.writable:
+            raise StoreError(f"{self.path} was opened read-only")
+        rows = [(r.model, r.sample_id, r.finding, int(r.label), None if r.p_positive is None else float(r.p_positive),
+                 r.error, r.worker, float(r.finished_at)) for r in records]
+        try:
+            with _transaction(self._db):
+                self._db.executemany("INSERT OR IGNORE INTO recognition VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
 
     def add_model_load(self, load: ModelLoad) -> None:
         """Record one model load."""
