@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .compare_cli import compare_command
 from .errors import CxrAttribError
 from .sanitise import for_terminal, terminal_text
 from .leaderboard.report_command import report_command
@@ -282,7 +283,7 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
 
 from .leaderboard.cli import COMMANDS as _LEADERBOARD_COMMANDS  # noqa: E402 (needs nothing from above)
 
-for _command in (*_LEADERBOARD_COMMANDS, report_command, pool):
+for _command in (*_LEADERBOARD_COMMANDS, report_command, pool, compare_command):
     cli.add_command(_command)
 
 

@@ -58,6 +58,8 @@ ALLOWED: dict[tuple[str, str], str] = {
         "Attribution.save, which writes through outputs.write_files",
     ("plugins/cxr_attrib_phantom/demo.py", ".save("):
         "Attribution.save, which writes through outputs.write_files",
+    ("cxr_attrib/compare_cli.py", ".save("):
+        "Comparison.save, which writes through outputs.write_files",
 }
 
 
