@@ -1,14 +1,15 @@
-"""What does unbalanced OT cost inside concept transfer, and which POT backend is faster?
+"""What does unbalanced OT cost inside concept transfer: the separable solver against POT.
 
 Two measurements, side by side in one run:
 
 1. **One 56x56 solve** (a phantom pool reference onto a held-out phantom, the paper's
-   epsilon 0.05 and lambda 0.1): POT's NumPy backend against its torch backend on the
-   CPU (and on ``--device`` when given, e.g. ``cuda``), with the largest difference
-   between the plans.
+   epsilon 0.05 and lambda 0.1): POT's dense solver (NumPy and torch backends) against
+   the separable-kernel solver (NumPy, torch, and its log-domain variant) on the CPU
+   (and on ``--device`` when given, e.g. ``cuda``), with the largest difference between
+   each plan and POT's NumPy plan and the speed-up over POT's NumPy solver.
 2. **UOT share of transfer time**: ``transfer_concepts`` with the 16-phantom pool on
    held-out phantoms (pool grids already cached, as they are after the first sample),
-   timing every ``solve_uot`` call inside it.
+   timing every ``solve_uot`` call inside it (default solver, and ``solver="pot"``).
 
 Usage::
 
@@ -50,16 +51,21 @@ def solve_section(repeat: int, device: str | None) -> None:
     target = grid_measure(generate_phantom(1000).image, 56)
     print(f"one 56x56 solve: {reference.cells.size} x {target.cells.size} support cells, "
           f"epsilon 0.05, lambda 0.1, <= 500 iterations")
-    numpy_s, numpy_run = timed(lambda: solve_uot(reference, target), repeat)
-    print(f"  POT numpy        {numpy_s:7.3f} s  ({numpy_run.solver}, converged={numpy_run.converged})")
-    for where in ["cpu"] + ([device] if device else []):
-        seconds, run = timed(lambda: solve_uot(reference, target, device=where), repeat)
-        gap = float(np.abs(run.plan - numpy_run.plan).max() / numpy_run.plan.max())
-        print(f"  POT torch:{where:6s} {seconds:7.3f} s  ratio numpy/torch = {numpy_s / seconds:5.2f}  "
-              f"max plan difference (relative) = {gap:.1e}")
+    pot_s, pot_run = timed(lambda: solve_uot(reference, target, solver="sinkhorn"), repeat)
+    print(f"  POT numpy                 {pot_s:8.4f} s  ({pot_run.iterations} iterations, "
+          f"converged={pot_run.converged})")
+    runs = [("POT torch", "sinkhorn", "cpu"), ("separable numpy", "separable", None),
+            ("separable torch", "separable", "cpu"), ("separable_log numpy", "separable_log", None)]
+    if device:
+        runs += [("POT torch", "sinkhorn", device), ("separable torch", "separable", device)]
+    for label, solver, where in runs:
+        seconds, run = timed(lambda: solve_uot(reference, target, solver=solver, device=where), repeat)
+        gap = float(np.abs(run.plan - pot_run.plan).max() / pot_run.plan.max())
+        print(f"  {label + (':' + where if where else ''):25s} {seconds:8.4f} s  speed-up over POT numpy "
+              f"{pot_s / seconds:7.1f}x  ({run.iterations} iterations) max plan difference (relative) = {gap:.1e}")
 
 
-def share_section(samples: int, device: str | None) -> None:
+def share_section(samples: int, device: str | None, solver: str) -> None:
     pool = phantom_pool()
     pool_grids(pool, 224, 14)
     pool_grids(pool, 224, 56)
@@ -80,9 +86,9 @@ def share_section(samples: int, device: str | None) -> None:
             start = time.perf_counter()
             for seed in range(1000, 1000 + samples):
                 transfer_concepts(generate_phantom(seed).image, pool, transfer=mode, cache=TransferCache(),
-                                  device=device)
+                                  device=device, solver=solver)
             total = time.perf_counter() - start
-            print(f"transfer={mode}: {total / samples:6.2f} s per sample, UOT {solve_time[0] / samples:6.2f} s "
+            print(f"solver={solver}, transfer={mode}: {total / samples:6.2f} s per sample, UOT {solve_time[0] / samples:6.2f} s "
                   f"= {100 * solve_time[0] / total:4.1f}% (16 selection solves at 14x14 + "
                   f"{'1' if mode == 'mass' else '2'} at 56x56)")
     finally:
@@ -97,11 +103,12 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="also run the torch backend here (e.g. cuda)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"POT numpy vs torch, {args.threads} CPU thread(s)")
+    print(f"separable vs POT, {args.threads} CPU thread(s)")
     solve_section(args.repeat, args.device)
-    share_section(args.samples, None)
+    for solver in ("auto", "pot"):
+        share_section(args.samples, None, solver)
     if args.device:
-        share_section(args.samples, args.device)
+        share_section(args.samples, args.device, "auto")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "attribute": "api",
     "Attribution": "result",
+    "compare": "comparison",
+    "Comparison": "comparison",
     "Concept": "result",
     "Target": "result",
     "TokenScore": "result",

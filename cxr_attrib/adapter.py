@@ -283,6 +283,8 @@ class ModelCard:
         load (Callable[..., Scorer]): ``load(source, options, *, name)`` loads ``source``
             with the options; the core passes the registry key as ``name``, so messages
             and results name the key (``HFAdapter.load`` has this signature).
+        licence (str): the weights' licence as published (e.g. ``"CC-BY-NC-4.0"``);
+            empty when not recorded. Default: "".
     """
 
     key: str
@@ -290,6 +292,7 @@ class ModelCard:
     family: str
     summary: str
     load: Callable[..., "Scorer"] = field(repr=False, compare=False)
+    licence: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from .models import load_adapter
 from .registry import get_method, methods, registered_by
 from .result import Attribution, Concept, Meta, Target, TokenScore
 from .scoring.boxes import DERIVED_BOXES, input_heatmap_boxes
+from .scoring.localisation import as_boxes
 from .targets import Mode, build_prompt, validate_span_policy, validate_text
 
 __all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "finish_result"]
@@ -143,6 +144,7 @@ def finish_result(
     passes: Mapping[str, int],
     warnings: tuple[str, ...] = (),
     grid_shape: tuple[int, int] | None = None,
+    answer_logprob: float | None = None,
 ) -> Attribution:
     """Validate a method's working-frame output and express it in the input frame.
 
@@ -162,6 +164,9 @@ def finish_result(
         passes: model pass counts for ``meta``.
         grid_shape: (gh, gw) the adapter's image-token grid; a ``grid`` of another
             shape is refused. None skips that check (no model).
+        answer_logprob: the model's log-probability of the answer it generated (the sum of
+            ``Generation.logprobs``; a dual encoder's log p of the chosen prompt), recorded as
+            ``meta.info["answer_logprob"]``; None when the answer was given.
 
     Raises:
         MethodContractError: the output breaks the contract (names what and why).
@@ -182,6 +187,8 @@ def finish_result(
         return tuple(map(tuple, frame.boxes_to_input(np.asarray(boxes, dtype=float).reshape(-1, 4))))
 
     boxes, info = to_input(out.boxes), dict(out.info)
+    if answer_logprob is not None:
+        info["answer_logprob"] = answer_logprob
     if method.output == "heatmap" and not boxes and heat is not None:
         boxes = tuple(map(tuple, input_heatmap_boxes(heat, frame)))
         info["derived_boxes"] = DERIVED_BOXES
@@ -208,7 +215,7 @@ def finish_result(
         passes=passes,
         versions=_versions(method.name),
         info=info,
-        warnings=warnings,
+        warnings=tuple(warnings) + tuple(str(w) for w in out.warnings),
     )
     return Attribution(
         answer=target.text,
@@ -234,6 +241,7 @@ def attribute(
     answer: str | None = None,
     seed: int = 0,
     load_options: LoadOptions | None = None,
+    truth_boxes: Any = None,
     **params: Any,
 ) -> Attribution:
     """Explain which part of ``image`` the model used to answer ``question``.
@@ -251,6 +259,9 @@ def attribute(
         answer (str | None): the response to explain; None generates it greedily.
         seed (int): seed for stochastic methods, in [0, 2**63 - 1]. Default: 0.
         load_options (LoadOptions | None): dtype / device settings. Default: None.
+        truth_boxes (array-like | None): (K, 4) ground-truth boxes in the input frame
+            (``x1, y1, x2, y2``, exclusive ends); required by, and only passed to,
+            reference methods that declare ``needs_truth`` (``truth``). Default: None.
         **params: the method's hyper-parameters (see its ``defaults``).
 
     Returns:
@@ -279,6 +290,7 @@ def attribute(
     if answer is not None:
         validate_text(answer, "the answer")
     _check_model_need(model, method_cls, answer)
+    truth = _check_truth(method_cls, truth_boxes)
     loaded = image if isinstance(image, LoadedImage) else load_image(image)
     pixels = loaded.pixels
     adapter = None
@@ -290,11 +302,12 @@ def attribute(
     frame = ResizePad(int(pixels.shape[0]), int(pixels.shape[1]), size=working_size)
     working = frame.image_to_working(pixels)
     working.setflags(write=False)
-    generated = 0
+    generated, answer_logprob = 0, None
     if answer is None:
         adapter.counter.reset()
-        answer = adapter.generate(working, prompt).text
-        generated = adapter.counter.generate_calls
+        generation = adapter.generate(working, prompt)
+        answer, generated = generation.text, adapter.counter.generate_calls
+        answer_logprob = float(sum(generation.logprobs)) if generation.logprobs else None
     query = Query(question=question, mode=mode, prompt=prompt, answer=answer, policy=policy)
     mask = frame.content_mask()
     mask.setflags(write=False)
@@ -305,6 +318,7 @@ def attribute(
         query=query,
         params=checked_params,
         seed=seed,
+        truth=None if truth is None else frame.boxes_to_working(truth),
     )
     grid_shape = None
     if adapter is not None:
@@ -328,8 +342,22 @@ def attribute(
         method_cls, out, request, frame, pixels=pixels, target=target_info,
         model_name=model_name, wall_time_s=wall, passes=passes,
         warnings=(str(loaded.meta["warning"]),) if "warning" in loaded.meta else (),
-        grid_shape=grid_shape if method_cls.uses_model else None,
+        grid_shape=grid_shape if method_cls.uses_model else None, answer_logprob=answer_logprob,
     )
+
+
+def _check_truth(method: type[Method], truth_boxes: Any) -> np.ndarray | None:
+    """The ground-truth boxes a ``needs_truth`` method gets (None for any other method)."""
+    if not method.needs_truth:
+        return None
+    if truth_boxes is None:
+        raise InputError(f"method {method.name!r} is the ground-truth reference and needs truth_boxes=(K, 4) "
+                         "boxes in the input frame; a benchmark without boxes has no truth row")
+    boxes = as_boxes(truth_boxes, name="truth_boxes", allow_inverted=False)
+    if boxes.shape[0] == 0:
+        raise InputError(f"method {method.name!r} got no ground-truth box (truth_boxes is empty); "
+                         "the truth row needs at least one box")
+    return boxes
 
 
 def _run_method(method: type[Method], request: MethodRequest) -> MethodOutput:

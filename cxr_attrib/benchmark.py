@@ -76,6 +76,8 @@ class Benchmark(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    has_boxes: ClassVar[bool] = True
+    """Whether its samples carry ground-truth boxes (False: no ``truth`` reference row)."""
 
     @abstractmethod
     def samples(self, *, split: str | None = None, model: str | None = None) -> Iterator[Sample]:
@@ -106,6 +108,18 @@ class Benchmark(ABC):
             f"benchmark {self.name!r} has no sample with id {sample_id!r} in {where}; "
             "was the store written from another version or layout of the benchmark?"
         )
+
+    def negatives(self, *, split: str | None = None) -> Iterator[Sample]:
+        """Images *without* a finding, for recognition scores (AUC, accuracy, F1).
+
+        Each negative is a :class:`Sample` whose ``finding`` is the finding it lacks,
+        ``answer`` is ``"No"`` and ``boxes`` is empty (0, 4). Attribution runs use
+        :meth:`samples` (positives) only. Default: none.
+
+        Args:
+            split (str | None): the split; None = all. Default: None.
+        """
+        return iter(())
 
     def counterfactual_provider(self) -> CounterfactualProvider | None:
         """The exact counterfactuals this benchmark makes for its samples, or None.

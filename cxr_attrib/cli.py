@@ -9,7 +9,6 @@ internal error. ``cxr-attrib --debug ...`` shows the full traceback instead.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +18,17 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .compare_cli import compare_command
 from .errors import CxrAttribError
+from .sanitise import for_terminal, terminal_text
 from .leaderboard.report_command import report_command
 from .pool_cli import pool
 
 console = Console()
 err_console = Console(stderr=True)
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def plain(value: object, style: str = "") -> Text:
-    r"""``value`` as rich text that is shown literally: never markup, emoji codes or escapes.
-
-    Control characters (ESC of ANSI / hyperlink sequences, BEL, C1 codes...) are
-    shown as ``\xNN`` instead of being sent to the terminal; newlines and tabs stay.
-
-    Args:
-        value (object): any text the user, a model or a plugin wrote (``str()`` is used).
-        style (str): a rich style for the whole text, e.g. ``"bold"``. Default: none.
-
-    Returns:
-        rich.text.Text: print it or join it with other ``Text``.
-
-    Examples::
-
-        >>> plain("[link=x]\x1b]8;;y\x07").plain
-        '[link=x]\\x1b]8;;y\\x07'
-    """
-    return Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value)), style=style)
+plain = terminal_text
+"""Text a user, model or plugin wrote, shown literally (:func:`cxr_attrib.sanitise.terminal_text`)."""
 
 
 def _error_line(exc: BaseException) -> Text:
@@ -149,9 +130,9 @@ def models(as_json: bool) -> None:
     """List the registered model keys (any HF id or local folder also works)."""
     from .registry import model_cards
 
-    rows = [{"key": key, "family": card.family, "source": card.source, "summary": card.summary}
-            for key, card in model_cards().items()]
-    _show(rows, as_json, _name_table("Models", "key", "family", "source", "summary"))
+    rows = [{"key": key, "family": card.family, "source": card.source, "licence": card.licence or "-",
+             "summary": card.summary} for key, card in model_cards().items()]
+    _show(rows, as_json, _name_table("Models", "key", "family", "source", "licence", "summary"))
 
 
 @cli.command()
@@ -254,7 +235,6 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     from collections import Counter
     from itertools import islice
 
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .adapter import LoadOptions
@@ -284,7 +264,7 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
-        description = escape(plain(f"filtering {benchmark}/{split} with {model}").plain)
+        description = for_terminal(f"filtering {benchmark}/{split} with {model}")
         task = progress.add_task(description, total=len(items))
         for record in causal_filter(adapter, items, provider, mode=mode, model=model,
                                     max_new_tokens=max_new_tokens):
@@ -303,7 +283,7 @@ def filter_command(model: str, benchmark: str, split: str, counterfactuals: Path
 
 from .leaderboard.cli import COMMANDS as _LEADERBOARD_COMMANDS  # noqa: E402 (needs nothing from above)
 
-for _command in (*_LEADERBOARD_COMMANDS, report_command, pool):
+for _command in (*_LEADERBOARD_COMMANDS, report_command, pool, compare_command):
     cli.add_command(_command)
 
 

@@ -30,6 +30,8 @@ __all__ = [
     "ModelCapabilityError",
     "DataError",
     "OutputError",
+    "UnreadableFileError",
+    "FileInUseError",
     "check_choice",
 ]
 
@@ -166,6 +168,14 @@ class DataError(CxrAttribError, ValueError):
 
 class OutputError(CxrAttribError, ValueError):
     """An output path that must not be written (the input image, a folder, no-clobber)."""
+
+
+class UnreadableFileError(DataError):
+    """A path that is never read: not a regular file, over its size budget, a null byte in it."""
+
+
+class FileInUseError(CxrAttribError):
+    """A file another process holds an advisory lock on (e.g. a shard store being run)."""
 
 
 def check_choice(

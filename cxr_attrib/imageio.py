@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from cxr_attrib.errors import ImageLoadError
+from cxr_attrib.errors import ImageLoadError, UnreadableFileError
+from cxr_attrib.safeio import open_regular
 from cxr_attrib.typing import GreyImage
 
 __all__ = ["DEFAULT_MAX_PIXELS", "ConstantImageWarning", "LoadedImage", "load_image"]
@@ -207,37 +207,25 @@ def _load_path(path: Path, name: str, limit: int) -> LoadedImage:
         )
     if path.is_dir():
         raise ImageLoadError(f"{name}: is a folder; expected an image file inside it")
-    _require_regular(path.stat().st_mode, name)
     try:
-        # Non-blocking, so a FIFO swapped in after the check cannot hang the open; fstat
-        # then checks the file actually opened before anything is read.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
+        with open_regular(path, what="image") as handle:
+            return _load_handle(handle, path, name, limit)
+    except UnreadableFileError as exc:
+        raise ImageLoadError(str(exc)) from None
+
+
+def _load_handle(handle: BinaryIO, path: Path, name: str, limit: int) -> LoadedImage:
+    """Decode an open regular file (DICOM by its marker or suffix, else Pillow)."""
+    empty = os.fstat(handle.fileno()).st_size == 0
+    head = handle.read(132)
+    if empty:
         raise ImageLoadError(
-            f"{name}: cannot read the file ({exc.strerror or exc}); check its permissions"
-        ) from exc
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        _require_regular(info.st_mode, name)
-        empty = info.st_size == 0
-        head = handle.read(132)
-        if empty:
-            raise ImageLoadError(
-                f"{name}: the file is empty (0 bytes); re-export or re-copy the image"
-            )
-        handle.seek(0)
-        if _is_dicom(head) or path.suffix.lower() in _DICOM_SUFFIXES:
-            return _load_dicom(handle, name, limit)
-        return _load_encoded(handle, name, limit)
-
-
-def _require_regular(mode: int, name: str) -> None:
-    """Refuse FIFOs, sockets and devices (reading them can block or never end)."""
-    if stat.S_ISREG(mode):
-        return
-    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-    raise ImageLoadError(f"{name}: is {kind}, which is never read; expected a regular image file")
+            f"{name}: the file is empty (0 bytes); re-export or re-copy the image"
+        )
+    handle.seek(0)
+    if _is_dicom(head) or path.suffix.lower() in _DICOM_SUFFIXES:
+        return _load_dicom(handle, name, limit)
+    return _load_encoded(handle, name, limit)
 
 
 def _load_bytes(data: bytes, limit: int) -> LoadedImage:

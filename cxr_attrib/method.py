@@ -150,6 +150,9 @@ class MethodRequest:
         params (Mapping[str, Any]): the method's ``defaults`` updated with the
             caller's values.
         seed (int): seed for every random choice the method makes.
+        truth (np.ndarray | None): (K, 4) float64 ground-truth boxes in the working
+            frame (``x1, y1, x2, y2``, exclusive ends), given only to methods that
+            declare ``needs_truth`` (the ``truth`` reference row); None otherwise.
     """
 
     adapter: Scorer | None
@@ -158,6 +161,7 @@ class MethodRequest:
     query: Query
     params: Mapping[str, Any]
     seed: int = 0
+    truth: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -203,6 +207,8 @@ class MethodOutput:
         token_scores (np.ndarray | None): (T,) one score per target token.
         unit (str): what the scores measure, e.g. "log-prob drop (nats)".
         info (Mapping[str, Any]): small JSON-safe facts for ``meta`` (e.g. the layer used).
+        warnings (tuple[str, ...]): what may make this output misleading (e.g. a
+            recorded fallback); appended to ``meta.warnings``.
     """
 
     heatmap: Heatmap | None = None
@@ -212,6 +218,7 @@ class MethodOutput:
     token_scores: np.ndarray | None = None
     unit: str = ""
     info: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 class Method(ABC):
@@ -225,6 +232,11 @@ class Method(ABC):
         needs_gradients (bool): runs backward passes. Default: False.
         needs_attentions (bool): needs attention weights (eager attention). Default: False.
         uses_model (bool): False for priors that never look at the model. Default: True.
+        is_reference (bool): a reference row (a floor or a ceiling such as ``random``
+            and ``truth``), shown apart in reports and never called the best method.
+            Default: False.
+        needs_truth (bool): receives the sample's ground-truth boxes
+            (:attr:`MethodRequest.truth`); only a reference may. Default: False.
         defaults (Mapping[str, Any]): hyper-parameters and their default values; the
             only keys a caller may pass.
         param_types (Mapping[str, Param]): the declared type and range of each key
@@ -244,6 +256,8 @@ class Method(ABC):
     needs_gradients: ClassVar[bool] = False
     needs_attentions: ClassVar[bool] = False
     uses_model: ClassVar[bool] = True
+    is_reference: ClassVar[bool] = False
+    needs_truth: ClassVar[bool] = False
     defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     param_types: ClassVar[Mapping[str, Param]] = MappingProxyType({})
     surfaces: ClassVar[tuple[type, ...] | None] = None

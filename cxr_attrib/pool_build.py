@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageLoadError
+from .errors import DataError, ImageLoadError
 from .imageio import load_image
 from .pools import CONCEPTS, PoolError, PoolReference
+from .safeio import read_json
 
 __all__ = ["IMAGENOME_REGIONS", "IMAGE_SUFFIXES", "folder_references", "scene_graph_references"]
 
@@ -138,8 +139,8 @@ def _read(path: Path) -> np.ndarray:
 def _scene_graph_boxes(path: Path) -> dict[str, tuple[float, float, float, float]]:
     """Concept -> box from one scene graph (first object of each region)."""
     try:
-        graph = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        graph = read_json(path, what="scene graph")
+    except DataError as exc:
         raise PoolError(f"{path}: malformed JSON ({exc})") from None
     objects = graph.get("objects") if isinstance(graph, dict) else None
     if not isinstance(objects, list):

@@ -8,6 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .sanitise import for_terminal, terminal_text
+
 __all__ = ["pool"]
 
 console = Console()
@@ -25,7 +27,7 @@ def list_pools() -> None:
 
     table = Table("pool", "references", "source", title="Concept pools")
     for name, registered in pools().items():
-        table.add_row(name, str(len(registered)), registered.source)
+        table.add_row(for_terminal(name), str(len(registered)), for_terminal(registered.source))
     console.print(table)
 
 
@@ -37,7 +39,7 @@ def check(folder: Path) -> None:
 
     loaded = load_pool(folder)
     loaded.validate()
-    console.print(f"pool {loaded.name!r}: {len(loaded)} references, all 11 masks each: ok")
+    console.print(terminal_text(f"pool {loaded.name!r}: {len(loaded)} references, all 11 masks each: ok"))
 
 
 @pool.command("build")
@@ -58,13 +60,14 @@ def build(out: Path, name: str, scene_graphs: Path | None, images: Path | None, 
     """Build a pool folder from scene-graph boxes or from a folder of masks."""
     from .pool_build import folder_references, scene_graph_references
     from .pools import load_pool, write_pool
+    from .safeio import read_text
 
     if (scene_graphs is None) == (folder is None):
         raise click.UsageError("pass exactly one of --from-scene-graphs DIR and --from-folder DIR")
     if scene_graphs is not None:
         if images is None:
             raise click.UsageError("--from-scene-graphs needs --images DIR")
-        wanted = ids.read_text(encoding="utf-8").splitlines() if ids is not None else None
+        wanted = read_text(ids, what="--ids file").splitlines() if ids is not None else None
         references = scene_graph_references(scene_graphs, images, ids=wanted)
         protected = [scene_graphs, images]
     else:
@@ -73,4 +76,4 @@ def build(out: Path, name: str, scene_graphs: Path | None, images: Path | None, 
         references = folder_references(folder)
         protected = [folder]
     written = write_pool(out, name, references, protected=protected, overwrite=overwrite)
-    console.print(f"wrote pool {name!r} with {len(load_pool(written))} references to {written}")
+    console.print(terminal_text(f"wrote pool {name!r} with {len(load_pool(written))} references to {written}"))

@@ -21,6 +21,7 @@ Examples::
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,7 +37,12 @@ from PIL import Image
 
 from .errors import DataError, ImageLoadError
 from .imageio import load_image
+from .outputs import write_files
 from .paths import ensure_outside_data
+from .safeio import read_bytes
+
+_MAX_MANIFEST_BYTES = 64 << 20
+"""Budget of a pool's manifest.json (a 10,000-reference manifest is about 15 MB)."""
 
 __all__ = [
     "CONCEPTS",
@@ -173,7 +179,7 @@ class ConceptPool(Sequence[PoolReference]):
             :data:`KEEP_READ` most recently read references are kept, so a pool of
             large radiographs never sits in memory whole (concept transfer keeps its
             own small working-frame copies).
-        fingerprint (str): identifies the pool's content (a hash of the manifest, or of
+        fingerprint (str): identifies the pool's content (a hash of the manifest and of every file it names, or of
             the generator's seeds); part of every cache key built on this pool.
         source (str): where the pool comes from, for messages. Default: the name.
 
@@ -278,7 +284,7 @@ def load_pool(folder: str | os.PathLike[str], *, name: str | None = None) -> Con
     if not path.is_file():
         raise PoolError(f"{root}: not a concept pool folder (no {MANIFEST}); build one with "
                         "`cxr-attrib pool build` or see docs/concept-pools.md")
-    raw = path.read_bytes()
+    raw = read_bytes(path, what="pool manifest", max_bytes=_MAX_MANIFEST_BYTES)
     try:
         manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -293,7 +299,24 @@ def load_pool(folder: str | os.PathLike[str], *, name: str | None = None) -> Con
         return PoolReference(entry["id"], image, masks)
 
     return ConceptPool(pool_name, [e["id"] for e in entries], load,
-                       hashlib.sha256(raw).hexdigest(), source=str(root))
+                       _fingerprint(root, raw, entries, path), source=str(root))
+
+
+def _fingerprint(root: Path, manifest: bytes, entries: list[dict[str, Any]], path: Path) -> str:
+    """SHA-256 over the manifest and the content of every file it names, in manifest order.
+
+    A pool rebuilt in place (same manifest, new images or masks) gets a new
+    fingerprint, so caches keyed by it never serve the old pool's transfers.
+    """
+    digest = hashlib.sha256(manifest)
+    for entry in entries:
+        for relative in (entry["image"], *(entry["masks"][c] for c in CONCEPTS)):
+            try:
+                content = read_bytes(_inside(root, relative, path), what="pool file")
+            except DataError as exc:
+                raise PoolError(f"{path}: cannot read {relative!r}: {exc}") from None
+            digest.update(len(content).to_bytes(8, "little") + content)
+    return digest.hexdigest()
 
 
 def _check_manifest(manifest: Any, path: Path) -> list[dict[str, Any]]:
@@ -339,16 +362,20 @@ def _check_manifest(manifest: Any, path: Path) -> list[dict[str, Any]]:
 
 def _read_grey(root: Path, relative: str, manifest: Path) -> npt.NDArray[np.float32]:
     """A pool file as ``(H, W)`` float32 in [0, 1]; the path must stay in the folder."""
-    resolved_root = root.resolve()
-    target = (root / relative).resolve()
-    if not target.is_relative_to(resolved_root):
-        raise PoolError(f"{manifest}: file {relative!r} lies outside the pool folder; use paths "
-                        "relative to the folder")
     try:
-        pixels = load_image(target).pixels
+        pixels = load_image(_inside(root, relative, manifest)).pixels
     except ImageLoadError as exc:
         raise PoolError(f"{manifest}: cannot read {relative!r}: {exc}") from None
     return pixels.astype(np.float32) / np.float32(255.0)
+
+
+def _inside(root: Path, relative: str, manifest: Path) -> Path:
+    """``root / relative`` resolved, refused when it leaves the pool folder."""
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise PoolError(f"{manifest}: file {relative!r} lies outside the pool folder; use paths "
+                        "relative to the folder")
+    return target
 
 
 def write_pool(
@@ -382,19 +409,21 @@ def write_pool(
         raise PoolError(f"{root} already holds a concept pool; choose another --out or overwrite")
     _check_name(name)
     entries = []
+    files: dict[Path, bytes] = {}
     for ref in references:
         stem = _safe_stem(ref.id)
         image_path = f"images/{stem}.png"
-        _write_png(root / image_path, np.round(np.clip(ref.image, 0, 1) * 255).astype(np.uint8))
+        files[root / image_path] = _png(np.round(np.clip(ref.image, 0, 1) * 255).astype(np.uint8))
         masks = {}
         for concept in CONCEPTS:
             masks[concept] = f"masks/{stem}/{concept}.png"
-            _write_png(root / masks[concept], ref.masks[concept].astype(np.uint8) * 255)
+            files[root / masks[concept]] = _png(ref.masks[concept].astype(np.uint8) * 255)
         entries.append({"id": ref.id, "image": image_path, "masks": masks})
     manifest = {"format": POOL_FORMAT, "version": _VERSION, "name": name,
                 "concepts": list(CONCEPTS), "references": entries}
     _check_ids(name, [e["id"] for e in entries], str(root))
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    files[root / MANIFEST] = (json.dumps(manifest, indent=1) + "\n").encode("utf-8")
+    write_files(files, root=root, protected=protected)  # all files or none; no link below root followed
     return root
 
 
@@ -404,6 +433,8 @@ def _safe_stem(reference_id: str) -> str:
     return f"{keep}-{hashlib.sha256(reference_id.encode()).hexdigest()[:8]}"
 
 
-def _write_png(path: Path, pixels: npt.NDArray[np.uint8]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels, mode="L").save(path, format="PNG")
+def _png(pixels: npt.NDArray[np.uint8]) -> bytes:
+    """8-bit grey PNG bytes of ``pixels``."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()

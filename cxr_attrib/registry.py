@@ -106,6 +106,9 @@ def _check_method(obj: Any) -> str | None:
         return f"method {obj.name!r} declares output={obj.output!r}; expected one of {_OUTPUT_KINDS}"
     if not isinstance(obj.defaults, Mapping):
         return f"method {obj.name!r} has defaults of type {type(obj.defaults).__name__}; expected a mapping"
+    if obj.needs_truth and not (obj.is_reference and not obj.uses_model):
+        return (f"method {obj.name!r} declares needs_truth but is not a model-free reference "
+                "(is_reference=True, uses_model=False): a real method must never see the ground truth")
     undeclared = sorted(set(obj.param_types) - set(obj.defaults))
     if undeclared:
         return f"method {obj.name!r} declares param_types {undeclared} that are not in its defaults"

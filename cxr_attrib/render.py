@@ -22,7 +22,7 @@ from cxr_attrib.errors import ImageLoadError
 from cxr_attrib.typing import BoxArray, GreyImage, Heatmap
 
 __all__ = ["BOX_COLOR", "CAPTION_MIN_WIDTH", "DASH", "DEFAULT_ALPHA", "MAX_UPSCALED_PIXELS", "TRUTH_COLOR",
-           "colormap", "render_overlay"]
+           "add_caption", "add_legend", "colormap", "render_overlay"]
 
 BOX_COLOR: tuple[int, int, int] = (0, 255, 255)
 """RGB of the method's evidence boxes (cyan, dashed: apart from every colour of the heat map)."""
@@ -150,8 +150,8 @@ def render_overlay(
     _draw_boxes(rgb, truth, factor, TRUTH_COLOR)
     canvas = Image.fromarray(rgb)
     if legend:
-        canvas = _add_legend(canvas, heat=heatmap is not None, evidence=len(evidence) > 0, truth=len(truth) > 0)
-    return canvas if caption is None else _add_caption(canvas, caption)
+        canvas = add_legend(canvas, heat=heatmap is not None, evidence=len(evidence) > 0, truth=len(truth) > 0)
+    return canvas if caption is None else add_caption(canvas, caption)
 
 
 def _upscale_factor(height: int, width: int) -> int:
@@ -261,7 +261,8 @@ def _wrap(
     return lines
 
 
-def _add_caption(canvas: Image.Image, caption: str) -> Image.Image:
+def add_caption(canvas: Image.Image, caption: str) -> Image.Image:
+    """``canvas`` under a dark strip with ``caption`` wrapped in white (at most 6 lines)."""
     font = _caption_font(canvas.width)
     left, top, _, bottom = font.getbbox("Ag|")
     line_height = int(bottom - top) + 4
@@ -279,8 +280,9 @@ def _add_caption(canvas: Image.Image, caption: str) -> Image.Image:
     return out
 
 
-def _add_legend(canvas: Image.Image, *, heat: bool, evidence: bool, truth: bool) -> Image.Image:
-    """A strip under ``canvas`` naming what the overlay shows: the box styles and the heat ramp."""
+def add_legend(canvas: Image.Image, *, heat: bool, evidence: bool, truth: bool) -> Image.Image:
+    """``canvas`` over a strip naming what it shows: the evidence-box and truth-box
+    styles and the heat ramp (each only when shown)."""
     font = _caption_font(max(canvas.width, _LEGEND_WIDTH))
     left, top, _, bottom = font.getbbox("Ag|")
     line_height = int(bottom - top) + 4

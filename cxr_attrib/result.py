@@ -407,11 +407,9 @@ class Attribution:
             DataError: unreadable, not UTF-8 JSON, or a missing or malformed field
                 (names the file and the field).
         """
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read result file {os.fspath(path)!r}: {exc}") from exc
+        from .safeio import read_text
+
+        text = read_text(path, what="result file")
         return cls.from_json(text, source=repr(os.fspath(path)))
 
     # -- rendering -----------------------------------------------------------------
@@ -440,6 +438,44 @@ class Attribution:
         buffer = io.BytesIO()
         self.render().save(buffer, format="PNG")
         return buffer.getvalue()
+
+    # -- notebook display ------------------------------------------------------------
+    def _repr_png_(self) -> bytes | None:
+        """The overlay PNG, for Jupyter (None, i.e. not shown, without an image)."""
+        return None if self.image is None else self._overlay_png()
+
+    def _repr_html_(self) -> str:
+        """The overlay with the answer, boxes, method, passes and time, every text escaped, for Jupyter."""
+        from .display import attribution_html
+
+        facts = [("question", self.meta.question), ("answer", self.answer.strip()),
+                 ("boxes", ", ".join("(" + ", ".join(f"{v:g}" for v in box) + ")" for box in self.boxes) or "-"),
+                 ("method", self.meta.method), ("model", self.meta.model),
+                 ("passes", ", ".join(f"{k} {v}" for k, v in self.meta.passes.items()) or "-"),
+                 ("time", f"{self.meta.wall_time_s:.2f} s"), *(("warning", w) for w in self.meta.warnings)]
+        png = None if self.image is None else self._overlay_png()
+        return attribution_html(png, f"{self.meta.method} on {self.meta.model}", facts)
+
+    def plot(self, ax: Any = None, truth: Any = ()) -> Any:
+        """Draw the overlay (heatmap, evidence boxes, ``truth`` when given) on a matplotlib axis.
+
+        Args:
+            ax (matplotlib.axes.Axes | None): the axis. Default: None (``plt.gca()``).
+            truth (array-like): ``(M, 4)`` ground-truth boxes, input frame. Default: none.
+
+        Returns:
+            matplotlib.axes.Axes: the axis, in input-frame pixel coordinates.
+
+        Raises:
+            CxrAttribError: the result holds no image.
+        """
+        from .display import plot_overlay
+
+        if self.image is None:
+            raise CxrAttribError("this result holds no image; use result.with_image(pixels) first")
+        title = f"{self.meta.method} | {self.meta.model} | answer: {self.answer.strip()[:60]}"
+        return plot_overlay(self.image, self.heatmap, np.reshape(self.boxes, (-1, 4)), truth=np.reshape(truth, (-1, 4)),
+                            title=title, ax=ax)
 
     def to_captum(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Arrays for ``captum.attr.visualization.visualize_image_attr``.

@@ -36,6 +36,9 @@ class Sample:
         mode (str): ``"direct"`` or ``"reasoning"``.
         split (str): the benchmark split, e.g. ``"direct"``.
         extra (dict): small JSON-safe facts (record fields, paths).
+        load_mask (Callable[[], np.ndarray] | None): returns the (H, W) bool
+            ground-truth mask in the input frame, for benchmarks whose truth is a mask
+            (SIIM-ACR); None when the truth is the union of ``boxes``.
     """
 
     id: str
@@ -50,3 +53,4 @@ class Sample:
     mode: Literal["direct", "reasoning"] = "direct"
     split: str = "direct"
     extra: dict = field(default_factory=dict, compare=False)
+    load_mask: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)

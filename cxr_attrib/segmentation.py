@@ -35,6 +35,7 @@ import torch
 
 from .errors import ModelLoadError
 from .pools import mask_box
+from .safeio import read_json
 from .typing import WorkingImage
 
 __all__ = ["BoxSegmenter", "Segmentation", "load_segmenter"]
@@ -101,7 +102,7 @@ class BoxSegmenter:
                 "e.g. a local copy of a MedSAM ViT-B checkpoint."
             )
         try:
-            model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+            model_type = read_json(folder / "config.json", what="SAM config").get("model_type")
         except (OSError, ValueError, AttributeError) as err:
             raise ModelLoadError(f"sam={os.fspath(path)!r}: config.json is not a JSON object ({err}).") from err
         if model_type != "sam":

@@ -18,7 +18,7 @@ from cxr_attrib.frames import ResizePad
 from cxr_attrib.pools import CONCEPTS, ConceptPool, PoolReference, mask_box
 from cxr_attrib.scoring.localisation import region_metrics
 from cxr_attrib_phantom import generate_phantom, make_case
-from cxr_attrib_plugins.medfocus import NoSupportError, TransferCache, transfer_concepts
+from cxr_attrib_plugins.medfocus import NoSupportError, TransferCache, TransportFailure, transfer_concepts
 from cxr_attrib_plugins.medfocus.transfer import _cells_to_mask, _quantile_cells, members
 from cxr_attrib_plugins.medfocus.transport import (
     GridMeasure,
@@ -109,8 +109,11 @@ def test_solver_is_pots_entropic_uot_not_its_kl_default():
                                                numItermax=500, stopThr=1e-6)
     assert np.allclose(result.plan, entropic, rtol=1e-10, atol=0)
     assert np.abs(kl - entropic).max() > 1e-2 * entropic.max()
-    assert result.solver == "sinkhorn" and result.converged and result.backend == "numpy"
-    assert np.isclose(result.cost, (result.plan * cost).sum())
+    assert result.solver == "separable" and result.converged and result.backend == "numpy"
+    assert np.isclose(result.cost, (result.plan * cost).sum(), rtol=1e-12)
+    reference = solve_uot(a, b, solver="pot")
+    assert reference.solver == "sinkhorn" and np.allclose(reference.plan, entropic, rtol=1e-12, atol=0)
+    assert reference.iterations == result.iterations and np.isclose(reference.objective, result.objective, rtol=1e-12)
 
 
 def test_objective_is_the_full_uot_objective_by_hand():
@@ -126,17 +129,33 @@ def test_objective_is_the_full_uot_objective_by_hand():
     assert np.isclose(result.objective, expected, rtol=1e-9)
 
 
-def test_small_epsilon_tries_the_log_domain_solver_and_keeps_the_better_plan():
+def test_small_epsilon_runs_in_the_log_domain_with_the_same_plan():
     a, b = _small_problem()
-    plain = solve_uot(a, b, epsilon=0.015, solver="sinkhorn")
-    stabilised = solve_uot(a, b, epsilon=0.015, solver="sinkhorn_stabilized")
-    assert stabilised.converged and np.allclose(stabilised.plan, plain.plan, rtol=1e-4, atol=1e-12)
-    assert solve_uot(a, b, epsilon=0.015).solver == "sinkhorn_stabilized"
-    # at epsilon = 0.01 POT's log-domain solver drifts once it absorbs (a known upstream POT bug):
+    scaling = solve_uot(a, b, epsilon=0.015, solver="separable")
+    chosen = solve_uot(a, b, epsilon=0.015)
+    pot = solve_uot(a, b, epsilon=0.015, solver="sinkhorn")
+    assert chosen.solver == "separable_log" and chosen.converged and chosen.iterations == pot.iterations
+    assert np.allclose(chosen.plan, pot.plan, rtol=1e-9, atol=0) and np.allclose(scaling.plan, pot.plan, rtol=1e-12, atol=0)
+    # POT's own log-domain solver drifts once it absorbs at epsilon = 0.01 (a known upstream POT bug);
+    # its reference path ("pot") therefore keeps the lower objective of its two solvers:
     drifted = solve_uot(a, b, epsilon=0.01, solver="sinkhorn_stabilized")
     assert not drifted.converged and drifted.plan.sum() > 1e6
-    chosen = solve_uot(a, b, epsilon=0.01)
-    assert chosen.solver == "sinkhorn" and np.allclose(chosen.plan, solve_uot(a, b, epsilon=0.01, solver="sinkhorn").plan)
+    reference = solve_uot(a, b, epsilon=0.01, solver="pot")
+    assert reference.solver == "sinkhorn"
+    assert np.allclose(solve_uot(a, b, epsilon=0.01).plan, reference.plan, rtol=1e-9, atol=0)
+
+
+def test_overflowing_scaling_iterations_hand_over_to_the_log_domain():
+    """A 4x4 block and a far corner cell: the corner's cost is ~400x the 90th percentile, its kernel
+    column underflows to 0 at epsilon 0.05 and the scaling iterations stop on it (POT's numerical rule)."""
+    block = [r * 64 + c for r in range(4) for c in range(4)]
+    a = _measure(block, np.ones(16), 64)
+    b = _measure(block + [64 * 64 - 1], np.ones(17), 64)
+    scaling = solve_uot(a, b, solver="separable")
+    result = solve_uot(a, b)
+    assert scaling.notes and not scaling.converged and "overflowed" in scaling.problem()
+    assert result.solver == "separable_log" and "log-domain iterations took over" in result.notes[-1]
+    assert np.isfinite(result.plan).all()
 
 
 def test_torch_backend_gives_the_numpy_plan():
@@ -149,7 +168,7 @@ def test_torch_backend_gives_the_numpy_plan():
 @pytest.mark.parametrize(
     "kwargs, name",
     [({"epsilon": 0.0}, "epsilon"), ({"marginal": -1.0}, "marginal"), ({"max_iter": 0}, "max_iter"),
-     ({"solver": "exact"}, "solver"), ({"tol": float("nan")}, "tol")],
+     ({"solver": "exact"}, "solver"), ({"tol": float("nan")}, "tol"), ({"epsilon": 1e-4}, "supported range")],
 )
 def test_bad_solver_settings_are_named(kwargs, name):
     a, b = _small_problem()
@@ -227,7 +246,8 @@ def test_translation_is_recovered_better_with_a_stronger_marginal_penalty(capsys
     pool = _self_pool(reference, ref_masks, "shifted")
     recovered = {}
     for marginal in (0.1, 10.0):
-        result = transfer_concepts(target, pool, marginal=marginal, cache=TransferCache())
+        # lambda = 10 needs ~1,000 iterations to converge (a solve that does not is refused)
+        result = transfer_concepts(target, pool, marginal=marginal, max_iter=5000, cache=TransferCache())
         moves = [np.subtract(_centre(result.boxes[c]), _centre(mask_box(ref_masks[c]))) for c in CONCEPTS]
         recovered[marginal] = np.median(moves, axis=0)
     with capsys.disabled():
@@ -314,6 +334,15 @@ def test_bad_parameters_fail_before_any_work(tiny_pool, kwargs, message):
 def test_all_black_image_is_a_clear_error_never_a_nan_box(tiny_pool):
     with pytest.raises(NoSupportError, match="no support"):
         transfer_concepts(np.zeros((224, 224), np.float32), tiny_pool, cache=TransferCache())
+
+
+def test_a_plan_that_moves_no_mass_is_a_transport_failure_never_boxes():
+    """Reference mass in one corner, image mass in the other, a weak marginal penalty: nothing moves."""
+    reference, image = np.zeros((224, 224), np.float32), np.zeros((224, 224), np.float32)
+    reference[:16, :16], image[-16:, -16:] = 1.0, 1.0
+    pool = _self_pool(reference, {c: reference > 0 for c in CONCEPTS}, "corner")
+    with pytest.raises(TransportFailure, match="degenerate plan: it moves"):
+        transfer_concepts(image, pool, marginal=0.01, cache=TransferCache())
 
 
 def test_unknown_pool_name_and_bad_image_shape(tiny_pool):

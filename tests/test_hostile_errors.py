@@ -345,7 +345,7 @@ def test_result_file_that_is_not_json_or_not_utf8(tmp_path):
     with pytest.raises(DataError, match=r"result\.json' is not valid JSON \(Expecting property name"):
         Attribution.load(path)
     path.write_bytes(b'{"answer": "\xff"}')
-    with pytest.raises(DataError, match=r"cannot read result file .*result\.json': 'utf-8' codec can't decode"):
+    with pytest.raises(DataError, match=r"result file .*result\.json' is not UTF-8 text \(invalid start byte at byte 12\)"):
         Attribution.load(path)
 
 

@@ -225,11 +225,11 @@ def test_interrupted_pair_keeps_the_old_pair(tmp_path, monkeypatch, interrupt):
     real_replace = os.replace
     calls = []
 
-    def replace(src, dst):
+    def replace(src, dst, **dir_fds):
         calls.append(dst)
         if len(calls) == 2:  # after the PNG is in place, before the JSON
             raise interrupt("stop")
-        real_replace(src, dst)
+        real_replace(src, dst, **dir_fds)
 
     monkeypatch.setattr(outputs.os, "replace", replace)
     with pytest.raises(interrupt):
@@ -242,10 +242,10 @@ def test_failure_while_writing_leaves_no_new_file(tmp_path, monkeypatch):
     real = outputs._temporary
     made = []
 
-    def temporary(path, payload):
+    def temporary(*args):
         if made:
             raise KeyboardInterrupt
-        made.append(real(path, payload))
+        made.append(real(*args))
         return made[-1]
 
     monkeypatch.setattr(outputs, "_temporary", temporary)

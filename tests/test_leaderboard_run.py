@@ -37,7 +37,7 @@ from cxr_attrib_phantom.benchmark import HELD_OUT_START, phantom_sample
 BIN = Path(sys.executable).parent
 RUN = ["leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "occlusion", "-p", "occlusion.tiles=2",
        "--per-finding", "1", "--limit", "6", "--steps", "2", "--n-random", "2"]
-PRIORS = ("anatomy_prior", "center", "whole_image")  # the registered priors, always run
+PRIORS = ("anatomy_prior", "center", "random", "truth", "whole_image")  # the priors and references, always run
 UNITS = 6 * (1 + len(PRIORS))  # six findings x (occlusion and every prior)
 SMALL = ["leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "center", "--limit", "1",
          "--steps", "2", "--n-random", "2"]  # one unit per prior

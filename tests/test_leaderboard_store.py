@@ -97,11 +97,11 @@ def test_a_store_appears_only_complete(tmp_path, monkeypatch):
     path, seen = tmp_path / "shard-0-of-2.sqlite", []
     real_link = os.link
 
-    def link(source, target):
+    def link(source, target, **options):
         assert not path.exists() and sorted(p.name for p in tmp_path.glob("*.sqlite")) == []
         with sqlite3.connect(f"file:{source}?immutable=1", uri=True) as building:  # already whole
             seen.append(dict(building.execute("SELECT key, value FROM meta"))["config_digest"])
-        real_link(source, target)
+        real_link(source, target, **options)
 
     monkeypatch.setattr(os, "link", link)
     with Store.create(path, CONFIG, "0/2") as store:

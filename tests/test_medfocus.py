@@ -312,6 +312,18 @@ def test_a_black_image_is_a_recorded_whole_image_fallback(tiny_qwen_adapter):
     result = attribute(tiny_qwen_adapter, np.zeros((40, 30), np.uint8), Q, answer="Yes")
     assert result.meta.info["fallback"] and "no concept transfer" in result.meta.info["fallback_reason"]
     assert result.boxes == ((0.0, 0.0, 30.0, 40.0),) and result.meta.passes["forward_calls"] == 0
+    assert any("fell back to the whole image" in w for w in result.meta.warnings)
+
+
+def test_an_unusable_transport_plan_is_a_recorded_fallback_never_a_winner(tiny_qwen_adapter):
+    """No selection solve converges in one iteration (degenerate plans: tests/test_concept_transfer.py)."""
+    pixels = np.random.default_rng(11).integers(30, 255, size=(60, 50), dtype=np.uint8)
+    result = attribute(tiny_qwen_adapter, pixels, Q, answer="Yes", max_iter=1)
+    reason = "did not converge"
+    assert result.meta.info["fallback"] and "concept transfer failed" in result.meta.info["fallback_reason"]
+    assert reason in result.meta.info["fallback_reason"]
+    assert any(reason in w and "whole image" in w for w in result.meta.warnings)
+    assert result.boxes == ((0.0, 0.0, 50.0, 60.0),) and "winner" not in result.meta.info
 
 
 # ---------------------------------------------------------------- registry and conformance

@@ -13,8 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from cxr_attrib import hookspecs
 from cxr_attrib.benchmarks import medground
@@ -30,6 +28,7 @@ from cxr_attrib.benchmarks.medground import (
 from cxr_attrib.benchmarks.padchest import load_padchest
 from cxr_attrib.benchmarks.vindr import load_vindr
 from cxr_attrib.errors import DataError
+from cxr_attrib.testing.data_files import write_dicom
 
 RELEASED = Path(__file__).parents[1] / ".." / "shared" / "data" / "medground_bench" / "direct.json"
 
@@ -102,26 +101,6 @@ DIRECT = [
     _record("m1", "padchest_gr", 0), _record("m2", "padchest_gr", 1),
 ]
 REASONING = [_record("m1", "vindr_cxr", 1, "cot")]
-
-
-def write_dicom(path: Path, pixels: np.ndarray) -> None:
-    """A minimal 16-bit MONOCHROME2 DICOM file without a window."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def write_tsv(path: Path, rows: list[list[str]]) -> None:

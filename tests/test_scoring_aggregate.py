@@ -239,7 +239,7 @@ def test_writers_take_lead_columns_and_treat_names_as_text(tmp_path):
     markdown = to_markdown([row], lead={"rank": [3]})
     assert markdown.splitlines()[0] == "| rank | model | split | method | dataset | n | iou |"
     assert markdown.splitlines()[1] == "|---:|---|---|---|---|---:|---:|"
-    assert markdown.splitlines()[2].startswith("| 3 | &lt;b&gt;[red]x\\|y z | direct |")
+    assert markdown.splitlines()[2].startswith("| 3 | &lt;b&gt;\\[red\\]x\\|y z | direct |")
     console = Console(file=io.StringIO(), width=200)
     console.print(to_rich_table([row], lead={"rank": [3]}, title="[bold]t"))
     assert "[red]x|y" in console.file.getvalue() and "[bold]t" in console.file.getvalue()

@@ -22,6 +22,7 @@ Ids may be written with or without their letter (``10000032`` or ``p10000032``,
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..safeio import read_text
 from ..typing import BoxArray
 
 __all__ = ["IMAGENOME_COLUMNS", "ImaGenomeItem", "checked_box", "load_imagenome", "parse_coord"]
@@ -145,8 +147,8 @@ def load_imagenome(path: Path) -> list[ImaGenomeItem]:
     """
     groups: dict[tuple, list[tuple[tuple[float, ...], int]]] = {}
     try:
-        handle = path.open(newline="", encoding="utf-8-sig", errors="replace")
-    except OSError as error:
+        handle = io.StringIO(read_text(path, what="Chest ImaGenome gold file", encoding="utf-8-sig", errors="replace"), newline="")
+    except (OSError, DataError) as error:
         raise DataError(f"cannot read the Chest ImaGenome gold file {path}: {error}") from error
     with handle:
         reader = csv.reader(handle, delimiter="\t")

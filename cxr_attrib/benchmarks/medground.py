@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Literal
 from ..benchmark import Benchmark, Sample, path_under
 from ..errors import DataError, UnknownNameError
 from ..hookspecs import hookimpl
+from ..safeio import read_bytes
 from ..targets import finding_question
 from ..typing import BoxArray, GreyImage
 from .imagenome import ImaGenomeItem, load_imagenome
@@ -207,7 +208,7 @@ def load_split(path: str | os.PathLike[str]) -> list[MedGroundRecord]:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_bytes(path, what="MedGround-Bench split").decode("utf-8"))
     except OSError as error:
         raise DataError(f"cannot read MedGround-Bench split {path}: {error}") from error
     except json.JSONDecodeError as error:

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..safeio import open_regular, read_text
 from ..typing import BoxArray
 from .imagenome import checked_box
 
@@ -70,7 +71,7 @@ def load_padchest(path: Path, *, max_studies: int = PADCHEST_STUDIES) -> list[Pa
             finding lacks a field (the message names the file, study and finding).
     """
     try:
-        studies = json.loads(path.read_text(encoding="utf-8"))
+        studies = json.loads(read_text(path, what="PadChest-GR studies file"))
     except OSError as error:
         raise DataError(f"cannot read the PadChest-GR studies file {path}: {error}") from error
     except json.JSONDecodeError as error:
@@ -120,9 +121,9 @@ def image_size(path: Path) -> tuple[int, int]:
         DataError: the file is missing or not an image PIL can identify.
     """
     try:
-        with Image.open(path) as image:
+        with open_regular(path, what="PadChest-GR image") as stream, Image.open(stream) as image:
             return image.size
-    except (OSError, UnidentifiedImageError) as error:
+    except (OSError, UnidentifiedImageError, DataError) as error:
         raise DataError(
             f"cannot read the size of PadChest-GR image {path}: {error}. The boxes are "
             "relative, so the image must be present to place them."

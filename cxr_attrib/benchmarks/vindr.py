@@ -13,7 +13,6 @@ coordinates with exclusive ends as recorded (no rounding). The image is
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..typing import BoxArray
+from .csv_rows import read_csv
 from .imagenome import checked_box
 
 __all__ = ["VINDR_COLUMNS", "VinDrItem", "load_vindr"]
@@ -68,37 +68,19 @@ def load_vindr(path: Path) -> list[VinDrItem]:
             (the message names the file and line).
     """
     groups: dict[tuple[str, str], list[tuple[tuple[float, ...], int]]] = {}
-    try:
-        handle = path.open(newline="", encoding="utf-8-sig", errors="replace")
-    except OSError as error:
-        raise DataError(f"cannot read the VinDr-CXR annotations {path}: {error}") from error
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        columns = {name.strip(): position for position, name in enumerate(header)}
-        for name in VINDR_COLUMNS:
-            if name not in columns:
-                raise DataError(
-                    f"{path}: the header lacks column {name!r}; expected a CSV header with "
-                    f"{', '.join(VINDR_COLUMNS)}; got {sorted(columns)}. Point the layout at "
-                    "VinDr-CXR 1.0.0's annotations/annotations_test.csv."
-                )
-        at = [columns[name] for name in VINDR_COLUMNS]
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            line = reader.line_num
-            try:
-                image_id, class_name, *coords = (row[position] for position in at)
-                if class_name == _NO_FINDING:
-                    continue
-                box = checked_box(tuple(float(value) for value in coords), coords)
-            except (IndexError, ValueError) as error:
-                raise DataError(
-                    f"{path}, line {line}: malformed row ({error}); every class other than "
-                    f"{_NO_FINDING!r} needs numeric x_min, y_min, x_max, y_max."
-                ) from error
-            groups.setdefault((image_id, class_name), []).append((box, line))
+    for line, row in read_csv(path, VINDR_COLUMNS, "the VinDr-CXR annotations (annotations/annotations_test.csv)"):
+        image_id, class_name = row["image_id"], row["class_name"]
+        if class_name == _NO_FINDING:
+            continue
+        coords = [row[name] for name in VINDR_COLUMNS[2:]]
+        try:
+            box = checked_box(tuple(float(value) for value in coords), coords)
+        except ValueError as error:
+            raise DataError(
+                f"{path}, line {line}: malformed row ({error}); every class other than "
+                f"{_NO_FINDING!r} needs numeric x_min, y_min, x_max, y_max."
+            ) from error
+        groups.setdefault((image_id, class_name), []).append((box, line))
     items = []
     for image_id, class_name in sorted(groups):
         rows = groups[image_id, class_name]

@@ -30,7 +30,8 @@ from urllib.parse import urlparse
 import torch
 
 from cxr_attrib.adapter import LoadOptions
-from cxr_attrib.errors import ModelLoadError
+from cxr_attrib.errors import ModelLoadError, UnreadableFileError
+from cxr_attrib.safeio import read_text
 
 __all__ = [
     "ProcessingParts",
@@ -179,10 +180,11 @@ def read_model_type(reference: str, local_files_only: bool = False) -> str | Non
     if os.path.isdir(reference):
         path = os.path.join(reference, "config.json")
         try:
-            with open(path, encoding="utf-8") as handle:
-                config = json.load(handle)
-        except FileNotFoundError:
-            return None
+            config = json.loads(read_text(path, what="model config"))
+        except UnreadableFileError as exc:
+            if not os.path.lexists(path):
+                return None
+            raise ModelLoadError(f"cannot read {path}: {exc}") from None
         except OSError as exc:
             raise ModelLoadError(f"cannot read {path}: {_first_line(exc)}") from exc
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
@@ -236,8 +238,7 @@ def _template_file(source: str, local_files_only: bool) -> str | None:
         )
         if path is None:
             continue
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_text(path, what="chat template")
         return json.loads(text)["chat_template"] if filename.endswith(".json") else text
     return None
 

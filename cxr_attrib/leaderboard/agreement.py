@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from cxr_attrib.errors import DataError
+from cxr_attrib.sanitise import for_markdown
 from cxr_attrib.scoring import MetricSummary, aggregate, region_metrics
 from cxr_attrib.scoring.aggregate import _cell as summary_cell
 from cxr_attrib.targets import parse_yes_no
@@ -240,4 +240,4 @@ def agreement_markdown(rows: Sequence[AgreementRow]) -> str:
 
 
 def _text(text: str) -> str:
-    return html.escape(" ".join(text.splitlines()), quote=False).replace("|", "\\|")
+    return for_markdown(text)

@@ -17,14 +17,18 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from cxr_attrib.errors import DataError
+from cxr_attrib.sanitise import for_terminal as escape
+from cxr_attrib.variants import split_method_list
 
 if TYPE_CHECKING:
+    from cxr_attrib.adapter import LoadOptions
+
     from .config import RunConfig
     from .runner import Advance, ModelPlan, RunStats
+    from .shard import Shard
 
 __all__ = ["COMMANDS", "leaderboard_command", "merge_command"]
 
@@ -38,10 +42,21 @@ def _split_names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _fill(text: str) -> str | float:
+    """``--fill``: a fill name, or a grey level written as a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _check_out_folder(out: Path) -> None:
     """Create ``out`` if needed and prove it is writable (a real probe file, not only permissions)."""
     import tempfile
 
+    from cxr_attrib.paths import ensure_outside_data
+
+    ensure_outside_data(out, what="the leaderboard stores (--out)")
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; expected a folder for the leaderboard stores")
     try:
@@ -94,8 +109,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default=None,
               help="Prompt mode. Default: each sample's own mode.")
 @click.option("--models", "-m", "models", required=True, help="Comma list of model keys, HF ids or folders.")
-@click.option("--methods", default=None, help="Comma list of methods. Default: every registered method. "
-              "Model-free priors are always included.")
+@click.option("--methods", default=None, help="Comma list of methods or variants NAME[key=value,...], e.g. "
+              "'medfocus,medfocus[transfer=warp]'. Default: every registered method. Model-free priors and the "
+              "reference rows are always included.")
 @click.option("--param", "-p", "params", multiple=True, help="METHOD.PARAM=VALUE, e.g. occlusion.tiles=4 (repeatable).")
 @click.option("--limit", type=int, default=None, help="At most N candidate samples per model.")
 @click.option("--per-finding", type=int, default=None, help="The first N candidate samples of each finding.")
@@ -105,6 +121,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Generation budget of answers.")
 @click.option("--steps", type=int, default=10, show_default=True, help="Deletion/insertion steps of the scorer.")
 @click.option("--n-random", type=int, default=8, show_default=True, help="Random regions of the scorer.")
+@click.option("--fill", default="zero", show_default=True,
+              help="How the scorer fills removed pixels: zero, mean, blur, noisy_linear or a grey level in [0, 1].")
+@click.option("--recognition", type=int, default=0, show_default=True,
+              help="Recognition pass: p(positive) of each model on the first N positives and N negatives of "
+              "each finding (AUC, accuracy, F1 in the report's XBench section); 0 = none.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder of the store(s).")
 @click.option("--shard", default=None, help="K/N with 0 <= K < N. Default: from RANK/WORLD_SIZE or Slurm, else 0/1.")
 @click.option("--resume", is_flag=True, help="Continue the run stored in --out; finished units are skipped.")
@@ -112,8 +133,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
 def leaderboard_command(benchmark: str, split: str, mode: str | None, models: str, methods: str | None,
                         params: tuple[str, ...], limit: int | None, per_finding: int | None, seed: int, filter_: str,
-                        max_new_tokens: int, steps: int, n_random: int, out: Path, shard: str | None, resume: bool,
-                        device: str | None, dtype: str) -> None:
+                        max_new_tokens: int, steps: int, n_random: int, fill: str, recognition: int,
+                        out: Path, shard: str | None, resume: bool, device: str | None, dtype: str) -> None:
     """Run every method on every model over a benchmark into a resumable SQLite store.
 
     One work unit per (sample, model, method, params, mode, seed); each shard writes
@@ -122,22 +143,34 @@ def leaderboard_command(benchmark: str, split: str, mode: str | None, models: st
     """
     from cxr_attrib.adapter import LoadOptions
 
+    from cxr_attrib.safeio import exclusive_lock
+
     from .plan import build_config
-    from .runner import plan_models, run_shard
+    from .runner import plan_models
     from .shard import device_from_env, resolve_shard
-    from .store import Store
 
     the_shard = resolve_shard(shard)
     config = build_config(
-        benchmark=benchmark, split=split, models=_split_names(models) or [], methods_=_split_names(methods),
-        params=params, mode=mode, seed=seed, limit=limit, per_finding=per_finding, filter_=filter_,
-        max_new_tokens=max_new_tokens, steps=steps, n_random=n_random,
+        benchmark=benchmark, split=split, models=_split_names(models) or [],
+        methods_=None if methods is None else split_method_list(methods), params=params, mode=mode, seed=seed,
+        limit=limit, per_finding=per_finding, filter_=filter_, max_new_tokens=max_new_tokens, steps=steps,
+        n_random=n_random, fill=_fill(fill), recognition=recognition,
     )
     _check_out_folder(out)
     path = out / the_shard.filename
-    _check_folder_stores(out, config, path, resume)
-    plans = plan_models(config, the_shard)
-    options = LoadOptions(dtype=dtype, device=device or device_from_env())
+    with exclusive_lock(path, what=f"leaderboard store of shard {the_shard.label}"):  # a second process: refused
+        _check_folder_stores(out, config, path, resume)
+        plans = plan_models(config, the_shard)
+        options = LoadOptions(dtype=dtype, device=device or device_from_env())
+        _run_locked(path, config, the_shard, plans, options)
+
+
+def _run_locked(path: Path, config: RunConfig, the_shard: Shard, plans: list[ModelPlan],
+                options: LoadOptions) -> None:
+    """Run one shard into its store while this process holds the store's lock."""
+    from .runner import run_shard
+    from .store import Store
+
     store = Store.open(path, writable=True) if path.exists() else Store.create(path, config, the_shard.label)
     err_console.print(f"shard {the_shard.label} ({the_shard.source}): {sum(p.units for p in plans)} units "
                       f"over {len(config.models)} model(s) x {len(config.methods)} method(s) -> {path}",
@@ -231,10 +264,12 @@ def said_vs_used_command(store: Path, said: str, used: str, out: Path | None) ->
     the IoU of the said box with each used region and with the ground truth, mean and
     95% bootstrap interval in percent (docs/phantom-methods.md, "Said vs used").
     """
-    from cxr_attrib.outputs import write_files
+    from cxr_attrib.outputs import check_outputs, write_files
 
     from .agreement import agreement_from_store, agreement_markdown
 
+    if out is not None:
+        check_outputs([out], inputs=[store])  # before any work
     rows = agreement_from_store(store, said=said, used=_split_names(used) or [])
     text = agreement_markdown(rows) + "\n"
     if out is None:

@@ -3,9 +3,10 @@
 Every input must hold the same run configuration. A unit found in several inputs
 with the same results (status, answer, boxes, metrics within ``1e-6`` relative) is a
 duplicate and kept once; one with different results is a **conflict**: the first
-input's row is kept and every conflict is reported. The output is written to a
-temporary file beside it and renamed at the end, so an existing file is never
-overwritten and a failed merge leaves nothing behind.
+input's row is kept and every conflict is reported. The output is built under an
+exclusive hidden name beside it and linked into place at the end
+(:meth:`Store.building`), so an existing file is never overwritten and a failed
+merge leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cxr_attrib.paths import ensure_outside_data
 
 from .store import Store, StoreError, UnitRecord, open_store
 
@@ -85,8 +88,9 @@ def merge_stores(out: str | os.PathLike, inputs: Sequence[str | os.PathLike]) ->
     Raises:
         StoreError: ``out`` exists, an input is not a store, or the inputs hold
             different run configurations (named, with the differing fields).
+        DataError: ``out`` lies inside ``$CXR_ATTRIB_DATA``.
     """
-    out = Path(out)
+    out = ensure_outside_data(out, what="the merged store")  # before any input is read
     if not inputs:
         raise StoreError("merge needs at least one shard store")
     if out.exists():
@@ -103,14 +107,8 @@ def merge_stores(out: str | os.PathLike, inputs: Sequence[str | os.PathLike]) ->
                     f"cannot merge {store.path} with {stores[0].path}: they are different runs "
                     f"({other.describe_difference(config)}); merge only shards of one configuration"
                 )
-        tmp = out.with_name(f".{out.name}.partial")
-        tmp.unlink(missing_ok=True)
-        try:
-            stats = _copy_all(Store.create(tmp, config, "merged"), stores)
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with Store.building(out, config, "merged") as target:  # linked into place only when complete
+            stats = _copy_all(target, stores)
     finally:
         for store in stores:
             store.close()
@@ -132,6 +130,7 @@ def _copy_all(target: Store, stores: Sequence[Store]) -> MergeStats:
                     target.add_filter_outcome(outcome)
             for load in store.model_loads():
                 target.add_model_load(load)
+            target.add_recognition(store.recognition())
             for unit in store.units():
                 if unit.unit_id in seen:
                     first, where = seen[unit.unit_id]

@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FilterOutcome", "ModelLoad", "SampleRecord", "UnitRecord", "heatmap_thumbnail", "image_thumbnail"]
+__all__ = [
+    "FilterOutcome", "ModelLoad", "RecognitionRecord", "SampleRecord", "UnitRecord", "heatmap_thumbnail",
+    "image_thumbnail",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,32 @@ class FilterOutcome:
     approximate: bool | None
     predictions: tuple[str, ...]
     wall_time_s: float
+    error: str | None = None
+    worker: str = ""
+    finished_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecognitionRecord:
+    """p(positive) of one model on one image, for recognition scores (AUC, accuracy, F1).
+
+    Attributes:
+        model (str): model reference.
+        sample_id (str): the positive or negative sample (``Benchmark.negatives``).
+        finding (str): the finding asked about.
+        label (int): 1 when the image shows the finding, 0 when it does not.
+        p_positive (float | None): the model's p(positive) in [0, 1]: the teacher-forced
+            p("Yes") of an LVLM, p(positive prompt) of a dual encoder; None if it failed.
+        error (str | None): ``"ExceptionType: message"`` when scoring failed.
+        worker (str): ``host:pid:shard``.
+        finished_at (float): Unix time of the commit.
+    """
+
+    model: str
+    sample_id: str
+    finding: str
+    label: int
+    p_positive: float | None
     error: str | None = None
     worker: str = ""
     finished_at: float = 0.0

@@ -50,13 +50,15 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
 
     from .report import REPORT_METRICS, build_report, labeller, table_files
     from .report_html import render_html
-    from .store_units import read_units, store_files
+    from .store_units import read_recognition, read_units, store_files
+    from .xbench_report import XBENCH_FILES, build_xbench, xbench_files, xbench_html, xbench_markdown
 
     console = Console()
     chosen = set(formats or FORMATS)
     suffixes = {"markdown": "md", "csv": "csv", "json": "json", "html": "html"}
     destinations = [out / f"report.{suffixes[kind]}" for kind in FORMATS if kind in chosen - {"table"}]
-    check_outputs(destinations, inputs=store_files(stores))  # before any work
+    xbench_paths = [out / name for name in XBENCH_FILES] if destinations else []
+    check_outputs(destinations + xbench_paths, inputs=store_files(stores))  # before any work
     config, units = read_units(stores)
     report = build_report(units, rank_by=rank_by, metrics=_names(metrics) or REPORT_METRICS,
                           n_boot=n_boot, seed=seed)
@@ -69,12 +71,18 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
     if not destinations:
         return
     files = table_files(report, out, [kind for kind in chosen if kind in ("markdown", "csv", "json")])
+    section = build_xbench(units, read_recognition(stores), n_boot=n_boot, seed=seed)
+    if section is not None:  # the XBench section: appended to report.md, its JSON and figures beside it
+        if out / "report.md" in files:
+            files[out / "report.md"] += b"\n" + xbench_markdown(section).encode("utf-8")
+        files.update(xbench_files(section, out))
     if "html" in chosen:
         thumbs = _thumbnails(stores, units, labeller(units), thumbnails) if thumbnails else None
-        page = render_html(report, thumbs, title=title, run=config.to_dict())
+        page = render_html(report, thumbs, title=title, run=config.to_dict(),
+                           xbench=None if section is None else xbench_html(section))
         files[out / "report.html"] = page.encode("utf-8")
     try:
-        write_files(files)  # all or none
+        write_files(files, root=out)  # all or none; no link below --out followed
     except OSError as exc:
         raise DataError(f"cannot write the report into {out}: {exc.strerror or exc}; "
                         "choose a writable --out folder.") from None

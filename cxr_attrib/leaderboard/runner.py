@@ -27,12 +27,15 @@ from cxr_attrib.filtering import causal_filter
 from cxr_attrib.frames import ResizePad
 from cxr_attrib.imageio import load_image
 from cxr_attrib.models import clear_adapter_cache, load_adapter
-from cxr_attrib.registry import get_benchmark
+from cxr_attrib.registry import get_benchmark, get_method
 from cxr_attrib.scoring import Scores, score
+from cxr_attrib.scoring.pixel_grounding import grounding_metrics, sample_truth, truth_mask
 from cxr_attrib.targets import build_prompt
+from cxr_attrib.variants import parse_variant
 
 from .config import RunConfig, unit_id
 from .plan import counterfactual_provider, select_samples, shard_samples
+from .recognition import owns, recognition_samples, run_recognition
 from .shard import Shard
 from .store import FilterOutcome, ModelLoad, SampleRecord, Store, UnitRecord, heatmap_thumbnail, image_thumbnail
 
@@ -97,12 +100,28 @@ def _error_text(exc: BaseException) -> str:
 class _ModelRun:
     """The units of one model on one shard."""
 
-    def __init__(self, config: RunConfig, store: Store, worker: str, stats: RunStats, advance: Advance) -> None:
+    def __init__(self, config: RunConfig, store: Store, shard: Shard, stats: RunStats, advance: Advance) -> None:
+        worker = worker_id(shard)
+        self.shard = shard
         self.config, self.store, self.worker, self.stats, self.advance = config, store, worker, stats, advance
         self.finished = store.finished_unit_ids()
         self.verdicts = {(o.sample_id, o.model, o.mode): o for o in store.filter_outcomes()}
         self.provider = counterfactual_provider(config, get_benchmark(config.benchmark))
         self.recorded_samples = set(store.samples())
+        bench = get_benchmark(config.benchmark)
+        self.recognition = recognition_samples(bench, config.split, config.recognition) if config.recognition else []
+        self.recognised = {(r.model, r.sample_id) for r in store.recognition()}
+
+    def recognition_todo(self, model: str) -> set[str]:
+        """Sample ids of the model's recognition pass that this shard owns and has not stored yet."""
+        return {sample.id for sample, _ in self.recognition
+                if (model, sample.id) not in self.recognised and owns(self.shard, sample.id, model)}
+
+    def run_recognition(self, adapter: Adapter, model: str) -> None:
+        done = {sid for m, sid in self.recognised if m == model}
+        run_recognition(adapter, model, self.recognition, shard=self.shard, done=done,
+                        write=self.store.add_recognition, worker=self.worker)
+        self.recognised |= {(model, sample.id) for sample, _ in self.recognition}
 
     def unit_ids(self, sample: Sample, model: str) -> dict[str, str]:
         mode = self.config.mode or sample.mode
@@ -120,7 +139,7 @@ class _ModelRun:
         return False
 
     def run(self, plan: ModelPlan, options: LoadOptions) -> None:
-        if not self.pending(plan):  # everything stored: count it, load nothing
+        if not self.pending(plan) and not self.recognition_todo(plan.model):  # all stored: count, load nothing
             for sample in plan.samples:
                 self.run_sample(None, plan.model, sample)
             return
@@ -133,6 +152,8 @@ class _ModelRun:
         try:
             for sample in plan.samples:
                 self.run_sample(adapter, plan.model, sample)
+            if self.recognition:
+                self.run_recognition(adapter, plan.model)
         finally:
             clear_adapter_cache()
 
@@ -199,12 +220,15 @@ class _ModelRun:
         config = self.config
         tick = time.perf_counter()
         try:
-            result = attribute(adapter, pixels, sample.question, method=method, mode=mode,  # type: ignore[arg-type]
-                               answer=answer, seed=config.seed, **config.params[method])
+            name = parse_variant(method).name
+            truth = sample.boxes if get_method(name).needs_truth else None
+            result = attribute(adapter, pixels, sample.question, method=name, mode=mode,  # type: ignore[arg-type]
+                               answer=answer, seed=config.seed, truth_boxes=truth, **config.params[method])
             scored_at = time.perf_counter()
             scores = score(result, sample.boxes, model=adapter, image=pixels, steps=config.steps,
-                           fraction=config.fraction, n_random=config.n_random, seed=config.seed,
+                           fraction=config.fraction, n_random=config.n_random, seed=config.seed, fill=config.fill,
                            split=config.split, dataset=sample.dataset, sample=sample.id)
+            pixel = _pixel_metrics(result, sample, pixels)
         except Exception as exc:  # a failing method is recorded and the run goes on
             self.stats.unit_s += time.perf_counter() - tick
             self.record_failure(sample, model, method, uid, mode, exc)
@@ -215,7 +239,7 @@ class _ModelRun:
             uid, sample.id, model, method, dict(config.params[method]), mode, config.seed, "ok", answer=answer,
             boxes=np.asarray(scores.pred_boxes, dtype=np.float64).reshape(-1, 4),
             method_boxes=np.asarray(result.boxes, dtype=np.float64).reshape(-1, 4),
-            metrics={name: getattr(scores, name) for name in Scores.METRICS},
+            metrics={**{name: getattr(scores, name) for name in Scores.METRICS}, **pixel},
             heatmap=heatmap_thumbnail(result.heatmap), wall_time_s=result.meta.wall_time_s,
             score_time_s=done - scored_at, passes=dict(result.meta.passes), versions=dict(result.meta.versions),
             worker=self.worker, finished_at=time.time(), curves=scores.raw_curves(),
@@ -250,6 +274,15 @@ class _ModelRun:
         self.advance(model, 1)
 
 
+def _pixel_metrics(result, sample: Sample, pixels: np.ndarray) -> dict[str, float]:
+    """XBench-style pixel grounding of one result (its heatmap, or its boxes' mask) against the sample's truth."""
+    shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+    truth = sample_truth(sample.boxes, None if sample.load_mask is None else sample.load_mask(), shape,
+                         sample=sample.id)
+    heat = result.heatmap if result.heatmap is not None else truth_mask(result.boxes, shape).astype(np.float32)
+    return grounding_metrics(heat, truth)
+
+
 def worker_id(shard: Shard) -> str:
     """``host:pid:K/N``: who ran a unit."""
     return f"{socket.gethostname()}:{os.getpid()}:{shard.label}"
@@ -280,7 +313,7 @@ def run_shard(
     """
     options = options or LoadOptions()
     stats = RunStats()
-    runner = _ModelRun(config, store, worker_id(shard), stats, advance)
+    runner = _ModelRun(config, store, shard, stats, advance)
     for plan in plans:
         runner.run(plan, options)
     return stats

@@ -21,21 +21,32 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxr_attrib.errors import DataError
+from cxr_attrib.errors import DataError, OutputError
+from cxr_attrib.safeio import building_sqlite, connect_sqlite, load_npy, open_regular
 
 from .config import RunConfig
-from .records import FilterOutcome, ModelLoad, SampleRecord, UnitRecord, heatmap_thumbnail, image_thumbnail
+from .records import (
+    FilterOutcome,
+    ModelLoad,
+    RecognitionRecord,
+    SampleRecord,
+    UnitRecord,
+    heatmap_thumbnail,
+    image_thumbnail,
+)
 
 __all__ = [
     "FORMAT",
     "SCHEMA_VERSION",
     "FilterOutcome",
     "ModelLoad",
+    "RecognitionRecord",
     "SampleRecord",
     "Store",
     "StoreError",
@@ -76,6 +87,12 @@ CREATE TABLE model_loads (
     worker TEXT NOT NULL, model TEXT NOT NULL, load_s REAL NOT NULL, started_at REAL NOT NULL);
 """
 
+_RECOGNITION = """CREATE TABLE IF NOT EXISTS recognition (
+    model TEXT NOT NULL, sample_id TEXT NOT NULL, finding TEXT NOT NULL, label INTEGER NOT NULL CHECK (label IN (0, 1)),
+    p_positive REAL, error TEXT, worker TEXT NOT NULL, finished_at REAL NOT NULL, PRIMARY KEY (model, sample_id))"""
+"""The recognition pass's table (added to schema 1 without a version change: a store
+without it simply has no recognition rows; a writer creates it)."""
+
 
 class StoreError(DataError):
     """A store that cannot be used: not SQLite, not a leaderboard store, too new, in use."""
@@ -99,7 +116,7 @@ def _pack(array: np.ndarray | None) -> bytes | None:
 
 
 def _unpack(blob: bytes | None) -> np.ndarray | None:
-    return None if blob is None else np.load(io.BytesIO(blob), allow_pickle=False)
+    return None if blob is None else load_npy(blob, what="a stored heatmap", max_bytes=len(blob))
 
 
 def _finite(value: Any) -> Any:
@@ -115,7 +132,7 @@ def _finite(value: Any) -> Any:
 def _check_sqlite_file(path: Path) -> None:
     if not path.is_file():
         raise StoreError(f"no leaderboard store at {path}: expected a .sqlite file written by `cxr-attrib leaderboard`")
-    with path.open("rb") as stream:
+    with open_regular(path, what="leaderboard store", max_bytes=1 << 44) as stream:
         head = stream.read(len(_SQLITE_MAGIC))
     if head != _SQLITE_MAGIC:
         raise StoreError(
@@ -151,35 +168,43 @@ class Store:
         Raises:
             StoreError: the file exists or cannot be created.
         """
+        with cls.building(path, config, shard) as store:
+            store.close()
+        return cls.open(path, writable=True)
+
+    @classmethod
+    @contextmanager
+    def building(cls, path: str | os.PathLike, config: RunConfig, shard: str) -> Iterator[Store]:
+        """A new store built under a hidden exclusive name, linked to ``path`` only when complete.
+
+        A process scanning the folder (another shard starting at the same moment)
+        never sees a half-made store; a failure leaves nothing behind
+        (:func:`cxr_attrib.safeio.building_sqlite`).
+
+        Raises:
+            StoreError: the file exists or cannot be created.
+        """
         path = Path(path)
-        if path.exists():
-            raise StoreError(f"refusing to overwrite {path}: a store already exists there")
-        # Built under a hidden name and linked into place complete, so a process scanning the
-        # folder (another shard starting at the same moment) never sees a half-made store.
-        building = path.with_name(f".{path.name}.{os.getpid()}.building")
         try:
-            db = sqlite3.connect(building, isolation_level=None)
-            try:
+            with building_sqlite(path, what="leaderboard store") as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 with _transaction(db):
                     for statement in _SCHEMA.strip().split(";"):
                         if statement.strip():
                             db.execute(statement)
+                    db.execute(_RECOGNITION)
                     meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "config": json.dumps(
                         config.to_dict(), sort_keys=True), "config_digest": config.digest, "shard": shard}
                     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
-            finally:
-                db.close()
-            os.link(building, path)
-        except FileExistsError:
-            raise StoreError(f"refusing to overwrite {path}: a store already exists there") from None
+                store = cls(db, path, writable=True)
+                try:
+                    yield store
+                finally:
+                    store.close()
+        except OutputError as exc:
+            raise StoreError(str(exc)) from None
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot create the store {path}: {exc}; is its folder writable?") from exc
-        finally:
-            building.unlink(missing_ok=True)
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute("PRAGMA synchronous=NORMAL")
-        return cls(db, path, writable=True)
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, writable: bool = False) -> Store:
@@ -195,12 +220,11 @@ class Store:
         path = Path(path)
         _check_sqlite_file(path)
         try:
+            db = connect_sqlite(path, writable=writable, what="leaderboard store")
             if writable:
-                db = sqlite3.connect(path, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-            else:
-                db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
+                db.execute(_RECOGNITION)
             rows = dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.Error as exc:
             raise StoreError(f"{path} is not a readable leaderboard store: {exc}") from exc
@@ -298,6 +322,16 @@ class Store:
                                 None if approx is None else bool(approx), tuple(json.loads(preds)), wall, error,
                                 worker, finished)
 
+    def recognition(self) -> list[RecognitionRecord]:
+        """Every recognition row, ordered by (model, sample); empty for a store without the table."""
+        found = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recognition'").fetchone()
+        if found is None:
+            return []
+        return [RecognitionRecord(model, sid, finding, int(label), p, error, worker, finished)
+                for model, sid, finding, label, p, error, worker, finished in self._db.execute(
+                    "SELECT model, sample_id, finding, label, p_positive, error, worker, finished_at "
+                    "FROM recognition ORDER BY model, sample_id")]
+
     def model_loads(self) -> list[ModelLoad]:
         """Every model load, in the order they happened."""
         return [ModelLoad(*row) for row in self._db.execute(
@@ -348,6 +382,19 @@ class Store:
              json.dumps(unit.versions), unit.error, unit.traceback, unit.worker, float(unit.finished_at),
              None if unit.curves is None else json.dumps(unit.curves, allow_nan=False)),
         )
+
+    def add_recognition(self, records: Sequence[RecognitionRecord]) -> None:
+        """Record p(positive) rows of one batch (one committed transaction; a row already
+        recorded for that (model, sample) is kept)."""
+        if not self.writable:
+            raise StoreError(f"{self.path} was opened read-only")
+        rows = [(r.model, r.sample_id, r.finding, int(r.label), None if r.p_positive is None else float(r.p_positive),
+                 r.error, r.worker, float(r.finished_at)) for r in records]
+        try:
+            with _transaction(self._db):
+                self._db.executemany("INSERT OR IGNORE INTO recognition VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the store {self.path}: {exc}") from exc
 
     def add_model_load(self, load: ModelLoad) -> None:
         """Record one model load."""

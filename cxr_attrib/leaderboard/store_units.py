@@ -17,9 +17,9 @@ from cxr_attrib.errors import DataError
 
 from .config import RunConfig
 from .report import UnitResult
-from .store import UnitRecord, open_store
+from .store import RecognitionRecord, UnitRecord, open_store
 
-__all__ = ["read_units", "store_files", "with_arrays"]
+__all__ = ["read_recognition", "read_units", "store_files", "with_arrays"]
 
 
 def store_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -97,6 +97,16 @@ def read_units(paths: Iterable[str | Path]) -> tuple[RunConfig, list[UnitResult]
                 seen[record.unit_id] = (path, record)
                 units.append(_unit(record, config.benchmark))
     return first[1], units
+
+
+def read_recognition(paths: Iterable[str | Path]) -> list[RecognitionRecord]:
+    """Every recognition row of the stores at ``paths``; a (model, sample) in two stores counts once."""
+    rows: dict[tuple[str, str], RecognitionRecord] = {}
+    for path in store_files(paths):
+        with open_store(path) as store:
+            for record in store.recognition():
+                rows.setdefault((record.model, record.sample_id), record)
+    return list(rows.values())
 
 
 def with_arrays(paths: Iterable[str | Path], units: Sequence[UnitResult]) -> list[UnitResult]:

@@ -21,16 +21,13 @@ import numpy as np
 from PIL import Image
 
 from cxr_attrib.errors import CxrAttribError, DataError
-from cxr_attrib.render import BOX_COLOR, TRUTH_COLOR, render_overlay
+from cxr_attrib.render import TRUTH_COLOR, render_overlay
 from cxr_attrib.typing import GreyImage
 
 from .report import UnitResult
 
-__all__ = ["BOX_LEGEND", "TRUTH_COLOR", "Thumbnail", "benchmark_image", "pick_units", "render_thumbnail",
+__all__ = ["TRUTH_COLOR", "Thumbnail", "benchmark_image", "pick_units", "render_thumbnail",
            "thumbnails"]
-
-BOX_LEGEND: Mapping[str, tuple[int, int, int]] = {"predicted": BOX_COLOR, "ground truth": TRUTH_COLOR}
-"""Box colours of the thumbnails, for a legend."""
 
 _CANVAS_GREY = 40
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import html
 import io
 import json
 import math
@@ -38,11 +37,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.outputs import write_files
+from cxr_attrib.sanitise import for_csv, for_markdown, for_terminal
+from cxr_attrib.safeio import read_text
 
 __all__ = [
     "GROUP_KEYS",
@@ -349,10 +349,10 @@ def csv_text(rows: Sequence[AggregateRow], *, lead: Lead = None) -> str:
     header += [f"{m}_{part}" for m in names for part in ("mean", "ci_low", "ci_high", "n")]
     handle = io.StringIO(newline="")
     writer = csv.writer(handle)
-    writer.writerow(header)
+    writer.writerow([for_csv(name) for name in header])
     for row, extra in zip(rows, lead_values):
-        line = [*extra, row.model, row.split, row.method, row.dataset, row.macro, row.n,
-                row.n_models]
+        line = [*map(for_csv, extra), *map(for_csv, (row.model, row.split, row.method, row.dataset)), row.macro,
+                row.n, row.n_models]
         for name in names:
             summary = row.metrics.get(name)
             line += (
@@ -424,7 +424,7 @@ def read_versioned_json(
             document, naming ``path`` and ``what``.
     """
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        document = json.loads(read_text(path, what=what))
         if document.get("schema_version") != version:
             raise ValueError(f"schema_version {document.get('schema_version')!r}")
         return build(document)
@@ -461,8 +461,8 @@ def to_markdown(
 ) -> str:
     """A GitHub-flavoured markdown table, cells ``mean [ci_low, ci_high]`` in percent.
 
-    Names are text, never markup: ``&``, ``<`` and ``>`` are written as HTML
-    entities, ``|`` is escaped and line breaks become spaces.
+    Names are text, never markup (:func:`cxr_attrib.sanitise.for_markdown`): HTML,
+    links, images, emphasis and ``|`` are neutralised and line breaks become spaces.
 
     Args:
         rows (Sequence[AggregateRow]): output of :func:`aggregate`.
@@ -486,14 +486,12 @@ def to_markdown(
     header, body, text_columns = _table_rows(rows, metrics, lead)
     align = ["---" if is_text else "---:" for is_text in text_columns]
 
-    def text(cell: str) -> str:
-        flat = " ".join(cell.splitlines())
-        return html.escape(flat, quote=False).replace("|", "\\|")
+    def line(cells: Sequence[str], texts: Sequence[bool]) -> str:
+        # Names (text columns, headers) came from stores and plugins; the numbers are ours.
+        return "| " + " | ".join(for_markdown(c) if t else c for c, t in zip(cells, texts)) + " |"
 
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(text(c) for c in cells) + " |"
-
-    lines = [line(header), "|" + "|".join(align) + "|", *(line(cells) for cells in body)]
+    lines = [line(header, [True] * len(header)), "|" + "|".join(align) + "|",
+             *(line(cells, text_columns) for cells in body)]
     return "\n".join(lines) + "\n"
 
 
@@ -520,9 +518,9 @@ def to_rich_table(
         rich.table.Table: print it with ``rich.console.Console().print(table)``.
     """
     header, body, text_columns = _table_rows(rows, metrics, lead)
-    table = Table(title=None if title is None else rich_escape(title))
+    table = Table(title=None if title is None else for_terminal(title))
     for name, is_text in zip(header, text_columns):
-        table.add_column(rich_escape(name), justify="left" if is_text else "right")
+        table.add_column(for_terminal(name), justify="left" if is_text else "right")
     for row, cells in zip(rows, body):
-        table.add_row(*(rich_escape(c) for c in cells), style="bold" if row.macro else None)
+        table.add_row(*(for_terminal(c) for c in cells), style="bold" if row.macro else None)
     return table

@@ -46,6 +46,9 @@ __all__ = [
     "TauSweep",
     "calibrate_tau",
     "calibration_split",
+    "grounding_metrics",
+    "metric_key",
+    "sample_truth",
     "mask_overlap",
     "normalise_map",
     "pixel_pointing_game",
@@ -393,3 +396,54 @@ def calibrate_tau(
     if metric not in ("dice", "iou"):
         raise DataError(f"metric must be 'dice' or 'iou'; received {metric!r}.")
     return tau_sweep(maps, truths, taus=taus, rule=rule).best(metric)
+
+
+def metric_key(metric: Literal["pixel_iou", "pixel_dice"], tau: float) -> str:
+    """The name of a tau-sweep value in a unit's metrics, e.g. ``"pixel_dice@0.35"``."""
+    return f"{metric}@{tau:.2f}"
+
+
+def sample_truth(boxes: object, mask: np.ndarray | None, shape: tuple[int, int], *, sample: str) -> np.ndarray:
+    """A sample's (H, W) truth mask: its given mask, or the union of its boxes.
+
+    Args:
+        boxes (array-like): (N, 4) boxes, input frame, exclusive ends.
+        mask (np.ndarray | None): (H, W) bool mask (e.g. SIIM-ACR's), or None.
+        shape (tuple[int, int]): (H, W) of the image.
+        sample (str): the sample id, for the message.
+
+    Raises:
+        DataError: the mask's shape differs from the image's (names the sample and both shapes).
+    """
+    if mask is None:
+        return truth_mask(boxes, shape)
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape) or mask.dtype != bool:
+        raise DataError(
+            f"sample {sample!r}: its truth mask is {mask.dtype} {mask.shape} but its image is {tuple(shape)}; "
+            "a mask must be bool with its image's (H, W) shape."
+        )
+    return mask
+
+
+def grounding_metrics(heatmap: object, truth: object, *, taus: Sequence[float] = TAU_GRID) -> dict[str, float]:
+    """Every XBench-style grounding value of one map, flat, for a leaderboard unit.
+
+    Args:
+        heatmap (array-like): (H, W) input-frame map (a box-only method: its boxes' mask).
+        truth (array-like): (H, W) bool truth mask.
+        taus (Sequence[float]): the sweep. Default: :data:`TAU_GRID`.
+
+    Returns:
+        dict[str, float]: ``pointing_any``, ``pointing_share`` and, per tau,
+        ``pixel_iou@tau`` and ``pixel_dice@tau`` (:func:`metric_key`), normalised rule.
+    """
+    sweep = tau_sweep([heatmap], [truth], taus=taus)
+    out = {
+        "pointing_any": pixel_pointing_game(heatmap, truth, convention="any"),
+        "pointing_share": pixel_pointing_game(heatmap, truth, convention="share"),
+    }
+    for k, tau in enumerate(sweep.taus):
+        out[metric_key("pixel_iou", tau)] = float(sweep.iou[k])
+        out[metric_key("pixel_dice", tau)] = float(sweep.dice[k])
+    return out

@@ -10,7 +10,7 @@ live in :mod:`cxr_attrib.testing.pytest_plugin`, installed as a ``pytest11`` plu
 from typing import Any
 
 from .adapter_conformance import AdapterConformanceError, AdapterReport, check_adapter, tiny_factory
-from .conformance import check_method, conformance_images
+from .conformance import check_method, check_refusal, conformance_images
 from .randomisation import randomisation_curve, randomised_copy, rank_correlation
 from .tiny_models import (
     build_tiny_adapter,
@@ -30,6 +30,7 @@ __all__ = [
     "build_tiny_adapter",
     "check_adapter",
     "check_method",
+    "check_refusal",
     "conformance_images",
     "load_tiny_adapter",
     "randomisation_curve",

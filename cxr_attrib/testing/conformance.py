@@ -29,7 +29,7 @@ from ..adapter import Adapter
 from ..api import attribute
 from ..result import Attribution
 
-__all__ = ["check_method", "conformance_images"]
+__all__ = ["check_method", "check_refusal", "conformance_images"]
 
 QUESTION = "Is there evidence of nodule in the image?"
 
@@ -99,3 +99,30 @@ def check_method(
             assert model_calls >= 1, f"{where}: no forward pass or generation recorded"
         results.append(first)
     return results
+
+
+def check_refusal(method: str, model: Adapter, match: str) -> None:
+    """Check that ``method`` refuses ``model`` with a capability error before any model pass.
+
+    Args:
+        method (str): a registered method name.
+        model (Adapter): a loaded adapter that lacks a surface the method needs.
+        match (str): a regular expression the error message must match.
+
+    Raises:
+        AssertionError: no :class:`~cxr_attrib.errors.ModelCapabilityError`, a message not
+            matching ``match``, or a model pass counted before the refusal.
+    """
+    import re
+
+    from ..errors import ModelCapabilityError
+
+    model.counter.reset()
+    try:
+        attribute(model, np.zeros((32, 32), np.uint8), QUESTION, method=method, answer="Yes")
+    except ModelCapabilityError as exc:
+        assert re.search(match, str(exc)), f"{method}: the refusal {str(exc)!r} does not match {match!r}"
+    else:
+        raise AssertionError(f"{method} ran on {model.name!r}; expected a ModelCapabilityError before any pass")
+    counts = model.counter.as_dict()
+    assert not any(counts.values()), f"{method}: passes before the refusal: {counts}"

@@ -13,7 +13,8 @@ every held-out evaluation use seeds from :data:`HELD_OUT_START` on.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import lru_cache
+from dataclasses import replace
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -33,6 +34,10 @@ HELD_OUT_START = HELD_OUT_SEED_START
 
 def _uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _removed(seed: int, finding: str, size: int) -> np.ndarray:
+    return _uint8(_case(seed, finding, size).removed)
 
 
 @lru_cache(maxsize=64)
@@ -98,6 +103,21 @@ class PhantomBench(Benchmark):
             for i in range(self.n_per_finding * len(FINDINGS)):
                 finding = FINDINGS[i % len(FINDINGS)]
                 yield phantom_sample(self.start + i, finding, size=self.size, mode=mode)
+
+    def negatives(self, *, split: str | None = None) -> Iterator[Sample]:
+        """The exact negative of each positive: the same phantom with the finding removed.
+
+        Id ``phantom/<mode>/no <finding>/<seed>``, answer "No", no boxes; the image is the
+        causal filter's ``removed`` counterfactual (it differs from the positive only
+        inside the finding's box), so recognition is judged on the finding alone.
+        """
+        for positive in self.samples(split=split):
+            seed, finding = positive.extra["seed"], positive.extra["finding_key"]
+            yield replace(
+                positive, id=f"phantom/{positive.mode}/no {finding}/{seed}", answer="No",
+                boxes=np.zeros((0, 4), dtype=np.float64),
+                load_image=partial(_removed, seed, finding, self.size), extra={**positive.extra, "negative": True},
+            )
 
     def sample(self, sample_id: str, *, split: str | None = None) -> Sample:
         """Rebuild the sample ``phantom/<mode>/<finding>/<seed>`` from its id alone.

@@ -1,23 +1,25 @@
-"""The main job on the embedded default: one phantom case, one model, one method.
+"""The main job on the embedded default: what several methods say one model used, on one phantom.
 
-Generates a held-out phantom chest X-ray with a finding, asks an embedded model
-about it, attributes the answer, writes the overlay PNG and the JSON result, and
-scores the attribution against the finding's exact box (known by construction).
+Generates a held-out phantom chest X-ray with a finding whose box is known exactly,
+asks an embedded model about it once, explains that answer with MedFocus and the
+strongest method of each family (:data:`~cxr_attrib.comparison.COMPARE_METHODS`), scores
+each against the exact box, and writes the comparison: ``compare.png``, ``index.html``,
+``result-<method>.json`` and the phantom itself (``phantom.png``).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from cxr_attrib.api import attribute
+from cxr_attrib.comparison import COMPARE_METHODS, Comparison, check_out_dir, compare
 from cxr_attrib.outputs import check_outputs, write_files
+
 from .benchmark import HELD_OUT_START, phantom_sample
-from cxr_attrib.result import Attribution
-from cxr_attrib.scoring.score import score
 
 __all__ = ["DEMO_SEED", "DemoResult", "run_demo"]
 
@@ -32,58 +34,45 @@ class DemoResult:
     """What the demo made and measured.
 
     Attributes:
-        result (Attribution): the attribution (input frame = the 224 x 224 phantom).
-        image_path, overlay_path, json_path (Path): files written.
+        comparison (Comparison): every method's result and scores (input frame = the
+            224 x 224 phantom).
+        image_path (Path): the phantom PNG.
+        files (tuple[Path, ...]): the comparison's files (sheet, page, one JSON per method).
         ground_truth (tuple): the finding's exact box (x1, y1, x2, y2).
-        iou (float): union IoU of the method's boxes with the ground truth (paper protocol).
-        pointing_game (float | None): the heatmap's peak lies inside the ground truth (1.0 /
-            0.0; a plateau peak scores the share of its pixels inside).
     """
 
-    result: Attribution
+    comparison: Comparison
     image_path: Path
-    overlay_path: Path
-    json_path: Path
+    files: tuple[Path, ...]
     ground_truth: tuple[float, float, float, float]
-    iou: float
-    pointing_game: float | None
 
 
 def run_demo(
     out_dir: str | Path = "cxr-attrib-demo",
     *,
     model: str = "phantom-qwen",
-    method: str = "occlusion",
+    methods: Sequence[str] = COMPARE_METHODS,
     finding: str = "pleural_effusion",
     seed: int = DEMO_SEED,
 ) -> DemoResult:
-    """Run the demo and write ``phantom.png``, ``overlay.png`` and ``result.json``.
+    """Run the demo and write ``phantom.png``, ``compare.png``, ``index.html`` and ``result-<method>.json``.
 
     Args:
         out_dir: output folder (created). Default: "cxr-attrib-demo".
         model: registry key of the model. Default: "phantom-qwen".
-        method: attribution method. Default: "occlusion".
+        methods: methods to compare. Default: :data:`~cxr_attrib.comparison.COMPARE_METHODS`.
         finding: phantom finding drawn into the image. Default: "pleural_effusion".
         seed: phantom seed (held-out seeds start at 10,000,000). Default: :data:`DEMO_SEED`.
     """
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     sample = phantom_sample(seed, finding)
     pixels = sample.load_image()
     image_path = out / "phantom.png"
-    overlay_path, json_path = out / "overlay.png", out / "result.json"
-    check_outputs([image_path, overlay_path, json_path])
+    check_outputs([image_path])
+    comparison = compare(model, pixels, sample.question, methods, truth=sample.boxes)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     write_files({image_path: buffer.getvalue()})
-    result = attribute(model, image_path, sample.question, method=method)
-    result.save(overlay_path, json_path)
-    scores = score(result, sample.boxes)
-    return DemoResult(
-        result=result,
-        image_path=image_path,
-        overlay_path=overlay_path,
-        json_path=json_path,
-        ground_truth=tuple(float(v) for v in sample.boxes[0]),
-        iou=float(scores.iou),
-        pointing_game=scores.pointing_game,
-    )
+    files = comparison.save(out)
+    return DemoResult(comparison=comparison, image_path=image_path, files=(image_path, *files),
+                      ground_truth=tuple(float(v) for v in sample.boxes[0]))

@@ -19,7 +19,14 @@ from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 from cxr_attrib.pools import mask_box
 
-from .medfocus import TRANSFER_DEFAULTS, NoSupportError, TransferCache, check_transfer_params, transfer_concepts
+from .medfocus import (
+    TRANSFER_DEFAULTS,
+    NoSupportError,
+    TransferCache,
+    TransportFailure,
+    check_transfer_params,
+    transfer_concepts,
+)
 
 FINDING_CONCEPTS: dict[str, str] = {
     "pleural effusion": "bilateral_costophrenic",
@@ -133,18 +140,21 @@ class AnatomyPrior(Method):
         cache = None if cache_dir is None else TransferCache(cache_dir)
         try:
             transfer = transfer_concepts(request.image, pool, cache=cache, **checked)
-        except NoSupportError as exc:
+        except (NoSupportError, TransportFailure) as exc:
             info["fallback"] = f"whole_image: {exc}"
-            return self._whole(request, info)
-        info.update(reference=transfer.reference_id, untransferred=list(transfer.info["untransferred"]))
+            return self._whole(request, info, (f"anatomy_prior fell back to the whole image: {exc}",))
+        warnings = tuple(transfer.info.get("warnings", ()))
+        info.update(reference=transfer.reference_id, untransferred=list(transfer.info["untransferred"]),
+                    transport_warnings=list(warnings))
         heat = (transfer.member_mask(concept) & request.content_mask).astype(np.float32)
         return MethodOutput(heatmap=heat, boxes=transfer.member_boxes(concept), unit="anatomical prior (0/1)",
-                            info=info)
+                            info=info, warnings=warnings)
 
     @staticmethod
-    def _whole(request: MethodRequest, info: dict) -> MethodOutput:
+    def _whole(request: MethodRequest, info: dict, warnings: tuple[str, ...] = ()) -> MethodOutput:
         return MethodOutput(heatmap=request.content_mask.astype(np.float32),
-                            boxes=[_content_box(request.content_mask)], unit="anatomical prior (0/1)", info=info)
+                            boxes=[_content_box(request.content_mask)], unit="anatomical prior (0/1)", info=info,
+                            warnings=warnings)
 
 
 @hookimpl

@@ -16,7 +16,7 @@ from .transfer import (
     transfer_concepts,
     transfer_params,
 )
-from .transport import GridMeasure, NoSupportError, UOTResult, grid_measure, solve_uot
+from .transport import GridMeasure, NoSupportError, TransportFailure, UOTResult, grid_measure, solve_uot
 
 __all__ = [
     "TRANSFER_DEFAULTS",
@@ -24,6 +24,7 @@ __all__ = [
     "GridMeasure",
     "NoSupportError",
     "TransferCache",
+    "TransportFailure",
     "UOTResult",
     "default_cache",
     "grid_measure",

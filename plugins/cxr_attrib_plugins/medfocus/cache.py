@@ -11,22 +11,21 @@ never inside the data root (``$CXR_ATTRIB_DATA``).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from cxr_attrib.errors import DataError
+from cxr_attrib.outputs import write_files
 from cxr_attrib.paths import ensure_outside_data
 from cxr_attrib.pools import CONCEPTS, ConceptPool
+from cxr_attrib.safeio import load_npz, read_json
 
 from .concepts import ConceptTransfer
 
@@ -34,6 +33,8 @@ __all__ = ["TransferCache", "default_cache"]
 
 _FORMAT = "cxr-attrib-concept-transfer"
 _VERSION = 1  # bump when the transfer's results change, so old disk entries are not reused
+_MAX_ENTRY_BYTES = 64 << 20
+"""Budget of one cache entry file (decoded arrays in total): 11 bit-packed masks are far below it."""
 
 
 class TransferCache:
@@ -109,32 +110,32 @@ class TransferCache:
         self._memory.clear()
 
     def _write(self, key: str, transfer: ConceptTransfer) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         packed = {c: np.packbits(transfer.masks[c]) for c in CONCEPTS}
         size = int(transfer.masks[CONCEPTS[0]].shape[0])
-        with _replacing(self.folder / f"{key}.npz") as stream:
-            np.savez_compressed(stream, **packed)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **packed)
         record = {
             "format": _FORMAT, "version": _VERSION, "size": size, "pool": transfer.pool,
             "reference": transfer.reference, "reference_id": transfer.reference_id,
             "boxes": {c: list(transfer.boxes[c]) for c in CONCEPTS}, "cost": transfer.cost,
             "scores": list(transfer.scores), "info": _plain(transfer.info),
         }
-        with _replacing(self.folder / f"{key}.json") as stream:
-            stream.write((json.dumps(record, indent=1) + "\n").encode("utf-8"))
+        write_files({self.folder / f"{key}.npz": buffer.getvalue(),
+                     self.folder / f"{key}.json": (json.dumps(record, indent=1) + "\n").encode("utf-8")},
+                    root=self.folder)
 
     def _read(self, key: str) -> ConceptTransfer | None:
         meta, arrays = self.folder / f"{key}.json", self.folder / f"{key}.npz"
         if not (meta.is_file() and arrays.is_file()):
             return None
         try:
-            record = json.loads(meta.read_text(encoding="utf-8"))
+            record = read_json(meta, what="concept-transfer cache entry", max_bytes=_MAX_ENTRY_BYTES)
             if record.get("format") != _FORMAT or record.get("version") != _VERSION:
                 return None
             size = int(record["size"])
-            with np.load(arrays, allow_pickle=False) as packed:
-                masks = {c: np.unpackbits(packed[c], count=size * size).reshape(size, size).astype(bool)
-                         for c in CONCEPTS}
+            packed = load_npz(arrays, what="concept-transfer cache entry", max_bytes=_MAX_ENTRY_BYTES)
+            masks = {c: np.unpackbits(packed[c], count=size * size).reshape(size, size).astype(bool)
+                     for c in CONCEPTS}
             boxes = {c: tuple(float(v) for v in record["boxes"][c]) for c in CONCEPTS}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"concept-transfer cache entry {meta} is unreadable ({exc}); delete it") from None
@@ -143,19 +144,6 @@ class TransferCache:
         return ConceptTransfer(record["pool"], int(record["reference"]), record["reference_id"],
                                MappingProxyType(boxes), MappingProxyType(masks), float(record["cost"]),
                                tuple(float(s) for s in record["scores"]), MappingProxyType(record["info"]))
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[BinaryIO]:
-    """Write ``path`` through a temporary file in its folder, renamed into place at the end."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            yield stream
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _plain(value: Any) -> Any:

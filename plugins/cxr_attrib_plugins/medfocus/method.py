@@ -34,7 +34,7 @@ from .cache import TransferCache
 from .decision import NORMALISATIONS, concept_heatmap, decide, region_scores
 from .interventions import SHAPES, concept_regions, measure_drops
 from .transfer import TRANSFER_DEFAULTS, ConceptTransfer, check_transfer_params, transfer_concepts
-from .transport import NoSupportError
+from .transport import NoSupportError, TransportFailure
 
 __all__ = ["MedFocus"]
 
@@ -136,7 +136,9 @@ class MedFocus(Method):
                 device=device if device.type != "cpu" else None, **settings.transfer,
             )
         except NoSupportError as err:
-            return self._blank(request, settings, str(err))
+            return self._blank(request, settings, f"no concept transfer: {err}")
+        except TransportFailure as err:
+            return self._blank(request, settings, f"concept transfer failed: {err}")
         boxes, masks, refinement = _concept_layout(transfer, settings, image)
         regions = concept_regions(boxes, masks, settings.shape, request.size)
         drops = measure_drops(request.adapter, request.query, image, settings.baseline, list(regions.values()),
@@ -163,18 +165,21 @@ class MedFocus(Method):
                 "ratio": decision.ratio,
                 "fallback": decision.fallback,
                 "token_scores": f"per-token drops when {decision.winner} is hidden",
+                "transport_warnings": list(transfer.info.get("warnings", [])),
                 **refinement,
             },
+            warnings=tuple(transfer.info.get("warnings", [])),
         )
 
     @staticmethod
     def _blank(request: MethodRequest, settings: _Settings, reason: str) -> MethodOutput:
-        """Recorded whole-image fallback for an image with nothing to transport onto."""
+        """Recorded whole-image fallback when no concept could be transferred (``reason`` says why)."""
         return MethodOutput(
             heatmap=np.zeros((request.size, request.size), dtype=np.float32),
             boxes=[mask_box(request.content_mask)],
             unit=UNIT,
-            info={"pool": settings.pool.name, "fallback": True, "fallback_reason": f"no concept transfer: {reason}"},
+            info={"pool": settings.pool.name, "fallback": True, "fallback_reason": reason},
+            warnings=(f"medfocus fell back to the whole image: {reason}",),
         )
 
 

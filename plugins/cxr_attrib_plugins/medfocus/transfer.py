@@ -35,7 +35,16 @@ from cxr_attrib.typing import WorkingImage
 from .cache import TransferCache, default_cache
 from .concepts import Box, ConceptTransfer, members
 from .grids import ReferenceGrid, pool_grids
-from .transport import GridMeasure, cell_edges, check_uot_params, grid_measure, solve_uot
+from .transport import (
+    GridMeasure,
+    Solver,
+    TransportFailure,
+    UOTResult,
+    cell_edges,
+    check_uot_params,
+    grid_measure,
+    solve_uot,
+)
 
 __all__ = [
     "TRANSFER_DEFAULTS",
@@ -56,9 +65,10 @@ _TRANSFERS = ("mass", "warp")
 
 TRANSFER_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "selection": "cost", "transfer": "mass", "epsilon": 0.05, "marginal": 0.1, "mass_quantile": 0.75,
-    "select_grid": 14, "transfer_grid": 56, "max_iter": 500, "tol": 1e-6,
+    "select_grid": 14, "transfer_grid": 56, "max_iter": 500, "tol": 1e-6, "solver": "auto",
 })
-"""The paper's transfer parameters (the defaults of :func:`transfer_concepts`)."""
+"""The paper's transfer parameters (the defaults of :func:`transfer_concepts`); ``solver``
+picks the UOT solver (:func:`~.transport.solve_uot`; ``"pot"`` is the dense reference)."""
 
 
 def check_transfer_params(params: Mapping[str, Any], size: int = 224) -> dict[str, Any]:
@@ -88,7 +98,7 @@ def check_transfer_params(params: Mapping[str, Any], size: int = 224) -> dict[st
         raise MethodParameterError(f"selection must be one of {', '.join(_SELECTIONS)}, got {p['selection']!r}")
     if p["transfer"] not in _TRANSFERS:
         raise MethodParameterError(f"transfer must be one of {', '.join(_TRANSFERS)}, got {p['transfer']!r}")
-    check_uot_params(p["epsilon"], p["marginal"], p["max_iter"], p["tol"], "auto")
+    check_uot_params(p["epsilon"], p["marginal"], p["max_iter"], p["tol"], p["solver"])
     quantile = p["mass_quantile"]
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 < quantile <= 1.0:
         raise MethodParameterError(f"mass_quantile must be in (0, 1], got {quantile!r}")
@@ -126,6 +136,7 @@ def transfer_concepts(
     transfer_grid: int = 56,
     max_iter: int = 500,
     tol: float = 1e-6,
+    solver: Solver = "auto",
     cache: TransferCache | None = None,
     device: str | torch.device | None = None,
 ) -> ConceptTransfer:
@@ -148,10 +159,13 @@ def transfer_concepts(
         transfer_grid (int): grid side for the transfer. Default: 56.
         max_iter (int): Sinkhorn iterations at most. Default: 500.
         tol (float): Sinkhorn tolerance. Default: 1e-6.
+        solver (str): the UOT solver (:func:`~.transport.solve_uot`): ``"auto"`` (the
+            separable solver) or ``"pot"`` (POT's dense solvers, the reference), or
+            one variant by name. Default: "auto".
         cache (TransferCache | None): where finished transfers are kept. Default: None
             (the process-wide in-memory cache).
-        device (str | torch.device | None): run the solver on POT's torch backend on this
-            device (the model's GPU); None runs NumPy. The result does not depend on it
+        device (str | torch.device | None): run the solver on torch on this device
+            (the model's GPU); None runs NumPy. The result does not depend on it
             beyond round-off, so it is not part of the cache key. Default: None.
 
     Returns:
@@ -161,6 +175,8 @@ def transfer_concepts(
         MethodParameterError: a parameter out of range (before any work).
         UnknownPoolError: an unregistered pool name (with suggestions).
         NoSupportError: a blank image (nothing to transport).
+        TransportFailure: no usable plan (every selection solve or the transfer
+            solve did not converge or is degenerate); nothing is cached.
         PoolError: a malformed pool reference.
 
     Examples::
@@ -175,7 +191,7 @@ def transfer_concepts(
     size = pixels.shape[0]
     params = check_transfer_params(
         dict(selection=selection, transfer=transfer, epsilon=epsilon, marginal=marginal, mass_quantile=mass_quantile,
-             select_grid=select_grid, transfer_grid=transfer_grid, max_iter=max_iter, tol=tol), size)
+             select_grid=select_grid, transfer_grid=transfer_grid, max_iter=max_iter, tol=tol, solver=solver), size)
     if isinstance(pool, str):
         from cxr_attrib.registry import get_pool
 
@@ -203,22 +219,28 @@ def _check_image(image: Any) -> npt.NDArray[np.float32]:
 def _transfer(pixels: npt.NDArray[np.float32], pool: ConceptPool, params: dict[str, Any],
               device: str | torch.device | None) -> ConceptTransfer:
     size = pixels.shape[0]
-    solve = {k: params[k] for k in ("epsilon", "marginal", "max_iter", "tol")}
+    solve = {k: params[k] for k in ("epsilon", "marginal", "max_iter", "tol", "solver")}
     coarse = grid_measure(pixels, params["select_grid"])
     runs = [solve_uot(ref.measure, coarse, device=device, **solve)
             for ref in pool_grids(pool, size, params["select_grid"])]
-    scores = tuple(r.cost if params["selection"] == "cost" else r.objective for r in runs)
+    problems = [run.problem() for run in runs]
+    scores = tuple(math.inf if problem else r.cost if params["selection"] == "cost" else r.objective
+                   for r, problem in zip(runs, problems))
+    warnings = [f"reference {pool.ids[k]!r} left out of the selection: {problem}"
+                for k, problem in enumerate(problems) if problem]
+    if all(problems):
+        raise TransportFailure(f"no pool reference could be transported onto the image: {problems[0]}")
     chosen = int(np.argmin(scores))
     reference = pool_grids(pool, size, params["transfer_grid"])[chosen]
     target = grid_measure(pixels, params["transfer_grid"])
-    run = solve_uot(reference.measure, target, device=device, **solve)
+    run = _usable(solve_uot(reference.measure, target, device=device, **solve), "the transfer")
     info: dict[str, Any] = {"params": params, "selection_solver": runs[chosen].info(), "transfer_solver": run.info()}
     if params["transfer"] == "mass":
-        found = _mass_masks(reference.coverage @ run.plan, target, params["mass_quantile"], size)
+        found = _mass_masks(run.transport.push(reference.coverage), target, params["mass_quantile"], size)
     else:
-        itself = solve_uot(target, target, device=device, **solve)
+        itself = _usable(solve_uot(target, target, device=device, **solve), "the self-transport (warp)")
         info["self_solver"] = itself.info()
-        found = _warp_masks(reference, target, run.plan, itself.plan, size)
+        found = _warp_masks(reference, target, run, itself, size)
     boxes, masks, untransferred = {}, {}, []
     for k, concept in enumerate(CONCEPTS):
         mask = found[k]
@@ -232,9 +254,18 @@ def _transfer(pixels: npt.NDArray[np.float32], pool: ConceptPool, params: dict[s
         "support": {"select": int(coarse.cells.size), "transfer": int(target.cells.size),
                     "reference": int(reference.measure.cells.size)},
         "untransferred": untransferred,
+        "warnings": warnings,
     })
     return ConceptTransfer(pool.name, chosen, pool.ids[chosen], MappingProxyType(boxes),
                            MappingProxyType(masks), run.cost, scores, MappingProxyType(info))
+
+
+def _usable(run: UOTResult, what: str) -> UOTResult:
+    """``run`` itself, or :class:`TransportFailure` naming why its plan cannot be used."""
+    problem = run.problem()
+    if problem:
+        raise TransportFailure(f"{what} failed: {problem}")
+    return run
 
 
 def _mass_masks(masses: npt.NDArray[np.float64], target: GridMeasure, quantile: float,
@@ -247,8 +278,8 @@ def _mass_masks(masses: npt.NDArray[np.float64], target: GridMeasure, quantile: 
     return found
 
 
-def _warp_masks(reference: ReferenceGrid, target: GridMeasure, plan: npt.NDArray[np.float64],
-                self_plan: npt.NDArray[np.float64], size: int) -> list[npt.NDArray[np.bool_]]:
+def _warp_masks(reference: ReferenceGrid, target: GridMeasure, run: UOTResult, itself: UOTResult,
+                size: int) -> list[npt.NDArray[np.bool_]]:
     """Every concept's reference mask pulled back through the plan's barycentric map.
 
     Target cell ``j`` receives mass from source cells around the barycentre
@@ -261,7 +292,7 @@ def _warp_masks(reference: ReferenceGrid, target: GridMeasure, plan: npt.NDArray
     sampled at the displaced position, is at least half covered.
     """
     grid = target.grid
-    offsets = _barycentres(plan, reference.measure, target) - _barycentres(self_plan, target, target)
+    offsets = _barycentres(run, reference.measure) - _barycentres(itself, target)
     known = np.isfinite(offsets).all(axis=1)
     field = np.zeros((grid * grid, 2))
     field[target.cells[known]] = offsets[known]
@@ -281,11 +312,11 @@ def _warp_masks(reference: ReferenceGrid, target: GridMeasure, plan: npt.NDArray
             for plane in reference.working]
 
 
-def _barycentres(plan: npt.NDArray[np.float64], source: GridMeasure, target: GridMeasure) -> npt.NDArray[np.float64]:
+def _barycentres(run: UOTResult, source: GridMeasure) -> npt.NDArray[np.float64]:
     """``(Nt, 2)`` source barycentre (row, col in cells) of each target cell; NaN where no mass arrives."""
-    incoming = plan.sum(axis=0)
+    incoming = run.transport.incoming()
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (plan.T @ source.positions) / incoming[:, None]
+        return run.transport.push(source.positions.T).T / incoming[:, None]
 
 
 def _quantile_cells(mass: npt.NDArray[np.float64], quantile: float) -> npt.NDArray[np.intp]:
