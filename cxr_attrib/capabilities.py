@@ -23,7 +23,14 @@ from .errors import ModelCapabilityError
 from .method import Method
 from .registry import methods, plugin_of_module
 
-__all__ = ["adapter_label", "check_capabilities", "missing_surfaces", "runnable_methods", "surface_members"]
+__all__ = [
+    "adapter_label",
+    "check_capabilities",
+    "members_table",
+    "missing_surfaces",
+    "runnable_methods",
+    "surface_members",
+]
 
 
 def surface_members(surface: type) -> tuple[str, ...]:
@@ -88,3 +95,29 @@ def check_capabilities(method: type[Method], adapter: Scorer | None) -> None:
             "(non-float weights, e.g. quantised); load it with a float dtype "
             f"(LoadOptions(dtype='float32' or 'bfloat16')). Methods that run on this model as loaded: {others}."
         )
+
+
+def members_table() -> str:
+    """The markdown table of docs/adapter-guide.md: each surface, its members, the methods that need it.
+
+    Built from the code (the surfaces' abstract members, the registered methods'
+    :meth:`~cxr_attrib.method.Method.required_surfaces`); ``tests/test_docs.py`` checks the
+    guide holds exactly this text.
+    """
+    registered = methods()
+    surfaces: list[type] = [Scorer]
+    for method in registered.values():
+        surfaces += [s for s in method.required_surfaces() if s not in surfaces]
+    rows = ["| surface | members the adapter implements | methods that need it |", "|---|---|---|"]
+    for surface in surfaces:
+        if surface is Scorer:
+            users = [name for name, m in registered.items() if m.uses_model and not m.required_surfaces()]
+            label = "`Scorer` (required)"
+        else:
+            users = [name for name, m in registered.items() if surface in m.required_surfaces()]
+            label = f"`{surface.__name__}` (optional)"
+        members = ", ".join(f"`{member}`" for member in surface_members(surface))
+        rows.append(f"| {label} | {members} | {', '.join(users)} |")
+    free = [name for name, m in registered.items() if not m.uses_model]
+    rows.append(f"| none (model-free) | - | {', '.join(free)} |")
+    return "\n".join(rows) + "\n"

@@ -23,6 +23,7 @@ from cxr_attrib.models import load_adapter
 from cxr_attrib.registry import methods, model_cards
 from cxr_attrib.targets import build_prompt
 from cxr_attrib.testing import check_method, conformance_images, load_tiny_adapter
+from cxr_attrib_adapters.llava import LlavaAdapter
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY_MODULES = ["adapters/cxr_attrib_adapters/llava.py", "adapters/cxr_attrib_adapters/llava_tiny.py"]
@@ -84,7 +85,16 @@ def test_llava_med_loads_from_the_folder_it_names(monkeypatch, tiny_model_dir):
     assert adapter.name == "llava_med" and adapter.family == "llava"
 
 
-@pytest.mark.parametrize("method", sorted(name for name, cls in methods().items() if cls.uses_model))
+APPLICABLE = sorted(name for name, cls in methods().items()
+                    if cls.uses_model and all(issubclass(LlavaAdapter, s) for s in cls.required_surfaces()))
+
+
+def test_applicable_methods_are_all_but_the_dual_encoder_ones():
+    assert set(methods()) - set(APPLICABLE) == {name for name, cls in methods().items() if not cls.uses_model} | {
+        "similarity_map"}
+
+
+@pytest.mark.parametrize("method", APPLICABLE)
 def test_every_method_passes_check_method(llava, method):
     check_method(method, llava, params=FAST.get(method), images=conformance_images()[:1])
 
