@@ -228,7 +228,7 @@ def score(
     steps: int = 10,
     fraction: float = 0.1,
     n_random: int = 8,
-    fill: str | float = "zero",
+    fill: str | float = "noisy_linear",
     seed: int = 0,
     batch_size: int | None = None,
     regions: Regions = "auto",
@@ -253,8 +253,10 @@ def score(
         fraction (float): share of the content in the top and random regions. Default: 0.1.
         n_random (int): random regions. Default: 8.
         fill (str | float): how removed pixels are filled: ``"zero"``, ``"mean"``,
-            ``"blur"``, a number in [0, 1] or ``"noisy_linear"`` (ROAD's imputation);
-            see :func:`~cxr_attrib.perturb.pixel_remover`. Default: ``"zero"``.
+            ``"blur"``, a number in [0, 1] or ``"noisy_linear"`` (ROAD's imputation, the
+            fill under which the ``truth`` reference beats ``random`` most clearly on the
+            phantom models; docs/benchmark-protocol.md); see
+            :func:`~cxr_attrib.perturb.pixel_remover`. Default: ``"noisy_linear"``.
         seed (int): seed of tie-breaks and random regions. Default: 0.
         batch_size (int | None): images per forward call. Default: None (all at once).
         regions ({"auto", "heatmap", "boxes"}): what localisation judges: the

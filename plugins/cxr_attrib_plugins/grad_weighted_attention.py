@@ -20,7 +20,7 @@ import torch
 from cxr_attrib.adapter import AttentionSurface
 from cxr_attrib.errors import MethodParameterError
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest
+from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 
 from ._decoder import attention_surface, decoder_layer
 
@@ -61,6 +61,10 @@ class GradWeightedAttention(Method):
     needs_attentions = True
     surfaces = (AttentionSurface,)
     defaults = MappingProxyType({"layer": -1, "layers": "one"})
+    param_types = MappingProxyType({
+        "layer": Param(int, doc="decoder layer (negative counts from the last); checked against the model"),
+        "layers": Param(str, choices=_SPANS, doc="one layer, or the relevance rollout over all layers"),
+    })
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         surface = attention_surface(request, self.name)
