@@ -18,10 +18,12 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .adapter import LoadOptions, Query, Scorer
+from .blame import blamed_party
+from .capabilities import adapter_label, check_capabilities
 from .errors import ArgumentTypeError, CxrAttribError, InputError, MethodContractError, MethodFailedError
 from .frames import ResizePad, grid_to_working
 from .imageio import LoadedImage, load_image
-from .method import Method, MethodOutput, MethodRequest, gradient_surface, shown
+from .method import Method, MethodOutput, MethodRequest, shown
 from .models import load_adapter
 from .registry import get_method, methods, registered_by
 from .result import Attribution, Concept, Meta, Target, TokenScore
@@ -297,7 +299,8 @@ def attribute(
         InputError: a bad seed, or ``model="none"`` where a model is needed.
         TargetError: an empty or non-UTF-8 question or answer, an unknown mode or target.
         LoadOptionsError: unusable load options.
-        ModelCapabilityError: a gradient method on a model without gradient support.
+        ModelCapabilityError: the model lacks an adapter surface the method needs
+            (names it and the methods that would run), checked before any pass.
         ImageLoadError: an unreadable image.
         MethodFailedError: the method raised (names it and its plugin's distribution).
         MethodContractError: the method returned something invalid.
@@ -320,8 +323,7 @@ def attribute(
     adapter = None
     if method_cls.uses_model or answer is None:
         adapter = load_adapter(model, options)
-    if method_cls.needs_gradients:
-        gradient_surface(adapter, method_cls.name)
+    check_capabilities(method_cls, adapter)
     method_cls.validate(checked_params, adapter if method_cls.uses_model else None)
     working_size = adapter.working_size if adapter is not None else options.working_size
     frame = ResizePad(int(pixels.shape[0]), int(pixels.shape[1]), size=working_size)
@@ -386,12 +388,19 @@ def _check_truth(method: type[Method], truth_boxes: Any) -> np.ndarray | None:
 
 
 def _run_method(method: type[Method], request: MethodRequest) -> MethodOutput:
-    """Call the method; an unexpected exception names the method and its plugin."""
+    """Call the method; an unexpected exception names the party whose code raised it
+    (:func:`cxr_attrib.blame.blamed_party`): the adapter and its plugin, or the method and its plugin."""
     try:
         return method().attribute(request)
     except CxrAttribError:
         raise
     except Exception as exc:
+        if blamed_party(exc, method, request.adapter) == "adapter":
+            raise MethodFailedError(
+                f"{adapter_label(request.adapter)} of model {request.adapter.name!r} failed while method "
+                f"{method.name!r} ran: {type(exc).__name__}: {exc}. This is a bug in the adapter; report it to "
+                "its authors (run with --debug for the traceback)."
+            ) from exc
         raise MethodFailedError(
             f"method {method.name!r} (from {_plugin_label(method.name)}) failed: "
             f"{type(exc).__name__}: {exc}. This is a bug in the method; report it to its authors "
