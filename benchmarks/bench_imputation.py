@@ -3,8 +3,7 @@
 Two removal patterns, each the median of ``--repeat`` runs: half of the pixels
 removed at random (scattered, what a noisy map removes) and the left half removed
 (one block, the hardest case for the sparse solver: the most fill-in). The target is
-under 0.5 s per image (issue 20). Also prints the scorer's cost per unit with each
-fill (``3 * steps + n_random`` images; zero fill needs no solve).
+under 0.5 s per image.
 
 Usage::
 

@@ -6,8 +6,8 @@ exact counterfactuals until ``--per-finding`` samples of every finding are kept 
 most ``--pool`` candidates per finding). Every method (all registered ones, priors
 included, unless ``--methods`` names a subset) explains the answer "Yes" on every
 kept sample, and :func:`cxr_attrib.scoring.score` measures pointing game, IoU and F1
-of the thresholded map, energy in the box, and the normalised deletion / insertion
-AUCs. :func:`cxr_attrib.scoring.aggregate` gives means with seeded 95% bootstrap CIs
+of the thresholded map, energy in the box, and the bounded deletion / insertion
+AUCs and their gains over a random order. :func:`cxr_attrib.scoring.aggregate` gives means with seeded 95% bootstrap CIs
 per model and a macro row over the two models. A method that raises on a sample is
 recorded in the report and the run goes on.
 
@@ -46,7 +46,7 @@ from cxr_attrib_phantom.benchmark import PhantomBench, PhantomCounterfactuals
 from cxr_attrib_phantom.findings import FINDINGS
 
 MODELS = ("phantom-qwen", "phantom-gemma")
-METRICS = ("pointing_game", "iou", "f1", "energy", "deletion_auc", "insertion_auc")
+METRICS = ("pointing_game", "iou", "f1", "energy", "deletion_auc", "insertion_auc", "deletion_gain", "insertion_gain")
 
 
 def parse_params(entries: list[str]) -> dict[str, dict[str, Any]]:
@@ -143,16 +143,15 @@ def report(runs: dict[str, dict], names: list[str], params: dict, parts: list[tu
         "- **pointing_game**: the map's peak pixel lies in the box;",
         "- **iou**, **f1**: the map's thresholded boxes against the box (union areas);",
         "- **energy**: share of the positive map inside the box;",
-        "- **deletion_auc** (lower is better) / **insertion_auc** (higher is better): the target "
-        "log-prob as the top-ranked pixels are removed / restored in 10 steps, normalised to the "
-        "original and fully removed image.",
+        "- **deletion_auc** (lower is better) / **insertion_auc** (higher is better): the area under "
+        "the answer's probability as the top-ranked pixels are removed / restored in 10 steps, in [0, 100];",
+        "- **deletion_gain** / **insertion_gain**: the same against a seeded random pixel order on the same "
+        "image, in [-100, 100]; positive is better than chance.",
         "",
         "Reading it: a map that is constant on tiles (occlusion) points at its tile's top-left pixel, "
         "so pointing_game misses tiles that overlap a small box only partly (`docs/phantom-results.md` "
         "counts overlaps instead). RISE's map is a probability ratio around its mean level and positive "
-        "everywhere, so its energy approaches the box's share of the image. The normalised AUCs divide by "
-        "(original - fully removed log-prob); where the two are close, the quotient leaves [0, 100] and "
-        "its CI is wide.",
+        "everywhere, so its energy approaches the box's share of the image.",
         "",
         "Parameters that differ from the defaults: "
         + (", ".join(f"`{m}`: {p}" for m, p in params.items() if m in names) or "none") + ".",

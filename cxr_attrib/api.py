@@ -15,19 +15,23 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 
 from .adapter import LoadOptions, Query, Scorer
-from .errors import CxrAttribError, InputError, MethodContractError, MethodFailedError
+from .blame import blamed_party
+from .capabilities import adapter_label, check_capabilities
+from .errors import ArgumentTypeError, CxrAttribError, InputError, MethodContractError, MethodFailedError
 from .frames import ResizePad, grid_to_working
 from .imageio import LoadedImage, load_image
-from .method import Method, MethodOutput, MethodRequest, gradient_surface
+from .method import Method, MethodOutput, MethodRequest, shown
 from .models import load_adapter
 from .registry import get_method, methods, registered_by
 from .result import Attribution, Concept, Meta, Target, TokenScore
 from .scoring.boxes import DERIVED_BOXES, input_heatmap_boxes
+from .scoring.localisation import as_boxes
 from .targets import Mode, build_prompt, validate_span_policy, validate_text
 
-__all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "finish_result"]
+__all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "check_argument_types", "finish_result"]
 
 DEFAULT_METHOD = "medfocus"
 """The method ``attribute()`` and ``cxr-attrib attribute`` use when none is named (the paper's
@@ -227,6 +231,30 @@ def finish_result(
     )
 
 
+_ARGUMENT_TYPES: Mapping[str, tuple[type, ...]] = {
+    "model": (str, os.PathLike, Scorer),
+    "image": (str, os.PathLike, bytes, np.ndarray, LoadedImage, PILImage.Image),
+    "question": (str,),
+    "method": (str,),
+    "answer": (str, type(None)),
+    "load_options": (LoadOptions, type(None)),
+}
+
+
+def check_argument_types(function: str, **arguments: Any) -> None:
+    """Refuse an argument of the wrong type with a TypeError naming the parameter.
+
+    Raises:
+        ArgumentTypeError: e.g. ``attribute(42, ...)``: "attribute(): model must be
+            str or PathLike or Scorer, got int 42".
+    """
+    for name, value in arguments.items():
+        allowed = _ARGUMENT_TYPES[name]
+        if not isinstance(value, allowed):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            raise ArgumentTypeError(f"{function}(): {name} must be {names}, got {type(value).__name__} {shown(value)}")
+
+
 def attribute(
     model: str | os.PathLike | Scorer,
     image: ImageSource,
@@ -238,6 +266,7 @@ def attribute(
     answer: str | None = None,
     seed: int = 0,
     load_options: LoadOptions | None = None,
+    truth_boxes: Any = None,
     **params: Any,
 ) -> Attribution:
     """Explain which part of ``image`` the model used to answer ``question``.
@@ -255,6 +284,9 @@ def attribute(
         answer (str | None): the response to explain; None generates it greedily.
         seed (int): seed for stochastic methods, in [0, 2**63 - 1]. Default: 0.
         load_options (LoadOptions | None): dtype / device settings. Default: None.
+        truth_boxes (array-like | None): (K, 4) ground-truth boxes in the input frame
+            (``x1, y1, x2, y2``, exclusive ends); required by, and only passed to,
+            reference methods that declare ``needs_truth`` (``truth``). Default: None.
         **params: the method's hyper-parameters (see its ``defaults``).
 
     Returns:
@@ -267,11 +299,14 @@ def attribute(
         InputError: a bad seed, or ``model="none"`` where a model is needed.
         TargetError: an empty or non-UTF-8 question or answer, an unknown mode or target.
         LoadOptionsError: unusable load options.
-        ModelCapabilityError: a gradient method on a model without gradient support.
+        ModelCapabilityError: the model lacks an adapter surface the method needs
+            (names it and the methods that would run), checked before any pass.
         ImageLoadError: an unreadable image.
         MethodFailedError: the method raised (names it and its plugin's distribution).
         MethodContractError: the method returned something invalid.
     """
+    check_argument_types("attribute", model=model, image=image, question=question, method=method, answer=answer,
+                         load_options=load_options)
     method_cls = get_method(method)
     options = load_options or LoadOptions()
     size = model.working_size if isinstance(model, Scorer) else options.working_size
@@ -282,13 +317,13 @@ def attribute(
     if answer is not None:
         validate_text(answer, "the answer")
     _check_model_need(model, method_cls, answer)
+    truth = _check_truth(method_cls, truth_boxes)
     loaded = image if isinstance(image, LoadedImage) else load_image(image)
     pixels = loaded.pixels
     adapter = None
     if method_cls.uses_model or answer is None:
         adapter = load_adapter(model, options)
-    if method_cls.needs_gradients:
-        gradient_surface(adapter, method_cls.name)
+    check_capabilities(method_cls, adapter)
     method_cls.validate(checked_params, adapter if method_cls.uses_model else None)
     working_size = adapter.working_size if adapter is not None else options.working_size
     frame = ResizePad(int(pixels.shape[0]), int(pixels.shape[1]), size=working_size)
@@ -310,6 +345,7 @@ def attribute(
         query=query,
         params=checked_params,
         seed=seed,
+        truth=None if truth is None else frame.boxes_to_working(truth),
     )
     grid_shape = None
     if adapter is not None:
@@ -337,13 +373,34 @@ def attribute(
     )
 
 
+def _check_truth(method: type[Method], truth_boxes: Any) -> np.ndarray | None:
+    """The ground-truth boxes a ``needs_truth`` method gets (None for any other method)."""
+    if not method.needs_truth:
+        return None
+    if truth_boxes is None:
+        raise InputError(f"method {method.name!r} is the ground-truth reference and needs truth_boxes=(K, 4) "
+                         "boxes in the input frame; a benchmark without boxes has no truth row")
+    boxes = as_boxes(truth_boxes, name="truth_boxes", allow_inverted=False)
+    if boxes.shape[0] == 0:
+        raise InputError(f"method {method.name!r} got no ground-truth box (truth_boxes is empty); "
+                         "the truth row needs at least one box")
+    return boxes
+
+
 def _run_method(method: type[Method], request: MethodRequest) -> MethodOutput:
-    """Call the method; an unexpected exception names the method and its plugin."""
+    """Call the method; an unexpected exception names the party whose code raised it
+    (:func:`cxr_attrib.blame.blamed_party`): the adapter and its plugin, or the method and its plugin."""
     try:
         return method().attribute(request)
     except CxrAttribError:
         raise
     except Exception as exc:
+        if blamed_party(exc, method, request.adapter) == "adapter":
+            raise MethodFailedError(
+                f"{adapter_label(request.adapter)} of model {request.adapter.name!r} failed while method "
+                f"{method.name!r} ran: {type(exc).__name__}: {exc}. This is a bug in the adapter; report it to "
+                "its authors (run with --debug for the traceback)."
+            ) from exc
         raise MethodFailedError(
             f"method {method.name!r} (from {_plugin_label(method.name)}) failed: "
             f"{type(exc).__name__}: {exc}. This is a bug in the method; report it to its authors "

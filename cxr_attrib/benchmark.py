@@ -76,6 +76,8 @@ class Benchmark(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    has_boxes: ClassVar[bool] = True
+    """Whether its samples carry ground-truth boxes (False: no ``truth`` reference row)."""
 
     @abstractmethod
     def samples(self, *, split: str | None = None, model: str | None = None) -> Iterator[Sample]:

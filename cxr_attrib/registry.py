@@ -62,6 +62,7 @@ __all__ = [
     "get_tiny_model_recipe",
     "pools",
     "get_pool",
+    "plugin_of_module",
 ]
 
 ENTRY_POINT_GROUP = "cxr_attrib"
@@ -105,6 +106,9 @@ def _check_method(obj: Any) -> str | None:
         return f"method {obj.name!r} declares output={obj.output!r}; expected one of {_OUTPUT_KINDS}"
     if not isinstance(obj.defaults, Mapping):
         return f"method {obj.name!r} has defaults of type {type(obj.defaults).__name__}; expected a mapping"
+    if obj.needs_truth and not (obj.is_reference and not obj.uses_model):
+        return (f"method {obj.name!r} declares needs_truth but is not a model-free reference "
+                "(is_reference=True, uses_model=False): a real method must never see the ground truth")
     undeclared = sorted(set(obj.param_types) - set(obj.defaults))
     if undeclared:
         return f"method {obj.name!r} declares param_types {undeclared} that are not in its defaults"
@@ -336,6 +340,26 @@ def registered_by(kind: str, name: str) -> PluginInfo | None:
     _state.collect()
     owner = _state.owners.get((kind, name))
     return None if owner is None else _state.infos.get(owner)
+
+
+def plugin_of_module(module: str) -> PluginInfo | None:
+    """The plugin whose module is ``module`` or a package holding it (e.g. an adapter class's module).
+
+    Args:
+        module (str): a dotted module name, e.g. ``type(adapter).__module__``.
+
+    Returns:
+        PluginInfo | None: the innermost registered plugin module containing it; None
+        when no plugin does (a class defined in a script or a test).
+    """
+    load_plugins()
+    best: tuple[int, str] | None = None
+    for name, plugin in _state.pm.list_name_plugin():
+        owner = getattr(plugin, "__name__", None)
+        if isinstance(owner, str) and (module == owner or module.startswith(owner + ".")):
+            if best is None or len(owner) > best[0]:
+                best = (len(owner), name)
+    return None if best is None else _state.infos.get(best[1])
 
 
 def _registry(kind: str) -> Mapping[str, Any]:

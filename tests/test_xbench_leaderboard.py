@@ -30,7 +30,7 @@ from cxr_attrib.scoring.pixel_grounding import TAU_GRID, calibration_split, metr
 from cxr_attrib.targets import build_prompt
 
 RUN = ["leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "center", "--limit", "3",
-       "--steps", "2", "--n-random", "2", "--recognition", "1"]
+       "--steps", "2", "--n-random", "2", "--fill", "zero", "--recognition", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +74,15 @@ def test_recognition_rows_hold_the_teacher_forced_yes(run):
 def test_report_appends_the_xbench_section(run):
     out = run / "report"
     result = CliRunner().invoke(cli, ["report", str(run / "lb"), "--out", str(out), "--format", "markdown",
-                                      "--format", "json", "--n-boot", "50"], catch_exceptions=False)
+                                      "--format", "json", "--format", "html", "--thumbnails", "0", "--n-boot", "50"],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     text = (out / "report.md").read_text()
     assert "## XBench-style grounding and recognition" in text and "| phantom-gemma | center |" in text
     data = json.loads((out / "xbench.json").read_text())
     assert len(data["recognition"]) == 6 and (out / "xbench_tau_curves.png").read_bytes()[:4] == b"\x89PNG"
+    page = (out / "report.html").read_text()
+    assert '<table class="sortable" id="xbench-recognition">' in page and 'src="data:image/png;base64,' in page
 
 
 def _unit(sample_id: str, finding: str, dice_peak: float, *, method: str = "m", model: str = "a",

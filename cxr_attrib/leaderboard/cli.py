@@ -21,6 +21,7 @@ from rich.table import Table
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.sanitise import for_terminal as escape
+from cxr_attrib.variants import split_method_list
 
 if TYPE_CHECKING:
     from cxr_attrib.adapter import LoadOptions
@@ -39,6 +40,14 @@ def _split_names(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _fill(text: str) -> str | float:
+    """``--fill``: a fill name, or a grey level written as a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _check_out_folder(out: Path) -> None:
@@ -100,8 +109,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--mode", type=click.Choice(["direct", "reasoning"]), default=None,
               help="Prompt mode. Default: each sample's own mode.")
 @click.option("--models", "-m", "models", required=True, help="Comma list of model keys, HF ids or folders.")
-@click.option("--methods", default=None, help="Comma list of methods. Default: every registered method. "
-              "Model-free priors are always included.")
+@click.option("--methods", default=None, help="Comma list of methods or variants NAME[key=value,...], e.g. "
+              "'medfocus,medfocus[transfer=warp]'. Default: every registered method. Model-free priors and the "
+              "reference rows are always included.")
 @click.option("--param", "-p", "params", multiple=True, help="METHOD.PARAM=VALUE, e.g. occlusion.tiles=4 (repeatable).")
 @click.option("--limit", type=int, default=None, help="At most N candidate samples per model.")
 @click.option("--per-finding", type=int, default=None, help="The first N candidate samples of each finding.")
@@ -111,6 +121,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Generation budget of answers.")
 @click.option("--steps", type=int, default=10, show_default=True, help="Deletion/insertion steps of the scorer.")
 @click.option("--n-random", type=int, default=8, show_default=True, help="Random regions of the scorer.")
+@click.option("--fill", default="noisy_linear", show_default=True,
+              help="How the scorer fills removed pixels: zero, mean, blur, noisy_linear or a grey level in [0, 1].")
 @click.option("--recognition", type=int, default=0, show_default=True,
               help="Recognition pass: p(positive) of each model on the first N positives and N negatives of "
               "each finding (AUC, accuracy, F1 in the report's XBench section); 0 = none.")
@@ -121,8 +133,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--dtype", default="auto", show_default=True, help="auto, float32, bfloat16 or float16.")
 def leaderboard_command(benchmark: str, split: str, mode: str | None, models: str, methods: str | None,
                         params: tuple[str, ...], limit: int | None, per_finding: int | None, seed: int, filter_: str,
-                        max_new_tokens: int, steps: int, n_random: int, recognition: int, out: Path,
-                        shard: str | None, resume: bool, device: str | None, dtype: str) -> None:
+                        max_new_tokens: int, steps: int, n_random: int, fill: str, recognition: int,
+                        out: Path, shard: str | None, resume: bool, device: str | None, dtype: str) -> None:
     """Run every method on every model over a benchmark into a resumable SQLite store.
 
     One work unit per (sample, model, method, params, mode, seed); each shard writes
@@ -139,9 +151,10 @@ def leaderboard_command(benchmark: str, split: str, mode: str | None, models: st
 
     the_shard = resolve_shard(shard)
     config = build_config(
-        benchmark=benchmark, split=split, models=_split_names(models) or [], methods_=_split_names(methods),
-        params=params, mode=mode, seed=seed, limit=limit, per_finding=per_finding, filter_=filter_,
-        max_new_tokens=max_new_tokens, steps=steps, n_random=n_random, recognition=recognition,
+        benchmark=benchmark, split=split, models=_split_names(models) or [],
+        methods_=None if methods is None else split_method_list(methods), params=params, mode=mode, seed=seed,
+        limit=limit, per_finding=per_finding, filter_=filter_, max_new_tokens=max_new_tokens, steps=steps,
+        n_random=n_random, fill=_fill(fill), recognition=recognition,
     )
     _check_out_folder(out)
     path = out / the_shard.filename

@@ -42,7 +42,7 @@ def unit_id(sample: str, model: str, method: str, params: Mapping[str, Any], mod
     Args:
         sample (str): sample id (unique within the benchmark).
         model (str): model reference as given on the command line.
-        method (str): registered method name.
+        method (str): method label (a registered name, or a variant ``name[k=v,...]``).
         params (Mapping): the method's full hyper-parameters (defaults merged in).
         mode (str): ``"direct"`` or ``"reasoning"``.
         seed (int): the seed of the method and of the scorer.
@@ -72,8 +72,10 @@ class RunConfig:
         split (str): benchmark split, e.g. ``"direct"``.
         mode (str | None): prompt mode; None uses each sample's own mode.
         models (tuple[str, ...]): model references, in run order.
-        methods (tuple[str, ...]): method names, in run order (priors included).
-        params (dict[str, dict]): method -> full hyper-parameters (defaults merged).
+        methods (tuple[str, ...]): method labels, in run order (priors and
+            references included): a registered name or a variant
+            ``name[key=value,...]`` (:mod:`cxr_attrib.variants`, canonical form).
+        params (dict[str, dict]): label -> full hyper-parameters (defaults merged).
         seed (int): seed of the methods and of the scorer's random regions.
         limit (int | None): at most this many candidate samples (after per_finding).
         per_finding (int | None): the first N candidate samples of each finding.
@@ -83,6 +85,8 @@ class RunConfig:
         steps (int): deletion / insertion steps of the scorer.
         n_random (int): random regions of the scorer.
         fraction (float): share of the content in the scorer's top / random regions.
+        fill (str | float): how the scorer fills removed pixels
+            (:func:`~cxr_attrib.perturb.pixel_remover`).
         recognition (int): the recognition pass scores the first N positives and N
             negatives of each finding per model (0 = no pass).
     """
@@ -101,6 +105,7 @@ class RunConfig:
     steps: int = 10
     n_random: int = 8
     fraction: float = 0.1
+    fill: str | float = "noisy_linear"
     recognition: int = 0
 
     def to_dict(self) -> dict[str, Any]:

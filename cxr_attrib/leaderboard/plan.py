@@ -16,7 +16,9 @@ from cxr_attrib.benchmark import Benchmark, Sample
 from cxr_attrib.errors import DataError, MethodParameterError, UnknownModelError
 from cxr_attrib.filtering import CounterfactualProvider, InpaintProvider
 from cxr_attrib.registry import get_benchmark, get_method, methods, model_cards
+from cxr_attrib.perturb import check_removal_fill
 from cxr_attrib.targets import validate_mode
+from cxr_attrib.variants import canonical_label, parse_variant
 
 from .config import FILTERS, RunConfig, sample_key
 from .shard import Shard
@@ -29,7 +31,9 @@ def parse_method_params(items: Iterable[str], chosen: Sequence[str]) -> dict[str
 
     Args:
         items (Iterable[str]): the option values.
-        chosen (Sequence[str]): the run's methods; a parameter of another method is an error.
+        chosen (Sequence[str]): the run's method labels; a parameter of a method that is
+            not a plain label of the run is an error (a variant sets its parameters in
+            its brackets).
 
     Returns:
         dict: method -> {param: value} (only the given ones).
@@ -68,6 +72,7 @@ def build_config(
     models: Sequence[str],
     methods_: Sequence[str] | None,
     params: Iterable[str] = (),
+    fill: str | float = "noisy_linear",
     mode: str | None = None,
     seed: int = 0,
     limit: int | None = None,
@@ -85,9 +90,14 @@ def build_config(
         benchmark (str): registered benchmark.
         split (str): its split.
         models (Sequence[str]): model references (at least one).
-        methods_ (Sequence[str] | None): method names; None means every registered
-            method. Model-free priors (``uses_model = False``) are always added.
+        methods_ (Sequence[str] | None): method labels, each a registered name or a
+            variant ``name[key=value,...]`` (:mod:`cxr_attrib.variants`); None means
+            every registered method. Model-free priors and references
+            (``uses_model = False``) are always added, except ``needs_truth``
+            references on a benchmark without boxes.
         params (Iterable[str]): ``method.param=value`` items.
+        fill (str | float): the scorer's fill (:data:`~cxr_attrib.perturb.REMOVAL_FILLS`
+            or a grey level in [0, 1]).
         mode (str | None): prompt mode; None uses each sample's own.
         seed, limit, per_finding, max_new_tokens, steps, n_random, fraction, recognition: see
             :class:`RunConfig`.
@@ -99,21 +109,30 @@ def build_config(
 
     Raises:
         UnknownBenchmarkError, UnknownModelError, UnknownMethodError: with suggestions.
-        MethodParameterError, DataError: bad parameters or options.
+        MethodParameterError, DataError: bad parameters, labels or options (``truth``
+            on a benchmark without boxes, an unknown fill).
     """
     bench = get_benchmark(benchmark)
     if not models:
         raise UnknownModelError("", model_cards())
     models = tuple(dict.fromkeys(_check_model(m) for m in models))
+    fill = check_removal_fill(fill)
     registered = methods()
-    if methods_ is None:
-        chosen = list(registered)
-    else:
-        chosen = [get_method(m).name for m in methods_]
-    chosen += [name for name, cls in registered.items() if not cls.uses_model and name not in chosen]
-    chosen = list(dict.fromkeys(chosen))
+    variants = [parse_variant(m) for m in (registered if methods_ is None else methods_)]
+    set_by_label = {canonical_label(get_method(v.name).name, v.params): v.params for v in variants}
+    for label in set_by_label:
+        cls = get_method(parse_variant(label).name)
+        if cls.needs_truth and not bench.has_boxes:
+            raise DataError(f"method {label!r} is the ground-truth reference, but benchmark {benchmark!r} has no "
+                            "boxes; drop it from --methods")
+    named = {parse_variant(label).name for label in set_by_label}
+    for name, cls in registered.items():
+        if not cls.uses_model and name not in named and (bench.has_boxes or not cls.needs_truth):
+            set_by_label[name] = {}
+    chosen = list(set_by_label)
     given = parse_method_params(params, chosen)
-    full = {name: get_method(name).check_params(given.get(name, {})) for name in chosen}
+    full = {label: get_method(parse_variant(label).name).check_params({**fixed, **given.get(label, {})})
+            for label, fixed in set_by_label.items()}
     if mode is not None:
         mode = validate_mode(mode)
     if filter_ not in FILTERS:
@@ -133,7 +152,8 @@ def build_config(
     return RunConfig(
         benchmark=benchmark, split=split, models=models, methods=tuple(chosen), mode=mode, params=full,
         seed=int(seed), limit=limit, per_finding=per_finding, filter=filter_, max_new_tokens=int(max_new_tokens),
-        steps=int(steps), n_random=int(n_random), fraction=float(fraction), recognition=int(recognition),
+        steps=int(steps), n_random=int(n_random), fraction=float(fraction), fill=fill,
+        recognition=int(recognition),
     )
 
 

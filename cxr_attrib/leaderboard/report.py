@@ -22,6 +22,7 @@ import numpy as np
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.outputs import write_files
+from cxr_attrib.registry import methods
 from cxr_attrib.sanitise import for_markdown
 from cxr_attrib.scoring.aggregate import (
     MACRO_MODEL,
@@ -33,13 +34,16 @@ from cxr_attrib.scoring.aggregate import (
 )
 
 __all__ = [
+    "FAITHFULNESS_METRICS",
     "LOWER_IS_BETTER",
+    "REFERENCE_RANK",
     "REPORT_METRICS",
     "Report",
     "UnitResult",
     "build_report",
     "labeller",
     "method_label",
+    "reference_labels",
     "read_report_json",
     "table_files",
     "write_tables",
@@ -54,6 +58,14 @@ shown x 100)."""
 
 LOWER_IS_BETTER = frozenset({"deletion_auc"})
 """Metrics where a smaller value ranks higher."""
+
+FAITHFULNESS_METRICS = frozenset({
+    "deletion_auc", "insertion_auc", "deletion_gain", "insertion_gain", "morf_lerf", "drop_gain", "beats_random",
+})  # fmt: skip
+"""Metrics that need ``truth`` to beat ``random`` on a model to mean anything there."""
+
+REFERENCE_RANK = "ref"
+"""The rank a reference row (``truth``, ``random``) shows: it is never ranked."""
 
 _SCHEMA_VERSION = 1
 _LEAD = ("rank", "failures", "seconds")
@@ -123,8 +135,9 @@ class Report:
         metrics (tuple[str, ...]): metrics summarised, in column order.
         rows (tuple[AggregateRow, ...]): per (split, dataset), the methods in rank
             order; per method its model rows (name order), then its macro row.
-        ranks (tuple[int, ...]): per row, its method's rank within (split, dataset);
-            1 is best, ties share the better rank.
+        ranks (tuple[int | str, ...]): per row, its method's rank within (split,
+            dataset); 1 is best, ties share the better rank; reference rows show
+            :data:`REFERENCE_RANK` and follow the ranked methods.
         failures (tuple[int, ...]): per row, failed units (macro rows: over models).
         seconds (tuple[float | None, ...]): per row, the mean wall time of its
             successful units in seconds, to the millisecond (macro rows: the mean of the
@@ -134,17 +147,23 @@ class Report:
         errors (Mapping[str, tuple[str, ...]]): per method, up to three distinct
             error messages of its failed units.
         n_units (int): units read.
+        references (tuple[str, ...]): the method labels that are reference rows.
+        uninformative (tuple[tuple[str, str, str, str], ...]): (model, split, dataset,
+            metric) where ``truth`` does not beat ``random`` on a faithfulness metric
+            (model ``macro``: the macro means), so that metric says nothing there.
     """
 
     rank_by: str
     metrics: tuple[str, ...]
     rows: tuple[AggregateRow, ...]
-    ranks: tuple[int, ...]
+    ranks: tuple[int | str, ...]
     failures: tuple[int, ...]
     seconds: tuple[float | None, ...]
     findings: Mapping[str, tuple[AggregateRow, ...]]
     errors: Mapping[str, tuple[str, ...]]
     n_units: int
+    references: tuple[str, ...] = ()
+    uninformative: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def lead(self) -> dict[str, tuple[int, ...]]:
@@ -168,6 +187,8 @@ class Report:
                 name: [row.to_dict() for row in rows] for name, rows in self.findings.items()
             },
             "errors": {name: list(messages) for name, messages in self.errors.items()},
+            "references": list(self.references),
+            "uninformative": [list(flag) for flag in self.uninformative],
         }
 
     @classmethod
@@ -179,7 +200,7 @@ class Report:
             metrics=tuple(data["metrics"]),
             rows=tuple(AggregateRow.from_dict({k: v for k, v in r.items()
                                                if k not in _LEAD}) for r in rows),
-            ranks=tuple(int(r["rank"]) for r in rows),
+            ranks=tuple(r["rank"] if r["rank"] == REFERENCE_RANK else int(r["rank"]) for r in rows),
             failures=tuple(int(r["failures"]) for r in rows),
             seconds=tuple(r["seconds"] for r in rows),
             findings={
@@ -188,6 +209,8 @@ class Report:
             },
             errors={name: tuple(messages) for name, messages in data["errors"].items()},
             n_units=int(data["n_units"]),
+            references=tuple(data.get("references", ())),
+            uninformative=tuple(tuple(flag) for flag in data.get("uninformative", ())),
         )
 
 
@@ -222,17 +245,24 @@ def _records(units: Sequence[UnitResult], label: Callable[[UnitResult], str],
     ]  # fmt: skip
 
 
-def _ranked(rows: list[AggregateRow], rank_by: str) -> tuple[list[AggregateRow], list[int]]:
-    """Rows reordered by method rank within each (split, dataset), and each row's rank."""
+def _ranked(rows: list[AggregateRow], rank_by: str,
+            references: frozenset[str] = frozenset()) -> tuple[list[AggregateRow], list[int | str]]:
+    """Rows reordered by method rank within each (split, dataset), and each row's rank.
+
+    Reference rows are not ranked: they follow the ranked methods (name order) with
+    the rank :data:`REFERENCE_RANK`.
+    """
     sign = 1.0 if rank_by in LOWER_IS_BETTER else -1.0
     blocks: dict[tuple[str, str], dict[str, list[AggregateRow]]] = {}
     for row in rows:
         blocks.setdefault((row.split, row.dataset), {}).setdefault(row.method, []).append(row)
     ordered: list[AggregateRow] = []
-    ranks: list[int] = []
+    ranks: list[int | str] = []
     for setting in sorted(blocks):
         scores = {}
         for method, method_rows in blocks[setting].items():
+            if method in references:
+                continue
             summary = method_rows[-1].metrics.get(rank_by)  # the macro row comes last
             scores[method] = np.inf if summary is None else sign * summary.mean
         previous, rank = None, 0
@@ -241,7 +271,40 @@ def _ranked(rows: list[AggregateRow], rank_by: str) -> tuple[list[AggregateRow],
             previous = scores[method]
             ordered += blocks[setting][method]
             ranks += [rank] * len(blocks[setting][method])
+        for method in sorted(set(blocks[setting]) & references):
+            ordered += blocks[setting][method]
+            ranks += [REFERENCE_RANK] * len(blocks[setting][method])
     return ordered, ranks
+
+
+def reference_labels(units: Sequence[UnitResult], label: Callable[[UnitResult], str]) -> frozenset[str]:
+    """Labels of the units whose method is a registered reference (``is_reference``)."""
+    registered = methods()
+    found = set()
+    for unit in units:
+        cls = registered.get(unit.method.split("[", 1)[0])  # a label is NAME or NAME[...]
+        if cls is not None and cls.is_reference:
+            found.add(label(unit))
+    return frozenset(found)
+
+
+def _uninformative(rows: Sequence[AggregateRow], metrics: Sequence[str]) -> tuple[tuple[str, str, str, str], ...]:
+    """(model, split, dataset, metric) where ``truth``'s mean does not beat ``random``'s."""
+    means: dict[tuple[str, str, str, str], dict[str, float]] = {}
+    for row in rows:
+        if row.method in ("truth", "random"):
+            for metric in metrics:
+                summary = row.metrics.get(metric)
+                if metric in FAITHFULNESS_METRICS and summary is not None:
+                    key = (row.model, row.split, row.dataset, metric)
+                    means.setdefault(key, {})[row.method] = summary.mean
+    flags = []
+    for key, pair in means.items():
+        if len(pair) == 2:
+            better = pair["truth"] < pair["random"] if key[3] in LOWER_IS_BETTER else pair["truth"] > pair["random"]
+            if not better:
+                flags.append(key)
+    return tuple(sorted(flags))
 
 
 def _seconds(units: Sequence[UnitResult], label: Callable[[UnitResult], str],
@@ -285,7 +348,11 @@ def build_report(
         units (Iterable[UnitResult]): the scored (or failed) work units.
         rank_by (str): metric that orders the methods of each (split, dataset): the
             macro mean over models, descending (ascending for :data:`LOWER_IS_BETTER`);
-            methods without a value come last. Default: ``"iou"``.
+            methods without a value come last. Reference rows (registered methods
+            with ``is_reference``: ``truth``, ``random``) are not ranked; they follow
+            with rank :data:`REFERENCE_RANK`, and every faithfulness metric on which
+            ``truth`` does not beat ``random`` is listed in ``Report.uninformative``.
+            Default: ``"iou"``.
         metrics (Sequence[str]): metrics to summarise; those no unit has are dropped.
             Default: :data:`REPORT_METRICS`.
         n_boot (int): bootstrap resamples per group and metric. Default: 1000.
@@ -311,8 +378,9 @@ def build_report(
                         f"the units have: {sorted(present) or 'none (did every unit fail?)'}.")
     chosen = tuple(m for m in chosen if m in present)
     label = labeller(units)
+    references = reference_labels(units, label)
     summary = dict(metrics=chosen, n_boot=n_boot, seed=seed)
-    rows, ranks = _ranked(aggregate(_records(units, label, chosen), **summary), rank_by)
+    rows, ranks = _ranked(aggregate(_records(units, label, chosen), **summary), rank_by, references)
     failed: Counter[_GroupKey] = Counter(
         (u.model, u.split, label(u), u.dataset) for u in units if u.error is not None
     )
@@ -332,7 +400,8 @@ def build_report(
             if unit.error not in seen and len(seen) < 3:
                 errors[label(unit)] = (*seen, unit.error)
     return Report(rank_by, chosen, tuple(rows), tuple(ranks), tuple(failures), seconds, findings,
-                  dict(sorted(errors.items())), len(units))
+                  dict(sorted(errors.items())), len(units), tuple(sorted(references)),
+                  _uninformative(rows, chosen))
 
 
 def table_files(
@@ -382,10 +451,24 @@ def _markdown(report: Report) -> str:
         f"models (percent, bootstrap 95% CI); {report.n_units} units.\n",
         to_markdown(report.rows, report.metrics, lead=report.lead),
     ]
+    parts += _reference_notes(report)
     for finding, rows in report.findings.items():
         macro = [row for row in rows if row.macro]
         parts += [f"## {_heading(finding)} (macro over models)\n", to_markdown(macro, report.metrics)]
     return "\n".join(parts)
+
+
+def _reference_notes(report: Report) -> list[str]:
+    """Markdown lines on the reference rows and the metrics they show to be uninformative."""
+    if not report.references:
+        return []
+    notes = [f"Reference rows ({', '.join(_heading(r) for r in report.references)}) are shown after "
+             f"the ranked methods with rank `{REFERENCE_RANK}`: `truth` is the ceiling, `random` the floor; "
+             "neither is a method.\n"]
+    for model, split, dataset, metric in report.uninformative:
+        notes.append(f"- **uninformative**: `{metric}` on {_heading(model)} ({_heading(split)}, "
+                     f"{_heading(dataset)}): `truth` does not beat `random`.")
+    return notes
 
 
 def _heading(text: str) -> str:

@@ -51,7 +51,7 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
     from .report import REPORT_METRICS, build_report, labeller, table_files
     from .report_html import render_html
     from .store_units import read_recognition, read_units, store_files
-    from .xbench_report import XBENCH_FILES, build_xbench, xbench_files, xbench_markdown
+    from .xbench_report import XBENCH_FILES, build_xbench, xbench_files, xbench_html, xbench_markdown
 
     console = Console()
     chosen = set(formats or FORMATS)
@@ -78,7 +78,8 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
         files.update(xbench_files(section, out))
     if "html" in chosen:
         thumbs = _thumbnails(stores, units, labeller(units), thumbnails) if thumbnails else None
-        page = render_html(report, thumbs, title=title, run=config.to_dict())
+        page = render_html(report, thumbs, title=title, run=config.to_dict(),
+                           xbench=None if section is None else xbench_html(section))
         files[out / "report.html"] = page.encode("utf-8")
     try:
         write_files(files, root=out)  # all or none; no link below --out followed

@@ -126,6 +126,7 @@ def render_html(
     *,
     title: str = "cxr-attrib leaderboard",
     run: Mapping[str, object] | None = None,
+    xbench: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole report as one HTML document (UTF-8 text).
 
@@ -137,6 +138,8 @@ def render_html(
         title (str): page title and heading (text). Default: ``"cxr-attrib leaderboard"``.
         run (Mapping[str, object] | None): the run configuration, shown as a table of
             fields. Default: None (not shown).
+        xbench (Mapping | None): the XBench section from
+            :func:`~cxr_attrib.leaderboard.xbench_report.xbench_html`. Default: None (not shown).
 
     Returns:
         str: the document; tables ``ranking-<k>`` (one macro row per method, ranked),
@@ -152,5 +155,5 @@ def render_html(
         n_units=report.n_units, failed=sum(f for f, r in zip(report.failures, report.rows) if not r.macro),
         rank_by=report.rank_by, run=[(key, _plain(value)) for key, value in (run or {}).items()],
         settings=settings, failures=_failures(report), errors=list(report.errors.items()),
-        overlays=_overlays(report, thumbs) if thumbs else [], data=report.to_dict(),
+        overlays=_overlays(report, thumbs) if thumbs else [], data=report.to_dict(), xbench=xbench,
     )

@@ -27,10 +27,11 @@ from cxr_attrib.filtering import causal_filter
 from cxr_attrib.frames import ResizePad
 from cxr_attrib.imageio import load_image
 from cxr_attrib.models import clear_adapter_cache, load_adapter
-from cxr_attrib.registry import get_benchmark
+from cxr_attrib.registry import get_benchmark, get_method
 from cxr_attrib.scoring import Scores, score
 from cxr_attrib.scoring.pixel_grounding import grounding_metrics, sample_truth, truth_mask
 from cxr_attrib.targets import build_prompt
+from cxr_attrib.variants import parse_variant
 
 from .config import RunConfig, unit_id
 from .plan import counterfactual_provider, select_samples, shard_samples
@@ -219,11 +220,13 @@ class _ModelRun:
         config = self.config
         tick = time.perf_counter()
         try:
-            result = attribute(adapter, pixels, sample.question, method=method, mode=mode,  # type: ignore[arg-type]
-                               answer=answer, seed=config.seed, **config.params[method])
+            name = parse_variant(method).name
+            truth = sample.boxes if get_method(name).needs_truth else None
+            result = attribute(adapter, pixels, sample.question, method=name, mode=mode,  # type: ignore[arg-type]
+                               answer=answer, seed=config.seed, truth_boxes=truth, **config.params[method])
             scored_at = time.perf_counter()
             scores = score(result, sample.boxes, model=adapter, image=pixels, steps=config.steps,
-                           fraction=config.fraction, n_random=config.n_random, seed=config.seed,
+                           fraction=config.fraction, n_random=config.n_random, seed=config.seed, fill=config.fill,
                            split=config.split, dataset=sample.dataset, sample=sample.id)
             pixel = _pixel_metrics(result, sample, pixels)
         except Exception as exc:  # a failing method is recorded and the run goes on

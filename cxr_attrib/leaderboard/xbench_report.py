@@ -39,7 +39,7 @@ from .records import RecognitionRecord
 from .report import UnitResult
 
 __all__ = ["XBENCH_FILES", "CorrelationRow", "GroundingRow", "RecognitionRow", "XBench", "build_xbench", "xbench_files",
-           "xbench_markdown"]
+           "xbench_html", "xbench_markdown"]
 
 _POINTING = ("pointing_any", "pointing_share")
 
@@ -219,34 +219,65 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
             *("| " + " | ".join(map(cell, row)) + " |" for row in rows)]
 
 
+_NOTE = ("Pixel masks: the map min-max normalised per image, thresholded at tau; tau is the best mean Dice on the "
+         "calibration split (30% of the samples by a stable hash of their id) and every grounding number is on the "
+         "other samples (test split). Pointing game: `any` = some maximal pixel in the truth (lenient), `share` = "
+         "share of maximal pixels in it. Intervals: bootstrap 95%.")
+
+
+def _tables(section: XBench) -> list[tuple[str, str, tuple[str, ...], list[tuple[str, ...]]]]:
+    """(id, title, header, rows of text) of each table; the first column(s) of names are text."""
+    shown = (0.1, 0.3, 0.5, 0.7, 0.9)
+    return [
+        ("xbench-grounding", "Grounding at the calibrated tau (test split)",
+         ("model", "method", "tau (calibration n)", "test n", "pixel IoU", "pixel Dice", "pointing (any)",
+          "pointing (share)"),
+         [(r.model, r.method, "n/a" if r.tau is None else f"{r.tau:.2f} ({r.n_calibration})", str(r.n_test),
+           _pct(r.iou), _pct(r.dice), _pct(r.pointing_any), _pct(r.pointing_share)) for r in section.grounding]),
+        ("xbench-tau", "Tau curves (test split, mean Dice)",
+         ("model", "method", *(f"tau {t:.1f}" for t in shown)),
+         [(r.model, r.method, *(f"{r.curve_dice[TAU_GRID.index(t)]:.3f}" if r.curve_dice else "n/a" for t in shown))
+          for r in section.grounding]),
+        ("xbench-recognition", "Recognition (p(positive) over positives and negatives; answer Yes at p >= 0.5)",
+         ("model", "finding", "positives", "negatives", "AUC", "accuracy", "F1", "failed"),
+         [(r.model, r.finding, str(r.scores.n_pos), str(r.scores.n_neg), _pct(r.scores.auc),
+           _pct(r.scores.accuracy), _pct(r.scores.f1), str(r.failed)) for r in section.recognition]),
+        ("xbench-correlation", "Recognition vs grounding (Spearman over (model, finding) pairs: AUC vs test Dice)",
+         ("method", "pairs", "Spearman rho"),
+         [(r.method, str(len(r.points)), _pct(r.rho)) for r in section.correlation]),
+    ]
+
+
+_NO_PAIRS = ("No method has two (model, finding) pairs with both a recognition AUC and a grounding score "
+             "(run the leaderboard with `--recognition N`).")
+
+
 def xbench_markdown(section: XBench) -> str:
     """The section as markdown: grounding, tau curves, recognition, correlation tables."""
-    lines = ["## XBench-style grounding and recognition", "",
-             "Pixel masks: the map min-max normalised per image, thresholded at tau; tau is the best mean Dice on "
-             "the calibration split (30% of the samples by a stable hash of their id) and every number below is on "
-             "the other samples (test split). Pointing game: `any` = some maximal pixel in the truth (lenient), "
-             "`share` = share of maximal pixels in it. Intervals: bootstrap 95%.", ""]
-    lines += _table(
-        ("model", "method", "tau (calibration n)", "test n", "pixel IoU", "pixel Dice", "pointing (any)",
-         "pointing (share)"),
-        [(r.model, r.method, "n/a" if r.tau is None else f"{r.tau:.2f} ({r.n_calibration})", str(r.n_test),
-          _pct(r.iou), _pct(r.dice), _pct(r.pointing_any), _pct(r.pointing_share)) for r in section.grounding])
-    shown = (0.1, 0.3, 0.5, 0.7, 0.9)
-    lines += ["", "### Tau curves (test split, mean Dice)", ""]
-    lines += _table(("model", "method", *(f"tau {t:.1f}" for t in shown)),
-                    [(r.model, r.method, *(f"{r.curve_dice[TAU_GRID.index(t)]:.3f}" if r.curve_dice else "n/a"
-                                           for t in shown)) for r in section.grounding])
-    lines += ["", "### Recognition (p(positive) over positives and negatives; answer Yes at p >= 0.5)", ""]
-    lines += _table(("model", "finding", "positives", "negatives", "AUC", "accuracy", "F1", "failed"),
-                    [(r.model, r.finding, str(r.scores.n_pos), str(r.scores.n_neg), _pct(r.scores.auc),
-                      _pct(r.scores.accuracy), _pct(r.scores.f1), str(r.failed)) for r in section.recognition])
-    lines += ["", "### Recognition vs grounding (Spearman over (model, finding) pairs: AUC vs test Dice)", ""]
-    lines += _table(("method", "pairs", "Spearman rho"),
-                    [(r.method, str(len(r.points)), _pct(r.rho)) for r in section.correlation])
+    lines = ["## XBench-style grounding and recognition", "", _NOTE]
+    for _, title, header, rows in _tables(section):
+        lines += ["", f"### {title}", "", *_table(header, rows)]
     if not section.correlation:
-        lines += ["", "No method has two (model, finding) pairs with both a recognition AUC and a grounding score "
-                  "(run the leaderboard with `--recognition N`)."]
+        lines += ["", _NO_PAIRS]
     return "\n".join(lines) + "\n"
+
+
+def xbench_html(section: XBench) -> dict[str, Any]:
+    """The section for the HTML page: ``note``, sortable ``tables`` (with ``title``) and ``figures`` (data URIs)."""
+    import base64
+
+    from .report_html import cell, table
+
+    tables = []
+    for table_id, title, header, rows in _tables(section):
+        names = 2 if table_id != "xbench-correlation" else 1  # leading text columns
+        built = table(table_id, [(name, k < names) for k, name in enumerate(header)],
+                      [[cell(text, text_cell=k < names) for k, text in enumerate(row)] for row in rows])
+        tables.append({**built, "title": title})
+    figures = [{"uri": "data:image/png;base64," + base64.b64encode(data).decode("ascii"), "alt": name}
+               for name, data in _figures(section).items()]
+    return {"note": _NOTE, "tables": tables, "figures": figures,
+            "empty": "" if section.correlation else _NO_PAIRS}
 
 
 def _png(figure: Any) -> bytes:

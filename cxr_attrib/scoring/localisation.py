@@ -267,7 +267,8 @@ def pointing_game(heatmap: np.ndarray, gt_boxes: object) -> float:
     tie is resolved by position, so a plateau is never judged by its top-left
     pixel, and a constant map scores the GT's share of the image, like a random
     point. A pixel is inside when its centre ``(col + 0.5, row + 0.5)`` lies in some
-    box.
+    box. This is :func:`~cxr_attrib.scoring.pixel_grounding.pixel_pointing_game`'s
+    ``"share"`` convention on the boxes' pixel mask.
 
     Args:
         heatmap (np.ndarray): (H, W) attribution scores.
@@ -286,13 +287,11 @@ def pointing_game(heatmap: np.ndarray, gt_boxes: object) -> float:
         >>> pointing_game(h, [[3, 2, 4, 3]])
         0.5
     """
+    from cxr_attrib.scoring.pixel_grounding import pixel_pointing_game  # it builds on this module
+
     scores = _as_heatmap(heatmap)
     boxes = as_boxes(gt_boxes, name="gt_boxes")
-    if not len(boxes):
-        return 0.0
-    peak = scores == scores.max()
-    inside = _centre_mask(boxes, *scores.shape)
-    return float(np.count_nonzero(peak & inside) / np.count_nonzero(peak))
+    return pixel_pointing_game(scores, _centre_mask(boxes, *scores.shape), convention="share")
 
 
 def _centre_mask(boxes: BoxArray, height: int, width: int) -> np.ndarray:
