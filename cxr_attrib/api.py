@@ -15,12 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 
 from .adapter import LoadOptions, Query, Scorer
-from .errors import CxrAttribError, InputError, MethodContractError, MethodFailedError
+from .errors import ArgumentTypeError, CxrAttribError, InputError, MethodContractError, MethodFailedError
 from .frames import ResizePad, grid_to_working
 from .imageio import LoadedImage, load_image
-from .method import Method, MethodOutput, MethodRequest, gradient_surface
+from .method import Method, MethodOutput, MethodRequest, gradient_surface, shown
 from .models import load_adapter
 from .registry import get_method, methods, registered_by
 from .result import Attribution, Concept, Meta, Target, TokenScore
@@ -28,7 +29,7 @@ from .scoring.boxes import DERIVED_BOXES, input_heatmap_boxes
 from .scoring.localisation import as_boxes
 from .targets import Mode, build_prompt, validate_span_policy, validate_text
 
-__all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "finish_result"]
+__all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "check_argument_types", "finish_result"]
 
 DEFAULT_METHOD = "medfocus"
 """The method ``attribute()`` and ``cxr-attrib attribute`` use when none is named (the paper's
@@ -228,6 +229,30 @@ def finish_result(
     )
 
 
+_ARGUMENT_TYPES: Mapping[str, tuple[type, ...]] = {
+    "model": (str, os.PathLike, Scorer),
+    "image": (str, os.PathLike, bytes, np.ndarray, LoadedImage, PILImage.Image),
+    "question": (str,),
+    "method": (str,),
+    "answer": (str, type(None)),
+    "load_options": (LoadOptions, type(None)),
+}
+
+
+def check_argument_types(function: str, **arguments: Any) -> None:
+    """Refuse an argument of the wrong type with a TypeError naming the parameter.
+
+    Raises:
+        ArgumentTypeError: e.g. ``attribute(42, ...)``: "attribute(): model must be
+            str or PathLike or Scorer, got int 42".
+    """
+    for name, value in arguments.items():
+        allowed = _ARGUMENT_TYPES[name]
+        if not isinstance(value, allowed):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            raise ArgumentTypeError(f"{function}(): {name} must be {names}, got {type(value).__name__} {shown(value)}")
+
+
 def attribute(
     model: str | os.PathLike | Scorer,
     image: ImageSource,
@@ -277,6 +302,8 @@ def attribute(
         MethodFailedError: the method raised (names it and its plugin's distribution).
         MethodContractError: the method returned something invalid.
     """
+    check_argument_types("attribute", model=model, image=image, question=question, method=method, answer=answer,
+                         load_options=load_options)
     method_cls = get_method(method)
     options = load_options or LoadOptions()
     size = model.working_size if isinstance(model, Scorer) else options.working_size

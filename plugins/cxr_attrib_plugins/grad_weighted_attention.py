@@ -19,7 +19,7 @@ import torch
 
 from cxr_attrib.errors import MethodParameterError
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest
+from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 
 from ._decoder import attention_surface, decoder_layer
 
@@ -59,6 +59,10 @@ class GradWeightedAttention(Method):
     needs_gradients = True
     needs_attentions = True
     defaults = MappingProxyType({"layer": -1, "layers": "one"})
+    param_types = MappingProxyType({
+        "layer": Param(int, doc="decoder layer (negative counts from the last); checked against the model"),
+        "layers": Param(str, choices=_SPANS, doc="one layer, or the relevance rollout over all layers"),
+    })
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         surface = attention_surface(request, self.name)

@@ -34,7 +34,7 @@ from cxr_attrib.grounding import MAX_BOXES, BoxConvention, GroundingSurface, evi
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 from cxr_attrib.pools import mask_box
-from cxr_attrib.segmentation import BoxSegmenter, load_segmenter
+from cxr_attrib.segmentation import SAM_PARAM, BoxSegmenter, load_segmenter
 
 __all__ = ["MAX_TEXT_CHARS", "Prompting", "PromptingRefined", "StatedBoxes", "ask_for_boxes"]
 
@@ -192,6 +192,10 @@ class PromptingRefined(Prompting):
     reference = ("Xiong et al. 2026 (prompting + MedSAM refinement baseline); Ma et al., 'Segment anything in "
                  "medical images', Nature Communications 2024; docs/methods/prompting_refined.md.")
     defaults = MappingProxyType({**Prompting.defaults, "sam": None})
+    param_types = MappingProxyType({
+        **Prompting.param_types,
+        "sam": SAM_PARAM,
+    })
 
     @classmethod
     def validate(cls, params: Mapping[str, Any], adapter: Scorer | None) -> None:
