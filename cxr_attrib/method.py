@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from .adapter import GradientSurface, Query, Scorer
+from .adapter import AttentionSurface, GradientSurface, Query, Scorer
 from .errors import MethodParameterError, ModelCapabilityError
 from .typing import Heatmap, TokenGrid, WorkingImage
 
@@ -352,6 +352,10 @@ class Method(ABC):
             of ``defaults`` (the registry refuses a method whose defaults do not
             pass their own declaration). A key without a declaration accepts any
             value. Default: none.
+        surfaces (tuple[type, ...] | None): the adapter surfaces the method calls
+            beyond :class:`~cxr_attrib.adapter.Scorer` (e.g. ``(AttentionSurface,)``);
+            the core refuses a model that lacks one before any pass. None derives them
+            from the flags (see :meth:`required_surfaces`). Default: None.
     """
 
     name: ClassVar[str]
@@ -365,6 +369,17 @@ class Method(ABC):
     needs_truth: ClassVar[bool] = False
     defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     param_types: ClassVar[Mapping[str, Param]] = MappingProxyType({})
+    surfaces: ClassVar[tuple[type, ...] | None] = None
+
+    @classmethod
+    def required_surfaces(cls) -> tuple[type, ...]:
+        """The adapter surfaces this method calls: ``surfaces`` when declared, else
+        :class:`~cxr_attrib.adapter.GradientSurface` if ``needs_gradients`` and
+        :class:`~cxr_attrib.adapter.AttentionSurface` if ``needs_attentions``."""
+        if cls.surfaces is not None:
+            return tuple(cls.surfaces)
+        return tuple(s for s, on in ((GradientSurface, cls.needs_gradients), (AttentionSurface, cls.needs_attentions))
+                     if on)
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any], *, size: int | None = None) -> dict[str, Any]:
@@ -429,11 +444,15 @@ def gradient_surface(adapter: Scorer | None, method: str) -> GradientSurface:
         ModelCapabilityError: the model has no differentiable surface or its weights
             carry no gradient (e.g. quantised).
     """
-    if not isinstance(adapter, GradientSurface) or not adapter.supports_gradients:
-        name = getattr(adapter, "name", repr(adapter))
+    name = getattr(adapter, "name", repr(adapter))
+    if not isinstance(adapter, GradientSurface):
         raise ModelCapabilityError(
-            f"method {method!r} needs gradients, but model {name!r} was loaded without gradient support "
-            "(no differentiable adapter surface, or non-float weights); load it with a float dtype "
-            "(LoadOptions(dtype='float32' or 'bfloat16')) through an adapter family that supports gradients."
+            f"method {method!r} needs the adapter surface GradientSurface, which model {name!r} "
+            f"({type(adapter).__name__}) does not implement; `cxr-attrib methods` shows what each method needs."
+        )
+    if not adapter.supports_gradients:
+        raise ModelCapabilityError(
+            f"method {method!r} needs gradients, but the weights of model {name!r} carry none (non-float, e.g. "
+            "quantised); load it with a float dtype (LoadOptions(dtype='float32' or 'bfloat16'))."
         )
     return adapter

@@ -142,7 +142,7 @@ def test_bad_parameters_fail_before_any_model_pass(tiny, method, params, message
 def test_a_model_without_gradient_support_is_refused_before_any_pass(tiny, method, monkeypatch):
     monkeypatch.setattr(HFAdapter, "supports_gradients", property(lambda self: False))
     tiny.counter.reset()
-    with pytest.raises(ModelCapabilityError, match=rf"method '{method}' needs gradients.*without gradient support"):
+    with pytest.raises(ModelCapabilityError, match=rf"method '{method}' needs gradients, but the weights of model .* carry none"):
         attribute(tiny, _image(), Q, method=method)
     assert set(tiny.counter.as_dict().values()) == {0}
 
@@ -163,7 +163,7 @@ class _ScoreOnly(Scorer):
 
 
 def test_a_scorer_without_gradient_surface_is_refused():
-    with pytest.raises(ModelCapabilityError, match=r"method 'gradcam' needs gradients.*'score-only'"):
+    with pytest.raises(ModelCapabilityError, match=r"method 'gradcam' needs the adapter surface GradientSurface .*'score-only'"):
         attribute(_ScoreOnly("score-only"), _image(), Q, method="gradcam")
 
 

@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 import torch
 
+from cxr_attrib.adapter import AttentionSurface
 from cxr_attrib.errors import MethodParameterError
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
@@ -58,6 +59,7 @@ class GradWeightedAttention(Method):
                  "Encoder-Decoder Transformers', ICCV 2021.")
     needs_gradients = True
     needs_attentions = True
+    surfaces = (AttentionSurface,)
     defaults = MappingProxyType({"layer": -1, "layers": "one"})
     param_types = MappingProxyType({
         "layer": Param(int, doc="decoder layer (negative counts from the last); checked against the model"),

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 
 from cxr_attrib.adapter import Scorer
 from cxr_attrib.hookspecs import hookimpl
@@ -66,6 +65,8 @@ class IntegratedGradients(Method):
 
         def target(images: torch.Tensor) -> torch.Tensor:
             return adapter.forward(images, query).total
+
+        from captum.attr import IntegratedGradients as CaptumIntegratedGradients  # on first use (start-up)
 
         attributions = CaptumIntegratedGradients(target).attribute(
             image, baselines=baseline, n_steps=params["steps"],

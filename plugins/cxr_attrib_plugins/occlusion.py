@@ -14,7 +14,6 @@ from types import MappingProxyType
 
 import numpy as np
 import torch
-from captum.attr import FeatureAblation
 
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.method import BATCH_SIZE, Method, MethodOutput, MethodRequest, Param
@@ -60,6 +59,8 @@ class Occlusion(Method):
         baseline = torch.from_numpy(baseline_image(original, request.params["fill"]))[None]
         mask = torch.from_numpy(tile_mask(request.size, tiles))[None]
         with torch.no_grad():
+            from captum.attr import FeatureAblation  # on first use: captum costs seconds at start-up
+
             drop = FeatureAblation(relative_logprob).attribute(  # a batch never exceeds the work
                 original_t, baselines=baseline, feature_mask=mask, perturbations_per_eval=min(batch_size, tiles**2)
             )
