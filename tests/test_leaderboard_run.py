@@ -36,11 +36,11 @@ from cxr_attrib_phantom.benchmark import HELD_OUT_START, phantom_sample
 
 BIN = Path(sys.executable).parent
 RUN = ["leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "occlusion", "-p", "occlusion.tiles=2",
-       "--per-finding", "1", "--limit", "6", "--steps", "2", "--n-random", "2"]
+       "--per-finding", "1", "--limit", "6", "--steps", "2", "--n-random", "2", "--fill", "zero"]
 PRIORS = ("anatomy_prior", "center", "random", "truth", "whole_image")  # the priors and references, always run
 UNITS = 6 * (1 + len(PRIORS))  # six findings x (occlusion and every prior)
 SMALL = ["leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "center", "--limit", "1",
-         "--steps", "2", "--n-random", "2"]  # one unit per prior
+         "--steps", "2", "--n-random", "2", "--fill", "zero"]  # one unit per prior
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -217,7 +217,7 @@ def test_a_raising_method_fails_only_its_unit(tmp_path, registered_plugin):
     registered_plugin(_BoomPlugin)
     code, output = invoke("leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "boom",
                           "--per-finding", "1", "--limit", "3", "--steps", "2", "--n-random", "2",
-                          "--out", str(tmp_path))
+                          "--fill", "zero", "--out", str(tmp_path))
     assert code == 0, output
     units = list(results(tmp_path / "leaderboard.sqlite").values())
     failed = [u for u in units if not u.ok]
@@ -256,7 +256,7 @@ class _TwoSamplesPlugin:
 def test_an_image_that_does_not_load_fails_only_its_units(tmp_path, registered_plugin):
     registered_plugin(_TwoSamplesPlugin)
     code, output = invoke("leaderboard", "-b", "two-samples", "-m", "phantom-gemma", "--methods", "center",
-                          "--steps", "2", "--n-random", "2", "--out", str(tmp_path))
+                          "--steps", "2", "--n-random", "2", "--fill", "zero", "--out", str(tmp_path))
     assert code == 0, output
     with open_store(tmp_path / "leaderboard.sqlite") as store:
         assert store.config().filter == "none"  # no exact counterfactuals: samples used as given

@@ -97,7 +97,7 @@ def test_faithfulness_from_the_result_one_batch_and_matching_values() -> None:
     frame = ResizePad(*SHAPE, 16)
     curves, drop = faithfulness(RegionAdapter(adapter.region, size=16), frame.image_to_working(image), query,
                                 frame.heatmap_to_working(heat), steps=4, fraction=0.1, n=3,
-                                content_mask=frame.content_mask())
+                                content_mask=frame.content_mask(), fill="noisy_linear")  # score()'s default
     assert scores.deletion_auc == pytest.approx(curves.deletion_auc)
     assert scores.insertion_auc == pytest.approx(curves.insertion_auc)
     assert scores.deletion_gain == pytest.approx(curves.deletion_gain) and scores.deletion_gain > 0

@@ -30,7 +30,7 @@ from cxr_attrib.scoring.pixel_grounding import TAU_GRID, calibration_split, metr
 from cxr_attrib.targets import build_prompt
 
 RUN = ["leaderboard", "-b", "phantom", "-m", "phantom-gemma", "--methods", "center", "--limit", "3",
-       "--steps", "2", "--n-random", "2", "--recognition", "1"]
+       "--steps", "2", "--n-random", "2", "--fill", "zero", "--recognition", "1"]
 
 
 @pytest.fixture(scope="module")

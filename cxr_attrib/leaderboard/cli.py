@@ -121,7 +121,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @click.option("--max-new-tokens", type=int, default=64, show_default=True, help="Generation budget of answers.")
 @click.option("--steps", type=int, default=10, show_default=True, help="Deletion/insertion steps of the scorer.")
 @click.option("--n-random", type=int, default=8, show_default=True, help="Random regions of the scorer.")
-@click.option("--fill", default="zero", show_default=True,
+@click.option("--fill", default="noisy_linear", show_default=True,
               help="How the scorer fills removed pixels: zero, mean, blur, noisy_linear or a grey level in [0, 1].")
 @click.option("--recognition", type=int, default=0, show_default=True,
               help="Recognition pass: p(positive) of each model on the first N positives and N negatives of "

@@ -105,7 +105,7 @@ class RunConfig:
     steps: int = 10
     n_random: int = 8
     fraction: float = 0.1
-    fill: str | float = "zero"
+    fill: str | float = "noisy_linear"
     recognition: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def build_config(
     models: Sequence[str],
     methods_: Sequence[str] | None,
     params: Iterable[str] = (),
-    fill: str | float = "zero",
+    fill: str | float = "noisy_linear",
     mode: str | None = None,
     seed: int = 0,
     limit: int | None = None,

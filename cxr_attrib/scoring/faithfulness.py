@@ -18,6 +18,8 @@ Definitions (``x`` the working image):
 2. **Removal.** ``x - R`` is ``x`` with the pixels of ``R`` replaced by the fill
    (:func:`~cxr_attrib.perturb.remove_pixels`: a baseline image for ``zero``, ``mean``,
    ``blur`` or a number; the pixels of ``R`` imputed from the rest for
+   ``noisy_linear``; the functions here default to ``zero``, whose values can be checked
+   by hand, while :func:`~cxr_attrib.scoring.score` and leaderboards default to
    ``noisy_linear``). **Deletion** ``x_del(f) = x - R_f``; **insertion**
    ``x_ins(f) = x - (C \\ R_f)`` (``C`` the content: only ``R_f`` is kept). Hence
    ``x_del(0) = x_ins(1) = x`` and ``x_del(1) = x_ins(0) = x_empty`` (all content

@@ -228,7 +228,7 @@ def score(
     steps: int = 10,
     fraction: float = 0.1,
     n_random: int = 8,
-    fill: str | float = "zero",
+    fill: str | float = "noisy_linear",
     seed: int = 0,
     batch_size: int | None = None,
     regions: Regions = "auto",
@@ -253,8 +253,10 @@ def score(
         fraction (float): share of the content in the top and random regions. Default: 0.1.
         n_random (int): random regions. Default: 8.
         fill (str | float): how removed pixels are filled: ``"zero"``, ``"mean"``,
-            ``"blur"``, a number in [0, 1] or ``"noisy_linear"`` (ROAD's imputation);
-            see :func:`~cxr_attrib.perturb.pixel_remover`. Default: ``"zero"``.
+            ``"blur"``, a number in [0, 1] or ``"noisy_linear"`` (ROAD's imputation, the
+            fill under which the ``truth`` reference beats ``random`` most clearly on the
+            phantom models; docs/benchmark-protocol.md); see
+            :func:`~cxr_attrib.perturb.pixel_remover`. Default: ``"noisy_linear"``.
         seed (int): seed of tie-breaks and random regions. Default: 0.
         batch_size (int | None): images per forward call. Default: None (all at once).
         regions ({"auto", "heatmap", "boxes"}): what localisation judges: the
@@ -289,8 +291,10 @@ def score(
             _check_count("batch_size", batch_size, 1)
     height, width = _input_shape(attribution)
     values: dict[str, Any] = {}
+    truth_notes: tuple[str, ...] = ()
     if ground_truth is not None:
-        gt = as_boxes(ground_truth, name="ground_truth", allow_inverted=False)
+        gt, truth_notes = _inside_image(as_boxes(ground_truth, name="ground_truth", allow_inverted=False),
+                                        height, width)
         frame = ResizePad(height, width, meta.working_size)
         pred = _predicted_boxes(attribution, frame, regions)
         values.update(region_metrics(pred, gt).to_dict())
@@ -303,10 +307,34 @@ def score(
             _faithfulness(attribution, model, image, query, (height, width), steps=steps, fraction=fraction,
                           n=n_random, fill=fill, seed=seed, batch_size=batch_size)
         )
+    if truth_notes:
+        values["warnings"] = (*truth_notes, *values.get("warnings", ()))
     return Scores(
         model=meta.model, split=split if split is not None else attribution.target.mode,
         method=meta.method, dataset=dataset, sample=sample, **values,
     )
+
+
+def _inside_image(gt: np.ndarray, height: int, width: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Ground-truth boxes clipped to the (H, W) input image, with a warning per clipped box.
+
+    Raises:
+        DataError: a box lies wholly outside the image (it cannot be ground truth of it).
+    """
+    clipped = gt.copy()
+    clipped[:, [0, 2]] = np.clip(gt[:, [0, 2]], 0, width)
+    clipped[:, [1, 3]] = np.clip(gt[:, [1, 3]], 0, height)
+    notes = []
+    for i, (box, kept) in enumerate(zip(gt, clipped)):
+        if kept[2] <= kept[0] or kept[3] <= kept[1]:
+            raise DataError(f"ground_truth box {i} {tuple(float(v) for v in box)} lies wholly outside the "
+                            f"{width} x {height} (width x height) input image; check the annotation's frame")
+        if not np.array_equal(box, kept):
+            notes.append(f"ground_truth box {i} {tuple(float(v) for v in box)} extends beyond the {width} x {height} "
+                         f"input image; scored as {tuple(float(v) for v in kept)}")
+    for note in notes:
+        warnings.warn(note, ScoreWarning, stacklevel=4)
+    return clipped, tuple(notes)
 
 
 def _faithfulness(
