@@ -27,8 +27,8 @@ MAP_METHODS = [name for name in MODEL_METHODS if methods()[name].output != "boxe
 # Refused before any pass, with the reason a user reads.
 REFUSED: dict[str, str] = {
     "lrp": "no relevance propagation",
-    "prompting": "asks the model for boxes",
-    "prompting_refined": "asks the model for boxes",
+    "prompting": "GroundingSurface",
+    "prompting_refined": "GroundingSurface",
 }
 FAST_PARAMS: dict[str, dict] = {
     "occlusion": {"tiles": 4},
