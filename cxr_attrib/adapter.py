@@ -493,6 +493,11 @@ class Scorer(ABC):
         """Side S of the square working frame the adapter expects."""
         return self.options.working_size
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's inputs go; a black box that holds no tensors says the CPU."""
+        return torch.device("cpu")
+
     @abstractmethod
     def encode(self, images: Sequence[WorkingImage], query: Query) -> Encoding:
         """Build inputs for ``len(images)`` working-frame images and ``query``'s text.

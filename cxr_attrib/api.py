@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 
 from .adapter import LoadOptions, Query, Scorer
-from .errors import CxrAttribError, InputError, MethodContractError, MethodFailedError
+from .blame import blamed_party
+from .capabilities import adapter_label, check_capabilities
+from .errors import ArgumentTypeError, CxrAttribError, InputError, MethodContractError, MethodFailedError
 from .frames import ResizePad, grid_to_working
 from .imageio import LoadedImage, load_image
-from .method import Method, MethodOutput, MethodRequest, gradient_surface
+from .method import Method, MethodOutput, MethodRequest, shown
 from .models import load_adapter
 from .registry import get_method, methods, registered_by
 from .result import Attribution, Concept, Meta, Target, TokenScore
@@ -28,7 +31,7 @@ from .scoring.boxes import DERIVED_BOXES, input_heatmap_boxes
 from .scoring.localisation import as_boxes
 from .targets import Mode, build_prompt, validate_span_policy, validate_text
 
-__all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "finish_result"]
+__all__ = ["DEFAULT_METHOD", "NO_MODEL", "attribute", "check_argument_types", "finish_result"]
 
 DEFAULT_METHOD = "medfocus"
 """The method ``attribute()`` and ``cxr-attrib attribute`` use when none is named (the paper's
@@ -228,6 +231,30 @@ def finish_result(
     )
 
 
+_ARGUMENT_TYPES: Mapping[str, tuple[type, ...]] = {
+    "model": (str, os.PathLike, Scorer),
+    "image": (str, os.PathLike, bytes, np.ndarray, LoadedImage, PILImage.Image),
+    "question": (str,),
+    "method": (str,),
+    "answer": (str, type(None)),
+    "load_options": (LoadOptions, type(None)),
+}
+
+
+def check_argument_types(function: str, **arguments: Any) -> None:
+    """Refuse an argument of the wrong type with a TypeError naming the parameter.
+
+    Raises:
+        ArgumentTypeError: e.g. ``attribute(42, ...)``: "attribute(): model must be
+            str or PathLike or Scorer, got int 42".
+    """
+    for name, value in arguments.items():
+        allowed = _ARGUMENT_TYPES[name]
+        if not isinstance(value, allowed):
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            raise ArgumentTypeError(f"{function}(): {name} must be {names}, got {type(value).__name__} {shown(value)}")
+
+
 def attribute(
     model: str | os.PathLike | Scorer,
     image: ImageSource,
@@ -272,11 +299,14 @@ def attribute(
         InputError: a bad seed, or ``model="none"`` where a model is needed.
         TargetError: an empty or non-UTF-8 question or answer, an unknown mode or target.
         LoadOptionsError: unusable load options.
-        ModelCapabilityError: a gradient method on a model without gradient support.
+        ModelCapabilityError: the model lacks an adapter surface the method needs
+            (names it and the methods that would run), checked before any pass.
         ImageLoadError: an unreadable image.
         MethodFailedError: the method raised (names it and its plugin's distribution).
         MethodContractError: the method returned something invalid.
     """
+    check_argument_types("attribute", model=model, image=image, question=question, method=method, answer=answer,
+                         load_options=load_options)
     method_cls = get_method(method)
     options = load_options or LoadOptions()
     size = model.working_size if isinstance(model, Scorer) else options.working_size
@@ -293,8 +323,7 @@ def attribute(
     adapter = None
     if method_cls.uses_model or answer is None:
         adapter = load_adapter(model, options)
-    if method_cls.needs_gradients:
-        gradient_surface(adapter, method_cls.name)
+    check_capabilities(method_cls, adapter)
     method_cls.validate(checked_params, adapter if method_cls.uses_model else None)
     working_size = adapter.working_size if adapter is not None else options.working_size
     frame = ResizePad(int(pixels.shape[0]), int(pixels.shape[1]), size=working_size)
@@ -359,12 +388,19 @@ def _check_truth(method: type[Method], truth_boxes: Any) -> np.ndarray | None:
 
 
 def _run_method(method: type[Method], request: MethodRequest) -> MethodOutput:
-    """Call the method; an unexpected exception names the method and its plugin."""
+    """Call the method; an unexpected exception names the party whose code raised it
+    (:func:`cxr_attrib.blame.blamed_party`): the adapter and its plugin, or the method and its plugin."""
     try:
         return method().attribute(request)
     except CxrAttribError:
         raise
     except Exception as exc:
+        if blamed_party(exc, method, request.adapter) == "adapter":
+            raise MethodFailedError(
+                f"{adapter_label(request.adapter)} of model {request.adapter.name!r} failed while method "
+                f"{method.name!r} ran: {type(exc).__name__}: {exc}. This is a bug in the adapter; report it to "
+                "its authors (run with --debug for the traceback)."
+            ) from exc
         raise MethodFailedError(
             f"method {method.name!r} (from {_plugin_label(method.name)}) failed: "
             f"{type(exc).__name__}: {exc}. This is a bug in the method; report it to its authors "

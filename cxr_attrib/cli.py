@@ -50,7 +50,31 @@ _DEBUG = "cxr_attrib.debug"
 
 
 class _Group(click.Group):
-    """A click group that turns every error into one clean line (``--debug``: the traceback)."""
+    """A click group that turns every error into one clean line (``--debug``: the traceback).
+
+    Plugin commands are added on first need (a command name the core does not know),
+    so ``--help`` and the core commands start without importing any plugin (torch,
+    transformers...); the help text says how to list them.
+    """
+
+    plugins_added = False
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self.plugins_added:
+            self.add_plugins()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def add_plugins(self) -> None:
+        """Let every plugin add its sub-commands (once; a broken plugin setting is reported later)."""
+        from .registry import add_plugin_commands
+
+        self.plugins_added = True
+        try:
+            add_plugin_commands(self)
+        except CxrAttribError:
+            pass  # e.g. a bad CXR_ATTRIB_LOAD_PLUGINS: every command that needs plugins reports it
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -64,7 +88,8 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, epilog="Plugins add more commands (the phantom plugin adds `demo`); "
+             "`cxr-attrib plugins` lists every plugin and `cxr-attrib NAME --help` describes a command.")
 @click.version_option(__version__, prog_name="cxr-attrib")
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
 @click.pass_context
@@ -288,11 +313,5 @@ for _command in (*_LEADERBOARD_COMMANDS, report_command, pool, compare_command):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``cxr-attrib`` console script."""
-    from .registry import add_plugin_commands
-
-    try:
-        add_plugin_commands(cli)
-    except CxrAttribError:
-        pass  # e.g. a bad CXR_ATTRIB_LOAD_PLUGINS: every command that needs plugins reports it
+    """Entry point of the ``cxr-attrib`` console script (plugin commands load on first need)."""
     cli.main(args=argv, prog_name="cxr-attrib")

@@ -31,6 +31,7 @@ __all__ = [
     "DataError",
     "OutputError",
     "UnreadableFileError",
+    "ArgumentTypeError",
     "FileInUseError",
     "check_choice",
 ]
@@ -172,6 +173,10 @@ class OutputError(CxrAttribError, ValueError):
 
 class UnreadableFileError(DataError):
     """A path that is never read: not a regular file, over its size budget, a null byte in it."""
+
+
+class ArgumentTypeError(CxrAttribError, TypeError):
+    """An argument of the wrong type; the message names the parameter, the expected and the given type."""
 
 
 class FileInUseError(CxrAttribError):

@@ -11,9 +11,11 @@ JSON first (each fenced code block, then every JSON value embedded in the whole
 text), then a tight regular expression for bare ``[a, b, c, d]`` lists of ASCII
 numbers. Boxes that are degenerate (zero area), inverted or outside the model's
 frame (or not finite) are dropped and counted; anything else is ignored. Its cost is
-linear in the text: attempts to decode JSON that fail may read at most
-:data:`MAX_RETRY_CHARS` characters in all (then the JSON scan stops, counted as
-``scan_stopped``), so ``"[" * 200_000`` is read in milliseconds, not hours.
+linear in the text: every character the JSON scan reads (the search for code fences,
+each decoding attempt, successful or failed, and the error position a failure
+computes) is charged to one budget of :data:`MAX_RETRY_CHARS` characters; when it is
+spent the JSON scan stops (counted as ``scan_stopped``) and only the bare-list
+expression reads the text, once. So ``"[" * 200_000`` is read in milliseconds, not hours.
 
 Example::
 
@@ -205,10 +207,14 @@ def _json_boxes(value: Any, key: str, depth: int = 0) -> Iterator[list[float]]:
 
 
 class _Budget:
-    """Characters that failed JSON attempts may still read (see :data:`MAX_RETRY_CHARS`)."""
+    """Characters the JSON scan may still read (see :data:`MAX_RETRY_CHARS`)."""
 
     def __init__(self, chars: int) -> None:
         self.left = chars
+
+    def charge(self, chars: int) -> None:
+        """Count ``chars`` characters read."""
+        self.left -= chars
 
     @property
     def exhausted(self) -> bool:
@@ -219,8 +225,9 @@ def _embedded_json(text: str, budget: _Budget) -> Iterator[Any]:
     """Every JSON array or object that starts somewhere in ``text`` (strict ``json`` only).
 
     A failed attempt at one bracket is retried from the next one, so a value nested in
-    broken JSON is still found; each failure is charged to ``budget`` and the scan stops
-    when it is spent.
+    broken JSON is still found. Every character read is charged to ``budget`` (the
+    search for the next bracket, each decoded value, each failure with the error
+    position it computes) and the scan stops when it is spent.
     """
     decoder = json.JSONDecoder()
     position = 0
@@ -229,28 +236,32 @@ def _embedded_json(text: str, budget: _Budget) -> Iterator[Any]:
         if opening is None:
             return
         start = opening.start()
+        budget.charge(start - position + 1)
         try:
             value, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError as err:  # its line/column cost a scan of text[:err.pos]
-            budget.left -= err.pos + 1
+            budget.charge(err.pos + 1)
             position = start + 1
             continue
         except (ValueError, RecursionError):  # an integer of > 4300 digits; nesting deeper than the stack
-            budget.left -= len(text) - start
+            budget.charge(len(text) - start)
             position = start + 1
             continue
+        budget.charge(end - start)
         yield value
         position = end
 
 
-def _candidates(text: str) -> Iterator[str]:
+def _candidates(text: str, budget: _Budget) -> Iterator[str]:
+    """Each fenced code block, then the whole text (the fence search is charged to ``budget``)."""
+    budget.charge(len(text))
     fenced = [m.group(1) for m in _FENCE.finditer(text)]
     yield from fenced
     yield text
 
 
 def _stated(text: str, key: str, budget: _Budget) -> tuple[list[list[Any]], Literal["json", "regex", "none"]]:
-    for candidate in _candidates(text):
+    for candidate in _candidates(text, budget):
         found = [box for value in _embedded_json(candidate, budget) for box in _json_boxes(value, key)]
         if found:
             return found, "json"

@@ -9,6 +9,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from .errors import DataError, check_choice
+from .method import Param
 from .typing import WorkingImage
 
 __all__ = ["baseline_image", "check_fill", "check_removal_fill", "FILLS", "REMOVAL_FILLS", "pixel_remover"]
@@ -19,6 +20,10 @@ FILLS = ("zero", "mean", "blur")
 REMOVAL_FILLS = (*FILLS, "noisy_linear")
 """Fills of :func:`pixel_remover` (the scorer): the baselines and ROAD's noisy linear
 imputation, which depends on the removed set (:mod:`cxr_attrib.imputation`)."""
+
+
+FILL = Param(float, low=0.0, high=1.0, also=FILLS, doc="what replaces a hidden region: a name or a grey level in [0, 1]")
+"""The declaration of a method's ``fill`` parameter (:func:`check_fill` accepts the same values)."""
 
 
 def check_fill(fill: object) -> str | float:

@@ -62,6 +62,7 @@ __all__ = [
     "get_tiny_model_recipe",
     "pools",
     "get_pool",
+    "plugin_of_module",
 ]
 
 ENTRY_POINT_GROUP = "cxr_attrib"
@@ -339,6 +340,26 @@ def registered_by(kind: str, name: str) -> PluginInfo | None:
     _state.collect()
     owner = _state.owners.get((kind, name))
     return None if owner is None else _state.infos.get(owner)
+
+
+def plugin_of_module(module: str) -> PluginInfo | None:
+    """The plugin whose module is ``module`` or a package holding it (e.g. an adapter class's module).
+
+    Args:
+        module (str): a dotted module name, e.g. ``type(adapter).__module__``.
+
+    Returns:
+        PluginInfo | None: the innermost registered plugin module containing it; None
+        when no plugin does (a class defined in a script or a test).
+    """
+    load_plugins()
+    best: tuple[int, str] | None = None
+    for name, plugin in _state.pm.list_name_plugin():
+        owner = getattr(plugin, "__name__", None)
+        if isinstance(owner, str) and (module == owner or module.startswith(owner + ".")):
+            if best is None or len(owner) > best[0]:
+                best = (len(owner), name)
+    return None if best is None else _state.infos.get(best[1])
 
 
 def _registry(kind: str) -> Mapping[str, Any]:

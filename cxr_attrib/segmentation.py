@@ -34,11 +34,15 @@ import numpy.typing as npt
 import torch
 
 from .errors import ModelLoadError
+from .method import Param
 from .pools import mask_box
 from .safeio import read_json
 from .typing import WorkingImage
 
-__all__ = ["BoxSegmenter", "Segmentation", "load_segmenter"]
+__all__ = ["SAM_PARAM", "BoxSegmenter", "Segmentation", "load_segmenter"]
+
+SAM_PARAM = Param(str, path=True, optional=True, doc="SAM / MedSAM checkpoint folder refining the boxes")
+"""The declaration of a method's ``sam`` parameter (None: no refinement)."""
 
 Box = tuple[float, float, float, float]
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["TinyModelRecipe", "zero_output_projections"]
+__all__ = ["TinyModelRecipe", "TowerProjectorRecipe", "gate_token_outputs", "zero_output_projections"]
 
 
 class TinyModelRecipe(ABC):
@@ -80,3 +80,28 @@ def zero_output_projections(tower: torch.nn.Module, suffix: str) -> None:
                 module.weight.zero_()
                 if module.bias is not None:
                     module.bias.zero_()
+
+
+def gate_token_outputs(module: torch.nn.Module, gains: torch.Tensor) -> None:
+    """Multiply ``module``'s (B, N, D) output by ``gains[i]`` at token i (a forward hook).
+
+    For a recipe's :meth:`TinyModelRecipe.gate_image_features` when one module (e.g. the
+    multi-modal projector) outputs the image tokens row-major over the token grid.
+    """
+
+    def gate(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        return output * gains[None, :, None].to(output.device, output.dtype)
+
+    module.register_forward_hook(gate)
+
+
+class TowerProjectorRecipe(TinyModelRecipe):
+    """A recipe for the common layout ``model.model.vision_tower`` (attention outputs named
+    ``*.self_attn.out_proj``) feeding ``model.model.multi_modal_projector``, whose output is
+    the image tokens row-major: the wiring edits are written once here."""
+
+    def isolate_vision_tokens(self, model: torch.nn.Module) -> None:
+        zero_output_projections(model.model.vision_tower, ".self_attn.out_proj")
+
+    def gate_image_features(self, model: torch.nn.Module, gains: torch.Tensor) -> None:
+        gate_token_outputs(model.model.multi_modal_projector, gains)

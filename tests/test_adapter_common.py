@@ -68,14 +68,17 @@ def test_decoder_layers_and_describe(adapter):
     assert len(layers) == adapter.model.config.get_text_config().num_hidden_layers == 2
     assert len(adapter.vision_layers()) == 2 and adapter.supports_gradients
     facts = adapter.describe()
-    assert facts["dtype"] == "float32" and facts["grid"] == [8, 8] and facts["family"] == adapter.family
+    assert facts["dtype"] == "float32" and facts["grid"] == list(adapter.geometry.token_grid)
+    assert facts["family"] == adapter.family
     assert facts["patch_grid"] == [16, 16]
 
 
 def test_geometry_of_the_tiny_models(adapter):
     geometry = adapter.geometry
     assert (geometry.working_size, geometry.model_size, geometry.patch_size) == (224, (224, 224), 14)
-    assert (geometry.patch_grid, geometry.token_grid, geometry.patches_per_token) == ((16, 16), (8, 8), (2, 2))
+    tokens = {"qwen2_5_vl": ((8, 8), (2, 2)), "gemma3": ((8, 8), (2, 2)), "llava": ((16, 16), (1, 1))}
+    assert geometry.patch_grid == (16, 16)
+    assert (geometry.token_grid, geometry.patches_per_token) == tokens[adapter.family]
     assert sorted(geometry.patch_order.tolist()) == list(range(256))
 
 

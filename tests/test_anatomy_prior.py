@@ -103,7 +103,7 @@ def test_unknown_finding_and_blank_image_fall_back_to_the_whole_image_with_a_rec
 
 
 def test_bad_quantile_is_refused_before_any_transfer():
-    with pytest.raises(MethodParameterError, match=r"mass_quantile must be in \(0, 1\]"):
+    with pytest.raises(MethodParameterError, match=r"'mass_quantile' = 1.2 is invalid; expected a number in \(0, 1\]"):
         attribute("no-model", np.full((40, 60), 90, np.uint8), finding_question("nodule"),
                   method="anatomy_prior", answer="Yes", mass_quantile=1.2)
     assert AnatomyPrior.uses_model is False

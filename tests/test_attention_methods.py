@@ -244,12 +244,12 @@ def test_passes(adapter, image, method, backward) -> None:
 @pytest.mark.parametrize("method, params, needle", [
     ("attention", {"layer": 3}, "layer must be an integer in [-3, 2]"),
     ("attention", {"layer": -4}, "layer must be an integer in [-3, 2]"),
-    ("attention", {"layer": 1.0}, "layer must be an integer"),
+    ("attention", {"layer": 1.0}, "'layer' = 1.0 is invalid; expected an integer"),
     ("attention", {"head": 4}, "head must be None (mean over heads) or an integer in [0, 3]"),
-    ("attention", {"head": True}, "head must be None"),
+    ("attention", {"head": True}, "'head' = True is invalid; expected an integer in [0, inf] or None"),
     ("attention_rollout", {"start_layer": 3}, "start_layer must be an integer in [-3, 2]"),
     ("grad_weighted_attention", {"layer": 7}, "layer must be an integer in [-3, 2]"),
-    ("grad_weighted_attention", {"layers": "every"}, "layers must be one of 'one', 'all'"),
+    ("grad_weighted_attention", {"layers": "every"}, "'layers' = 'every' is invalid; expected one of 'one', 'all'"),
 ])
 def test_bad_parameters_fail_before_any_pass(adapter, image, method, params, needle) -> None:
     adapter.counter.reset()

@@ -330,3 +330,27 @@ def test_chexzero_without_a_file_is_a_one_line_error(tmp_path):
     bad.write_bytes(b"not a pickle")
     with pytest.raises(ModelLoadError, match="cannot read"):
         load_chexzero(bad, OPTIONS)
+
+
+@pytest.mark.parametrize("key, family", [("clip_vit_b16", "clip"), ("medsiglip_448", "siglip")])
+def test_registry_key_and_hub_id_load_from_the_hugging_face_cache(key, family, folders, tmp_path, monkeypatch):
+    """The real checkpoints' code path: the key's Hub id, resolved from a (here: fake) local HF cache, offline."""
+    import shutil
+
+    import huggingface_hub.constants as hub
+
+    from cxr_attrib.registry import model_cards
+
+    source = model_cards()[key].source
+    repo = tmp_path / f"models--{source.replace('/', '--')}"
+    shutil.copytree(folders[family], repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    by_key = load_adapter(key, LoadOptions(dtype="float32", device="cpu"))
+    by_id = load_adapter(source, LoadOptions(dtype="float32", device="cpu"))
+    assert (by_key.name, by_key.family, by_id.name, by_id.family) == (key, family, source, family)
+    batch = images(1, seed=7)
+    torch.testing.assert_close(by_key.score(batch, query()), by_id.score(batch, query()))

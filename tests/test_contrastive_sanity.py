@@ -27,8 +27,8 @@ MAP_METHODS = [name for name in MODEL_METHODS if methods()[name].output != "boxe
 # Refused before any pass, with the reason a user reads.
 REFUSED: dict[str, str] = {
     "lrp": "no relevance propagation",
-    "prompting": "asks the model for boxes",
-    "prompting_refined": "asks the model for boxes",
+    "prompting": "GroundingSurface",
+    "prompting_refined": "GroundingSurface",
 }
 FAST_PARAMS: dict[str, dict] = {
     "occlusion": {"tiles": 4},
@@ -77,8 +77,8 @@ def test_method_conforms_or_is_refused_before_any_pass(family, method, tiny_dual
     check_method(method, adapter, params=fast(method))
 
 
-def wired_clip(tmp_path) -> object:
-    """A tiny CLIP whose image embedding depends only on the patches of REGION.
+def wired_clip(tmp_path, region: tuple[int, int, int, int] = REGION) -> object:
+    """A tiny CLIP whose image embedding depends only on the patches of ``region``.
 
     Every vision attention output projection is zeroed (a patch token then depends on its
     own pixels only), and a hook on the last vision block replaces the CLS token by 4 x the
@@ -92,7 +92,7 @@ def wired_clip(tmp_path) -> object:
     grid = adapter.geometry.patch_grid[0]
     cell = 224 // grid
     mask = torch.zeros(grid, grid)
-    x1, y1, x2, y2 = REGION
+    x1, y1, x2, y2 = region
     mask[y1 // cell : y2 // cell, x1 // cell : x2 // cell] = 1.0
     weights = (mask.flatten() / mask.sum())[None, :, None]
 
@@ -163,3 +163,27 @@ def test_fully_randomised_vision_tower_decorrelates_the_map(method):
     depth = len(adapter.decoder_layers())
     curve = randomisation_curve(adapter, method, samples, params=fast(method), depths=[depth])
     assert curve[depth] < 0.5, f"{method} on phantom-clip: mean Spearman {curve[depth]:.3f} with all blocks random"
+
+
+def test_the_adapter_kit_checks_that_apply_to_dual_encoders(tiny_dual, tmp_path_factory):
+    """The kit's family-free checks (cxr_attrib.testing.adapter_checks) on both dual-encoder classes.
+
+    The kit's other checks read a chat-template LVLM (token ids, span policies, generation
+    round trip, decoder-only gradient rules); the dual encoders' counterparts are the tests in
+    tests/test_contrastive_adapters.py and the conformance and wired checks above.
+    """
+    from cxr_attrib.testing.adapter_checks import Kit, check_batching_and_passes, check_frames, check_wired_gradients
+
+    root = tmp_path_factory.mktemp("kit")
+    for family, adapter in tiny_dual.items():
+        def factory(region=None, family=family, adapter=adapter):
+            if region is None:
+                return adapter
+            assert family == "clip", "the wired factory is CLIP's (CLS routing)"
+            return wired_clip(root / f"{family}-{region}", tuple(int(v) for v in region))
+
+        kit = Kit(adapter=adapter, factory=factory, label=f"tiny {family}")
+        check_frames(kit)
+        check_batching_and_passes(kit)
+        if family == "clip":
+            check_wired_gradients(kit)

@@ -122,13 +122,13 @@ def test_gradcampp_weights_by_hand():
 @pytest.mark.parametrize(
     ("method", "params", "message"),
     [
-        ("integrated_gradients", {"steps": 0}, r"'steps' must be an integer >= 1, got 0"),
-        ("integrated_gradients", {"internal_batch_size": 0}, r"'internal_batch_size' must be an integer >= 1"),
-        ("integrated_gradients", {"steps": 2.5}, r"'steps' must be an integer >= 1, got 2.5"),
-        ("integrated_gradients", {"baseline": "white"}, r"'baseline' must be one of 'black', 'blur', 'mean'"),
+        ("integrated_gradients", {"steps": 0}, r"'steps' = 0 is invalid; expected an integer in \[1, "),
+        ("integrated_gradients", {"internal_batch_size": 0}, r"'internal_batch_size' = 0 is invalid; expected an integer in \[1, "),
+        ("integrated_gradients", {"steps": 2.5}, r"'steps' = 2.5 is invalid; expected an integer"),
+        ("integrated_gradients", {"baseline": "white"}, r"'baseline' = 'white' is invalid; expected one of 'black', 'blur', 'mean'"),
         ("gradcam", {"layer": 2}, r"'layer' must be .* index in \[-2, 1\], got 2"),
         ("gradcampp", {"layer": -3}, r"'layer' must be .* index in \[-2, 1\], got -3"),
-        ("gradcam", {"layer": "text"}, r"'layer' must be None .*'vision'"),
+        ("gradcam", {"layer": "text"}, r"'layer' = 'text' is invalid; expected one of 'vision' or an integer or None"),
     ],
 )
 def test_bad_parameters_fail_before_any_model_pass(tiny, method, params, message):
@@ -142,7 +142,7 @@ def test_bad_parameters_fail_before_any_model_pass(tiny, method, params, message
 def test_a_model_without_gradient_support_is_refused_before_any_pass(tiny, method, monkeypatch):
     monkeypatch.setattr(HFAdapter, "supports_gradients", property(lambda self: False))
     tiny.counter.reset()
-    with pytest.raises(ModelCapabilityError, match=rf"method '{method}' needs gradients.*without gradient support"):
+    with pytest.raises(ModelCapabilityError, match=rf"method '{method}' needs gradients, but the weights of model .* carry none"):
         attribute(tiny, _image(), Q, method=method)
     assert set(tiny.counter.as_dict().values()) == {0}
 
@@ -163,7 +163,7 @@ class _ScoreOnly(Scorer):
 
 
 def test_a_scorer_without_gradient_surface_is_refused():
-    with pytest.raises(ModelCapabilityError, match=r"method 'gradcam' needs gradients.*'score-only'"):
+    with pytest.raises(ModelCapabilityError, match=r"method 'gradcam' needs the adapter surface GradientSurface .*'score-only'"):
         attribute(_ScoreOnly("score-only"), _image(), Q, method="gradcam")
 
 

@@ -171,8 +171,11 @@ def test_generation_budget_beyond_the_context_is_refused(adapter):
 
 
 def test_huge_occlusion_batch_allocates_only_the_work(tiny_qwen_adapter):
+    from cxr_attrib.registry import get_method
+
+    largest = get_method("occlusion").param_types["batch_size"].upper(224)  # the memory budget's bound
     result = attribute(tiny_qwen_adapter, (_image() * 255).astype(np.uint8), QUESTION, "occlusion",
-                       answer="Yes", tiles=2, batch_size=10**9)
+                       answer="Yes", tiles=2, batch_size=largest)
     assert dict(result.meta.passes)["forward_sequences"] == 2 * 2 + 1
     assert dict(result.meta.passes)["forward_calls"] == 1
 

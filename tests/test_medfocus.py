@@ -281,17 +281,17 @@ def test_tiny_sam_refines_all_concept_boxes_in_one_call(wired_qwen, fake_transfe
 
 
 @pytest.mark.parametrize("params, error, words", [
-    ({"tau": 0.0}, MethodParameterError, "tau must be a number in \\(0, 1\\], got 0.0"),
+    ({"tau": 0.0}, MethodParameterError, r"'tau' = 0.0 is invalid; expected a number in \(0, 1\]"),
     ({"tau": 1.5}, MethodParameterError, "tau"),
-    ({"mass_quantile": 0.0}, MethodParameterError, "mass_quantile must be in \\(0, 1\\]"),
+    ({"mass_quantile": 0.0}, MethodParameterError, r"'mass_quantile' = 0.0 is invalid; expected a number in \(0, 1\]"),
     ({"mass_quantile": 2}, MethodParameterError, "mass_quantile"),
     ({"pool": "phantoms"}, UnknownPoolError, "unknown pool 'phantoms'.*Did you mean 'phantom'"),
-    ({"sam": "/nonexistent/medsam"}, ModelLoadError, "sam='/nonexistent/medsam' is not a readable"),
-    ({"shape": "circle"}, MethodParameterError, "shape must be one of box, mask, got 'circle'"),
-    ({"normalise": "size"}, MethodParameterError, "normalise must be one of none, area"),
+    ({"sam": "/nonexistent/medsam"}, MethodParameterError, "'sam' = '/nonexistent/medsam' does not exist"),
+    ({"shape": "circle"}, MethodParameterError, "'shape' = 'circle' is invalid; expected one of 'box', 'mask'"),
+    ({"normalise": "size"}, MethodParameterError, "'normalise' = 'size' is invalid; expected one of 'none', 'area'"),
     ({"selection": "best"}, MethodParameterError, "selection"),
-    ({"fill": "purple"}, MethodParameterError, "fill: unknown fill 'purple'"),
-    ({"batch_size": 0}, MethodParameterError, "batch_size must be an int >= 1"),
+    ({"fill": "purple"}, MethodParameterError, "'fill' = 'purple' is invalid; expected one of 'zero'"),
+    ({"batch_size": 0}, MethodParameterError, r"'batch_size' = 0 is invalid; expected an integer in \[1, "),
 ])
 def test_bad_parameters_are_refused_before_any_model_pass(tiny_qwen_adapter, params, error, words):
     tiny_qwen_adapter.counter.reset()

@@ -377,7 +377,7 @@ def test_prompting_refined_refines_the_fallback_box_and_records_it(monkeypatch, 
     assert result.meta.info["fallback"] == "whole_image" and result.meta.info["refined_fallback"] is True
 
 
-@pytest.mark.parametrize(("sam", "error"), [(123, MethodParameterError), ("/no/such/sam", ModelLoadError)])
+@pytest.mark.parametrize(("sam", "error"), [(123, MethodParameterError), ("/no/such/sam", MethodParameterError)])
 def test_a_bad_sam_is_refused_before_any_generation(monkeypatch, tiny_qwen_adapter, sam, error):
     calls = script(monkeypatch, tiny_qwen_adapter, "[]")
     with pytest.raises(error, match="sam"):

@@ -22,12 +22,14 @@ from cxr_attrib.testing import (
 
 QUESTION = "Is there evidence of effusion in the image?"
 QUERY = Query(QUESTION, "direct", build_prompt(QUESTION, "direct"), "Yes.", "turn")
-CLASSES = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration"}
+CLASSES = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration",
+           "llava": "LlavaForConditionalGeneration"}
 SPECIALS = {
     "qwen2_5_vl": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                    "<|image_pad|>", "<|video_pad|>"],
     "gemma3": ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                "<end_of_image>", "<image_soft_token>"],
+    "llava": ["<unk>", "<s>", "</s>", "<image>", "<pad>"],
 }
 
 
@@ -69,6 +71,15 @@ def test_tokenizer_has_the_real_special_tokens_and_round_trips(family):
     assert tiny_tokenizer(family).get_vocab() == tokenizer.get_vocab()
 
 
+def test_llava_template_renders_like_llava_1_5():
+    tokenizer = tiny_tokenizer("llava")
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]}
+    full = tokenizer.apply_chat_template([user, {"role": "assistant", "content": "Yes."}], tokenize=False)
+    prompt = tokenizer.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
+    assert full == "<s>USER: <image>\nQ? ASSISTANT: Yes.</s>" and full.startswith(prompt)
+    assert prompt == "<s>USER: <image>\nQ? ASSISTANT: "
+
+
 def test_qwen_template_renders_like_qwen2_5_vl():
     tokenizer = tiny_tokenizer("qwen2_5_vl")
     user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]}
@@ -107,7 +118,7 @@ def test_config_overrides_merge_into_the_defaults():
     assert config.text_config.num_hidden_layers == 3 and config.text_config.hidden_size == 64
     assert config.vision_config.depth == 1 and config.vision_config.patch_size == 14
     with pytest.raises(ValueError, match="unknown tiny model family"):
-        tiny_config("llava")
+        tiny_config("blip2")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -161,7 +172,7 @@ def test_hook_register_tiny_models(registered_plugin, tmp_path):
             values["text_config"]["intermediate_size"] = 96
             return values
 
-    with pytest.raises(UnknownFamilyError, match="unknown tiny model family 'narrow_stub'.*gemma3, qwen2_5_vl"):
+    with pytest.raises(UnknownFamilyError, match="unknown tiny model family 'narrow_stub'.*gemma3, llava, qwen2_5_vl"):
         save_tiny_model("narrow_stub", tmp_path / "before")
     registered_plugin(type("NarrowPlugin", (), {"register_tiny_models": staticmethod(
         hookimpl(specname="register_tiny_models")(lambda register: register(Narrow())))}))

@@ -210,3 +210,16 @@ def test_data_root_comes_from_the_environment_and_is_never_guessed(root, monkeyp
         (root / "ms_cxr/MS_CXR_Local_Alignment_v1.1.0.csv").write_text(
             "dicom_id,category_name,label_text,path,x,y,w,h\nd1,Edema,edema,../../secret.jpg,1,1,2,2\n")
         list(MsCxr().samples())
+
+
+def test_phantom_negatives_are_the_exact_counterfactuals():
+    from cxr_attrib.filtering import box_mask
+
+    bench = get_benchmark("phantom")
+    positive = next(iter(bench.samples(split="direct")))
+    negative = next(iter(bench.negatives(split="direct")))
+    key = positive.extra["finding_key"]
+    assert negative.id == positive.id.replace(f"/{key}/", f"/no {key}/")
+    assert (negative.answer, negative.finding, negative.boxes.shape) == ("No", positive.finding, (0, 4))
+    changed = positive.load_image() != negative.load_image()
+    assert changed.any() and not (changed & ~box_mask(positive.boxes, changed.shape)).any()

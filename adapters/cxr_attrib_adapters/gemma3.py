@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from cxr_attrib.adapter import Adapter, Geometry, LoadOptions, Reduction
+from cxr_attrib.adapter import Adapter, Geometry, LoadOptions
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.grounding import BoxConvention
-from cxr_attrib.hf import HFAdapter, ProcessingParts, grey_to_rgb, square_side
+from cxr_attrib.hf import HFAdapter, PlainPixels, ProcessingParts, expand_placeholder, grey_to_rgb, square_side
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
 
@@ -47,7 +47,7 @@ GEMMA_BOXES = BoxConvention(key="box_2d", order="yxyx", frame=(1000.0, 1000.0), 
 one is Gemini's (y before x, normalised to 0-1000), which Gemma-family models follow when asked."""
 
 
-class Gemma3Adapter(HFAdapter):
+class Gemma3Adapter(PlainPixels, HFAdapter):
     """Adapter for ``Gemma3ForConditionalGeneration`` checkpoints (incl. MedGemma).
 
     ``pixel_inputs`` returns (B, 3, H, W) float32 normalised images; ``encode``'s
@@ -104,12 +104,7 @@ class Gemma3Adapter(HFAdapter):
         return list(self.model.model.vision_tower.encoder.layers)
 
     def expand_image(self, text: str) -> str:
-        if text.count(self.image_marker) != 1:
-            raise ModelLoadError(
-                f"model {self.name!r}: the rendered prompt holds {text.count(self.image_marker)} "
-                f"{self.image_marker!r} markers; expected exactly one image."
-            )
-        return text.replace(self.image_marker, self.image_sequence)
+        return expand_placeholder(text, self.image_marker, self.image_sequence, self.name)
 
     def pixel_inputs(self, images: Sequence[WorkingImage]) -> torch.Tensor:
         """(B, 3, H, W) float32 normalised images at the vision tower's size."""
@@ -127,14 +122,6 @@ class Gemma3Adapter(HFAdapter):
             "token_type_ids": (input_ids == self.image_token_id).long(),
         }
 
-    def pack(self, rgb: torch.Tensor) -> torch.Tensor:
-        return rgb.contiguous()
-
-    def unpack(self, values: torch.Tensor, reduce: Reduction) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, H, W), channels summed or averaged."""
-        if values.ndim != 4 or values.shape[1:] != (3, *self.geometry.model_size):
-            raise ValueError(f"pixel-space values must be (B, 3, {self.geometry.model_size}), got {tuple(values.shape)}")
-        return values.sum(dim=1) if reduce == "sum" else values.mean(dim=1)
 
 
 @hookimpl

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.tiny_recipe import TinyModelRecipe, zero_output_projections
+from cxr_attrib.tiny_recipe import TowerProjectorRecipe
 
 __all__ = ["GemmaTinyRecipe"]
 
@@ -55,7 +55,7 @@ _TEMPLATE = (
 )
 
 
-class GemmaTinyRecipe(TinyModelRecipe):
+class GemmaTinyRecipe(TowerProjectorRecipe):
     """Tiny ``Gemma3ForConditionalGeneration`` models (see the module docstring)."""
 
     family = "gemma3"
@@ -111,15 +111,6 @@ class GemmaTinyRecipe(TinyModelRecipe):
             image_processor=Gemma3ImageProcessorPil(size={"height": size, "width": size}), tokenizer=tokenizer,
             chat_template=tokenizer.chat_template, image_seq_length=config.mm_tokens_per_image,
         ).save_pretrained(folder)
-
-    def isolate_vision_tokens(self, model: torch.nn.Module) -> None:
-        zero_output_projections(model.model.vision_tower, ".self_attn.out_proj")
-
-    def gate_image_features(self, model: torch.nn.Module, gains: torch.Tensor) -> None:
-        def gate(module: torch.nn.Module, args: Any, output: Any) -> Any:
-            return output * gains[None, :, None].to(output.device, output.dtype)
-
-        model.model.multi_modal_projector.register_forward_hook(gate)
 
 
 @hookimpl

@@ -30,7 +30,7 @@ import torch
 from cxr_attrib.adapter import Adapter, Geometry, LoadOptions, Reduction
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.grounding import BoxConvention
-from cxr_attrib.hf import HFAdapter, ProcessingParts, grey_to_rgb
+from cxr_attrib.hf import HFAdapter, ProcessingParts, expand_placeholder, grey_to_rgb
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.typing import WorkingImage
 
@@ -163,13 +163,8 @@ class QwenVLAdapter(HFAdapter):
         return list(self.model.model.visual.blocks)
 
     def expand_image(self, text: str) -> str:
-        if text.count(self.image_token) != 1:
-            raise ModelLoadError(
-                f"model {self.name!r}: the rendered prompt holds {text.count(self.image_token)} "
-                f"{self.image_token!r} placeholders; expected exactly one image."
-            )
         gh, gw = self.grid
-        return text.replace(self.image_token, self.image_token * (gh * gw))
+        return expand_placeholder(text, self.image_token, self.image_token * (gh * gw), self.name)
 
     def pixel_inputs(self, images: Sequence[WorkingImage]) -> torch.Tensor:
         """(B, N, C*T*P*P) float32 processed patches, in the processor's storage order."""

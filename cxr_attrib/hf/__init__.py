@@ -15,22 +15,24 @@ Built-in families and third-party adapter plugins use the same pieces
   processing parts without torchvision (:func:`load_processing`);
 * :mod:`cxr_attrib.hf.logprobs`: float32 target log-probs, vocabulary-chunked
   (:func:`token_logprobs`);
-* :mod:`cxr_attrib.hf.pixels`: working-frame checks (:func:`grey_to_rgb`);
+* :mod:`cxr_attrib.hf.pixels`: working-frame checks (:func:`grey_to_rgb`), the plain
+  (B, 3, H, W) pixel layout (:class:`PlainPixels`);
 * :class:`HFAdapter`: a chat-template ``*ForConditionalGeneration`` model behind
   every surface, split by surface (:mod:`.scorer`, :mod:`.gradient`, :mod:`.attention`).
 """
 
 from .adapter import HFAdapter
-from .chat import PlainText, encode_conversation, render_chat
+from .chat import PlainText, encode_conversation, expand_placeholder, render_chat
 from .loading import ProcessingParts, check_hub_access, load_processing, load_step, read_model_type, resolve_device_dtype
 from .logprobs import token_logprobs
 from .passes import capture_layers, check_indices, count_backward, start_graph
-from .pixels import check_working_batch, grey_to_rgb, square_side
+from .pixels import PlainPixels, check_working_batch, grey_to_rgb, square_side
 from .scorer import TextLayout
 from .spans import image_token_positions, target_char_span, target_token_indices
 
 __all__ = [
     "HFAdapter",
+    "PlainPixels",
     "PlainText",
     "ProcessingParts",
     "TextLayout",
@@ -40,6 +42,7 @@ __all__ = [
     "check_working_batch",
     "count_backward",
     "encode_conversation",
+    "expand_placeholder",
     "grey_to_rgb",
     "image_token_positions",
     "load_processing",

@@ -29,7 +29,7 @@ from typing import Any
 from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.targets import TargetError
 
-__all__ = ["PlainText", "encode_conversation", "render_chat"]
+__all__ = ["PlainText", "encode_conversation", "expand_placeholder", "render_chat"]
 
 _PROMPT = "\ue000cxr-attrib:prompt\ue001"
 _ANSWER = "\ue000cxr-attrib:answer\ue001"
@@ -187,3 +187,28 @@ def encode_conversation(
                 "cannot be read as plain text; remove it from the question or answer."
             )
     return plain
+
+
+def expand_placeholder(text: str, placeholder: str, expansion: str, name: str) -> str:
+    """``text`` (template text only) with its one image ``placeholder`` replaced by ``expansion``.
+
+    Args:
+        text (str): rendered template text (user text is never passed here).
+        placeholder (str): the template's image marker, e.g. ``"<image>"``.
+        expansion (str): what the processor puts there (the image tokens, markers around them).
+        name (str): the model's name, for messages.
+
+    Raises:
+        ModelLoadError: the template wrote the placeholder other than exactly once.
+
+    Examples::
+
+        >>> expand_placeholder("USER: <image>\\nQ?", "<image>", "<image>" * 3, "m")
+        'USER: <image><image><image>\\nQ?'
+    """
+    count = text.count(placeholder)
+    if count != 1:
+        raise ModelLoadError(
+            f"model {name!r}: the rendered prompt holds {count} {placeholder!r} placeholders; expected exactly one image."
+        )
+    return text.replace(placeholder, expansion)

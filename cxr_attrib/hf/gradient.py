@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
@@ -41,6 +42,8 @@ class HFGradientSurface(GradientSurface):
     image_processor: object
     counter: PassCounter
     working_size: int
+    vision_prefix_tokens: ClassVar[int] = 0
+    """Leading positions of every vision block's output that are not patches (a class token)."""
 
     @abstractmethod
     def pack(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -97,7 +100,7 @@ class HFGradientSurface(GradientSurface):
         with (
             capture_layers(self.decoder_layers(), hidden, batch=batch, grad=grad, kind="decoder layers") as kept,
             capture_layers(self.vision_layers(), vision, batch=batch, grad=grad, what="vision",
-                           kind="vision blocks") as blocks,
+                           kind="vision blocks", skip=self.vision_prefix_tokens) as blocks,
             torch.set_grad_enabled(grad or torch.is_grad_enabled()),
         ):
             logprobs = self.target_logprobs(layout, self.pixel_values(start_graph(images, grad)))

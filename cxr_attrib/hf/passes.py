@@ -7,8 +7,9 @@ must keep (``cxr_attrib.testing.check_adapter`` checks them), each one helper he
   model's weights are frozen (``requires_grad=False``), so without an input that
   requires grad no graph is built at all and a method's captures get no ``.grad``;
 * :func:`capture_layers`: a captured layer output must lie **on the gradient path**:
-  the hook hands the model the very tensor it keeps (reshaped, not copied or
-  detached), so a backward pass fills its ``.grad``;
+  the hook hands the model (and, running first, every hook the model registered
+  itself, such as the one that records hidden states) the very tensor it keeps, not a
+  copy or a detached one, so a backward pass fills its ``.grad``;
 * :func:`count_backward`: every backward pass that reaches the log-probs is counted
   (a tensor hook on them), whoever runs it: Captum's ``autograd.grad`` or
   :meth:`~cxr_attrib.adapter.ForwardResult.backward`.
@@ -75,14 +76,16 @@ def start_graph(images: torch.Tensor, grad: bool) -> torch.Tensor:
     return images
 
 
-def _keeper(store: dict[int, torch.Tensor], key: int, batch: int, grad: bool) -> Callable[..., Any]:
+def _keeper(store: dict[int, torch.Tensor], key: int, batch: int, grad: bool, skip: int) -> Callable[..., Any]:
     def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
         tensor = output[0] if isinstance(output, tuple) else output
         shaped = tensor.reshape(batch, -1, tensor.shape[-1])
-        if grad and shaped.requires_grad:
-            shaped.retain_grad()
-        store[key] = shaped
-        passed = shaped.reshape(tensor.shape)  # the model continues from the kept tensor
+        lead, kept = shaped[:, :skip], shaped[:, skip:]
+        if grad and kept.requires_grad:
+            kept.retain_grad()
+        store[key] = kept
+        # the model continues from the kept tensor, so a backward pass fills its .grad
+        passed = (torch.cat([lead, kept], dim=1) if skip else kept).reshape(tensor.shape)
         return (passed, *output[1:]) if isinstance(output, tuple) else passed
 
     return hook
@@ -97,6 +100,7 @@ def capture_layers(
     grad: bool,
     what: str = "hidden",
     kind: str = "layers",
+    skip: int = 0,
 ) -> Iterator[dict[int, torch.Tensor]]:
     """Keep the outputs of ``modules[i]`` for each requested ``i`` during the block.
 
@@ -109,16 +113,20 @@ def capture_layers(
             :func:`start_graph` so there is one).
         what (str): the argument name for messages. Default: ``"hidden"``.
         kind (str): what the layers are, for messages. Default: ``"layers"``.
+        skip (int): leading positions that are not kept (e.g. a vision tower's class
+            token), so a capture holds only the patches. Default: 0.
 
     Yields:
-        dict[int, torch.Tensor]: filled by forwards run inside the block.
+        dict[int, torch.Tensor]: (B, n - skip, D) per index, filled by forwards run inside the block.
 
     Raises:
         IndexError: an index outside the model (before any hook is installed).
     """
     check_indices(what, indices, len(modules), kind)
     store: dict[int, torch.Tensor] = {}
-    handles = [modules[i].register_forward_hook(_keeper(store, i, batch, grad)) for i in indices]
+    # prepended: hooks the model registered (e.g. transformers recording hidden states) then
+    # see the kept tensor too, so every consumer of the output continues from it
+    handles = [modules[i].register_forward_hook(_keeper(store, i, batch, grad, skip), prepend=True) for i in indices]
     try:
         yield store
     finally:

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..adapter import Geometry, Reduction
 from ..errors import ModelLoadError
 from ..typing import WorkingImage
 
-__all__ = ["RESAMPLE_MODES", "check_working_batch", "grey_to_rgb", "square_side"]
+__all__ = ["RESAMPLE_MODES", "PlainPixels", "check_working_batch", "grey_to_rgb", "square_side"]
 
 RESAMPLE_MODES = {2: "bilinear", 3: "bicubic"}
 """PIL resample codes of the image processors -> torch interpolation modes."""
@@ -69,3 +70,22 @@ def square_side(count: int, what: str) -> int:
     if side * side != count:
         raise ModelLoadError(f"{what} is {count}, not a square number; expected a square image-token grid.")
     return side
+
+
+class PlainPixels:
+    """``pack`` / ``unpack`` of models whose ``pixel_values`` are plain (B, 3, H, W) model-frame images.
+
+    Put it before :class:`cxr_attrib.hf.HFAdapter` in a family's bases.
+    """
+
+    geometry: Geometry
+
+    def pack(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images are the pixel layout already."""
+        return rgb.contiguous()
+
+    def unpack(self, values: torch.Tensor, reduce: Reduction) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H, W), channels summed (``"sum"``) or averaged (``"mean"``)."""
+        if values.ndim != 4 or values.shape[1:] != (3, *self.geometry.model_size):
+            raise ValueError(f"pixel-space values must be (B, 3, {self.geometry.model_size}), got {tuple(values.shape)}")
+        return values.sum(dim=1) if reduce == "sum" else values.mean(dim=1)

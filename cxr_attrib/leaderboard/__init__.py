@@ -6,10 +6,17 @@ combines shard stores; :func:`open_store` reads any of them; :func:`agreement_fr
 compares the box a model states with the regions other methods find it used ("said vs used").
 """
 
-from .agreement import AgreementRow, agreement_from_store, agreement_markdown, box_agreement
-from .config import RunConfig, unit_id
-from .merge import merge_stores
-from .store import FilterOutcome, ModelLoad, SampleRecord, Store, StoreError, UnitRecord, open_store
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AgreementRow": "agreement", "agreement_from_store": "agreement", "agreement_markdown": "agreement",
+    "box_agreement": "agreement", "RunConfig": "config", "unit_id": "config", "merge_stores": "merge",
+    "FilterOutcome": "store", "ModelLoad": "store", "SampleRecord": "store", "Store": "store",
+    "StoreError": "store", "UnitRecord": "store", "open_store": "store",
+}
 
 __all__ = [
     "AgreementRow",
@@ -27,3 +34,10 @@ __all__ = [
     "open_store",
     "unit_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use, so the CLI's leaderboard commands start without torch."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -94,6 +94,10 @@ _RECOGNITION = """CREATE TABLE IF NOT EXISTS recognition (
 without it simply has no recognition rows; a writer creates it)."""
 
 
+_TABLES = frozenset({"meta", "samples", "filter_outcomes", "units", "model_loads"})
+"""Tables every store has (``recognition`` is added on first write)."""
+
+
 class StoreError(DataError):
     """A store that cannot be used: not SQLite, not a leaderboard store, too new, in use."""
 
@@ -231,7 +235,10 @@ class Store:
         if rows.get("format") != FORMAT:
             db.close()
             raise StoreError(f"{path} is a SQLite file but not a cxr-attrib leaderboard store (no meta.format)")
-        version = int(rows.get("schema_version", "0"))
+        try:
+            version = int(rows.get("schema_version", "0"))
+        except ValueError:
+            version = 0
         if version > SCHEMA_VERSION:
             db.close()
             raise StoreError(
@@ -240,7 +247,14 @@ class Store:
             )
         if version < 1:
             db.close()
-            raise StoreError(f"{path} has an invalid store schema version {version}; expected 1..{SCHEMA_VERSION}")
+            raise StoreError(f"{path} has an invalid store schema version {rows.get('schema_version')!r}; expected "
+                             f"1..{SCHEMA_VERSION}")
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = sorted(_TABLES - tables)
+        if missing:
+            db.close()
+            raise StoreError(f"{path} lacks the table(s) {', '.join(missing)} of a leaderboard store; the file was "
+                             "changed outside cxr-attrib or is corrupt")
         return cls(db, path, writable=writable)
 
     def close(self) -> None:
@@ -272,7 +286,18 @@ class Store:
 
     def config(self) -> RunConfig:
         """The run configuration this store was created with."""
-        return RunConfig.from_dict(json.loads(self._meta["config"]))
+        with self._row("meta", "config"):
+            return RunConfig.from_dict(json.loads(self._meta["config"]))
+
+    @contextmanager
+    def _row(self, table: str, key: object) -> Iterator[None]:
+        """Turn a damaged value (broken JSON, wrong type, impossible size) into one clear StoreError."""
+        try:
+            yield
+        except (ValueError, TypeError, KeyError, sqlite3.Error) as exc:
+            raise StoreError(f"store {self.path}: table {table!r}, row {key!r} is damaged "
+                             f"({' '.join(str(exc).split())[:200]}); the file was changed outside cxr-attrib "
+                             "or is corrupt") from None
 
     # -- reading -------------------------------------------------------------------
 
@@ -284,7 +309,11 @@ class Store:
             f"SELECT sample_id, dataset, idx, finding, question, split, gt_boxes, height, width, {column} "
             "FROM samples ORDER BY sample_id"
         ):
-            out[sid] = SampleRecord(sid, dataset, idx, finding, question, split, _boxes(gt), (h, w), _unpack(thumb))
+            with self._row("samples", sid):
+                if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
+                    raise ValueError(f"impossible image size {h!r} x {w!r}")
+                out[sid] = SampleRecord(sid, dataset, idx, finding, question, split, _boxes(gt), (h, w),
+                                        _unpack(thumb))
         return out
 
     def image(self, sample_id: str) -> np.ndarray | None:
@@ -305,12 +334,14 @@ class Store:
         ):
             (uid, sid, mdl, method, params, mode, seed, status, answer, boxes, mboxes, metrics, heatmap,
              wall, score_s, passes, versions, error, tb, worker, finished, raw_curves) = row
-            yield UnitRecord(
-                uid, sid, mdl, method, json.loads(params), mode, seed, status, answer, _boxes(boxes),
-                _boxes(mboxes), json.loads(metrics), _unpack(heatmap), wall, score_s, json.loads(passes),
-                json.loads(versions), error, tb, worker, finished, samples.get(sid),
-                None if raw_curves is None else json.loads(raw_curves),
-            )
+            with self._row("units", uid):
+                unit = UnitRecord(
+                    uid, sid, mdl, method, json.loads(params), mode, seed, status, answer, _boxes(boxes),
+                    _boxes(mboxes), json.loads(metrics), _unpack(heatmap), wall, score_s, json.loads(passes),
+                    json.loads(versions), error, tb, worker, finished, samples.get(sid),
+                    None if raw_curves is None else json.loads(raw_curves),
+                )
+            yield unit
 
     def filter_outcomes(self) -> Iterator[FilterOutcome]:
         """Every causal-filter verdict, ordered by (sample, model, mode)."""
@@ -318,9 +349,11 @@ class Store:
             "SELECT sample_id, model, mode, kept, approximate, predictions, wall_time_s, error, worker, finished_at "
             "FROM filter_outcomes ORDER BY sample_id, model, mode"
         ):
-            yield FilterOutcome(sid, model, mode, None if kept is None else bool(kept),
-                                None if approx is None else bool(approx), tuple(json.loads(preds)), wall, error,
-                                worker, finished)
+            with self._row("filter_outcomes", (sid, model, mode)):
+                outcome = FilterOutcome(sid, model, mode, None if kept is None else bool(kept),
+                                        None if approx is None else bool(approx), tuple(json.loads(preds)), wall,
+                                        error, worker, finished)
+            yield outcome
 
     def recognition(self) -> list[RecognitionRecord]:
         """Every recognition row, ordered by (model, sample); empty for a store without the table."""

@@ -37,7 +37,8 @@ from cxr_attrib.perturb import check_removal_fill
 from cxr_attrib.result import Attribution
 from cxr_attrib.scoring.boxes import input_heatmap_boxes
 from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, _check_count, _check_fraction, faithfulness
-from cxr_attrib.scoring.localisation import as_boxes, energy, pointing_game, region_metrics
+from cxr_attrib.scoring.localisation import as_boxes, energy, region_metrics
+from cxr_attrib.scoring.pixel_grounding import pointing_game
 from cxr_attrib.typing import BoxArray, GreyImage
 
 __all__ = ["ScoreWarning", "Scores", "score"]
@@ -291,8 +292,10 @@ def score(
             _check_count("batch_size", batch_size, 1)
     height, width = _input_shape(attribution)
     values: dict[str, Any] = {}
+    truth_notes: tuple[str, ...] = ()
     if ground_truth is not None:
-        gt = as_boxes(ground_truth, name="ground_truth", allow_inverted=False)
+        gt, truth_notes = _inside_image(as_boxes(ground_truth, name="ground_truth", allow_inverted=False),
+                                        height, width)
         frame = ResizePad(height, width, meta.working_size)
         pred = _predicted_boxes(attribution, frame, regions)
         values.update(region_metrics(pred, gt).to_dict())
@@ -305,10 +308,34 @@ def score(
             _faithfulness(attribution, model, image, query, (height, width), steps=steps, fraction=fraction,
                           n=n_random, fill=fill, seed=seed, batch_size=batch_size)
         )
+    if truth_notes:
+        values["warnings"] = (*truth_notes, *values.get("warnings", ()))
     return Scores(
         model=meta.model, split=split if split is not None else attribution.target.mode,
         method=meta.method, dataset=dataset, sample=sample, **values,
     )
+
+
+def _inside_image(gt: np.ndarray, height: int, width: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Ground-truth boxes clipped to the (H, W) input image, with a warning per clipped box.
+
+    Raises:
+        DataError: a box lies wholly outside the image (it cannot be ground truth of it).
+    """
+    clipped = gt.copy()
+    clipped[:, [0, 2]] = np.clip(gt[:, [0, 2]], 0, width)
+    clipped[:, [1, 3]] = np.clip(gt[:, [1, 3]], 0, height)
+    notes = []
+    for i, (box, kept) in enumerate(zip(gt, clipped)):
+        if kept[2] <= kept[0] or kept[3] <= kept[1]:
+            raise DataError(f"ground_truth box {i} {tuple(float(v) for v in box)} lies wholly outside the "
+                            f"{width} x {height} (width x height) input image; check the annotation's frame")
+        if not np.array_equal(box, kept):
+            notes.append(f"ground_truth box {i} {tuple(float(v) for v in box)} extends beyond the {width} x {height} "
+                         f"input image; scored as {tuple(float(v) for v in kept)}")
+    for note in notes:
+        warnings.warn(note, ScoreWarning, stacklevel=4)
+    return clipped, tuple(notes)
 
 
 def _faithfulness(

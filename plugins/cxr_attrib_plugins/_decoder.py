@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cxr_attrib.adapter import AttentionSurface
-from cxr_attrib.errors import MethodParameterError
+from cxr_attrib.errors import MethodParameterError, ModelCapabilityError
 from cxr_attrib.method import MethodRequest
 
 __all__ = ["attention_surface", "decoder_layer", "head_index"]
@@ -13,9 +13,9 @@ def attention_surface(request: MethodRequest, method: str) -> AttentionSurface:
     """The request's adapter as an :class:`AttentionSurface`, or a clear error."""
     adapter = request.adapter
     if not isinstance(adapter, AttentionSurface):
-        raise MethodParameterError(
-            f"method {method!r} reads decoder attention, and model {getattr(adapter, 'name', adapter)!r} "
-            "does not expose it (its adapter does not implement AttentionSurface)."
+        raise ModelCapabilityError(
+            f"method {method!r} needs the adapter surface AttentionSurface, which model "
+            f"{getattr(adapter, 'name', adapter)!r} ({type(adapter).__name__}) does not implement."
         )
     return adapter
 

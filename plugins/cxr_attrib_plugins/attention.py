@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest
+from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 
 from ._decoder import attention_surface, decoder_layer, head_index
 
@@ -24,6 +24,10 @@ class Attention(Method):
     reference = "Bahdanau et al., 'Neural Machine Translation by Jointly Learning to Align and Translate', ICLR 2015."
     needs_attentions = True
     defaults = MappingProxyType({"layer": -1, "head": None})
+    param_types = MappingProxyType({
+        "layer": Param(int, doc="decoder layer (negative counts from the last); checked against the model"),
+        "head": Param(int, low=0, optional=True, doc="one attention head; None = the mean of the heads"),
+    })
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         surface = attention_surface(request, self.name)

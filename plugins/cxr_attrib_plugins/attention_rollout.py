@@ -17,7 +17,7 @@ from types import MappingProxyType
 import torch
 
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest
+from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 
 from ._decoder import attention_surface, decoder_layer
 
@@ -56,6 +56,9 @@ class AttentionRollout(Method):
     reference = "Abnar & Zuidema, 'Quantifying Attention Flow in Transformers', ACL 2020."
     needs_attentions = True
     defaults = MappingProxyType({"start_layer": 0})
+    param_types = MappingProxyType({
+        "start_layer": Param(int, doc="first decoder layer of the rollout (negative counts from the last)"),
+    })
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         surface = attention_surface(request, self.name)

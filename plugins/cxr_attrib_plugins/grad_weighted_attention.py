@@ -17,9 +17,10 @@ from types import MappingProxyType
 
 import torch
 
+from cxr_attrib.adapter import AttentionSurface
 from cxr_attrib.errors import MethodParameterError
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest
+from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 
 from ._decoder import attention_surface, decoder_layer
 
@@ -58,7 +59,12 @@ class GradWeightedAttention(Method):
                  "Encoder-Decoder Transformers', ICCV 2021.")
     needs_gradients = True
     needs_attentions = True
+    surfaces = (AttentionSurface,)
     defaults = MappingProxyType({"layer": -1, "layers": "one"})
+    param_types = MappingProxyType({
+        "layer": Param(int, doc="decoder layer (negative counts from the last); checked against the model"),
+        "layers": Param(str, choices=_SPANS, doc="one layer, or the relevance rollout over all layers"),
+    })
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         surface = attention_surface(request, self.name)

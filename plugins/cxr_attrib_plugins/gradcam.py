@@ -25,7 +25,7 @@ import torch
 from cxr_attrib.adapter import GradientSurface, Scorer
 from cxr_attrib.errors import MethodParameterError
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest, gradient_surface
+from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param, gradient_surface
 
 __all__ = ["CamMethod", "GradCAM", "gradcam_weights", "resolve_layer"]
 
@@ -72,6 +72,10 @@ class CamMethod(Method):
 
     needs_gradients = True
     defaults = MappingProxyType({"layer": None})
+    param_types = MappingProxyType({
+        "layer": Param(int, optional=True, also=("vision",),
+                       doc="decoder layer, 'vision' (the vision tower) or None (the model's default layer)"),
+    })
     weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     """(B, N, D) activations and gradients -> (B, D) channel weights."""
 

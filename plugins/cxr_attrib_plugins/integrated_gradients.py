@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 
 from cxr_attrib.adapter import Scorer
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest, gradient_surface
+from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param, gradient_surface
 from cxr_attrib.perturb import baseline_image
 
 from ._checks import check_choice, check_positive_int
@@ -44,6 +43,11 @@ class IntegratedGradients(Method):
     )
     needs_gradients = True
     defaults = MappingProxyType({"baseline": "black", "steps": 24, "internal_batch_size": 4})
+    param_types = MappingProxyType({
+        "baseline": Param(str, choices=tuple(BASELINES), doc="the image the path starts from"),
+        "steps": Param(int, low=1, memory=8.0, doc="points on the straight path (Riemann sum)"),
+        "internal_batch_size": Param(int, low=1, memory=256.0, doc="path points per forward and backward pass"),
+    })
 
     @classmethod
     def validate(cls, params: Mapping[str, Any], adapter: Scorer | None) -> None:
@@ -61,6 +65,8 @@ class IntegratedGradients(Method):
 
         def target(images: torch.Tensor) -> torch.Tensor:
             return adapter.forward(images, query).total
+
+        from captum.attr import IntegratedGradients as CaptumIntegratedGradients  # on first use (start-up)
 
         attributions = CaptumIntegratedGradients(target).attribute(
             image, baselines=baseline, n_steps=params["steps"],

@@ -12,6 +12,7 @@ records how well relevance was conserved. It is not attention rollout.
 
 from __future__ import annotations
 
+from cxr_attrib.adapter import AttentionSurface
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.method import Method, MethodOutput, MethodRequest
 
@@ -28,6 +29,7 @@ class LRP(Method):
                  "Propagation', ICML 2022.")
     needs_gradients = True
     needs_attentions = True
+    surfaces = (AttentionSurface,)
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         surface = attention_surface(request, self.name)

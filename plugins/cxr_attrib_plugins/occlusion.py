@@ -10,19 +10,14 @@ default ``batch_size=64`` an 8x8 occlusion is exactly one forward call of 65 seq
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from numbers import Real
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 import torch
-from captum.attr import FeatureAblation
 
-from cxr_attrib.errors import MethodParameterError
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
-from cxr_attrib.perturb import FILLS, baseline_image
+from cxr_attrib.method import BATCH_SIZE, Method, MethodOutput, MethodRequest, Param
+from cxr_attrib.perturb import FILL, baseline_image
 
 
 def tile_mask(size: int, tiles: int) -> np.ndarray:
@@ -43,21 +38,9 @@ class Occlusion(Method):
     defaults = MappingProxyType({"tiles": 8, "fill": "zero", "batch_size": 64})
     param_types = MappingProxyType({
         "tiles": Param(int, low=1, high="size", doc="tiles per side of the occlusion grid"),
-        "batch_size": Param(int, low=1, doc="perturbed images per forward call"),
+        "fill": FILL,
+        "batch_size": BATCH_SIZE,
     })
-
-    @classmethod
-    def check_params(cls, params: Mapping[str, Any], *, size: int | None = None) -> dict[str, Any]:
-        """Declared checks plus ``fill``: one of :data:`~cxr_attrib.perturb.FILLS` or a grey in [0, 1]."""
-        merged = super().check_params(params, size=size)
-        fill = merged["fill"]
-        grey = isinstance(fill, Real) and not isinstance(fill, bool) and 0.0 <= float(fill) <= 1.0
-        if not (grey or (isinstance(fill, str) and fill in FILLS)):
-            raise MethodParameterError(
-                f"method {cls.name!r} parameter 'fill' = {fill!r} is invalid; expected one of "
-                f"{', '.join(map(repr, FILLS))} or a number in [0, 1]"
-            )
-        return merged
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         adapter, query = request.adapter, request.query
@@ -76,6 +59,8 @@ class Occlusion(Method):
         baseline = torch.from_numpy(baseline_image(original, request.params["fill"]))[None]
         mask = torch.from_numpy(tile_mask(request.size, tiles))[None]
         with torch.no_grad():
+            from captum.attr import FeatureAblation  # on first use: captum costs seconds at start-up
+
             drop = FeatureAblation(relative_logprob).attribute(  # a batch never exceeds the work
                 original_t, baselines=baseline, feature_mask=mask, perturbations_per_eval=min(batch_size, tiles**2)
             )

@@ -20,6 +20,7 @@ from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 from cxr_attrib.pools import mask_box
 
 from .medfocus import (
+    CONCEPT_PARAM_TYPES,
     TRANSFER_DEFAULTS,
     NoSupportError,
     TransferCache,
@@ -126,6 +127,7 @@ class AnatomyPrior(Method):
     output = "boxes"
     uses_model = False
     defaults = MappingProxyType({"pool": "phantom", "cache_dir": None, **TRANSFER_DEFAULTS})
+    param_types = CONCEPT_PARAM_TYPES
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         params = dict(request.params)

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from cxr_attrib.adapter import Scorer
-from cxr_attrib.errors import MethodParameterError, ModelCapabilityError
+from cxr_attrib.errors import MethodParameterError
 from cxr_attrib.grounding import MAX_BOXES, BoxConvention, GroundingSurface, evidence_prompt, parse_boxes
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
 from cxr_attrib.pools import mask_box
-from cxr_attrib.segmentation import BoxSegmenter, load_segmenter
+from cxr_attrib.segmentation import SAM_PARAM, BoxSegmenter, load_segmenter
 
 __all__ = ["MAX_TEXT_CHARS", "Prompting", "PromptingRefined", "StatedBoxes", "ask_for_boxes"]
 
@@ -148,23 +148,12 @@ class Prompting(Method):
     reference = ("Xiong et al., 'Rethinking Visual Attribution for Chest X-ray Reasoning in Large Vision "
                  "Language Models', 2026 (prompting baseline); docs/methods/prompting.md.")
     output = "boxes"
-    needs_gradients = False
+    surfaces = (GroundingSurface,)
     defaults = MappingProxyType({"max_new_tokens": 128, "max_boxes": MAX_BOXES})
     param_types = MappingProxyType({
         "max_new_tokens": Param(int, low=1, high=4096, doc="generation budget of the box answer (tokens)"),
         "max_boxes": Param(int, low=1, high=10_000, doc="most boxes kept; further valid ones are counted as capped"),
     })
-
-    @classmethod
-    def validate(cls, params: Mapping[str, Any], adapter: Scorer | None) -> None:
-        """Refuse a model that has no box convention (before any pass)."""
-        if not isinstance(adapter, GroundingSurface):
-            name = getattr(adapter, "name", repr(adapter))
-            raise ModelCapabilityError(
-                f"method {cls.name!r} asks the model for boxes, but model {name!r} does not say how it writes "
-                "them (its adapter is not a cxr_attrib.grounding.GroundingSurface with a box_convention); "
-                "use an adapter family that implements box_convention (qwen2_5_vl, gemma3, embedded)."
-            )
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         stated = ask_for_boxes(request)
@@ -192,11 +181,14 @@ class PromptingRefined(Prompting):
     reference = ("Xiong et al. 2026 (prompting + MedSAM refinement baseline); Ma et al., 'Segment anything in "
                  "medical images', Nature Communications 2024; docs/methods/prompting_refined.md.")
     defaults = MappingProxyType({**Prompting.defaults, "sam": None})
+    param_types = MappingProxyType({
+        **Prompting.param_types,
+        "sam": SAM_PARAM,
+    })
 
     @classmethod
     def validate(cls, params: Mapping[str, Any], adapter: Scorer | None) -> None:
-        """As :class:`Prompting`, and load the ``sam`` checkpoint (a clear error before any pass)."""
-        super().validate(params, adapter)
+        """Load the ``sam`` checkpoint (a clear error before any pass)."""
         _segmenter(params, adapter)
 
     def attribute(self, request: MethodRequest) -> MethodOutput:

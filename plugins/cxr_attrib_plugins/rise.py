@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 from cxr_attrib.errors import MethodParameterError
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import Method, MethodOutput, MethodRequest
-from cxr_attrib.perturb import baseline_image
+from cxr_attrib.method import BATCH_SIZE, Method, MethodOutput, MethodRequest, Param
+from cxr_attrib.perturb import FILL, baseline_image
 
 from .occlusion import tile_mask
 
@@ -126,6 +126,14 @@ class Rise(Method):
     defaults = MappingProxyType(
         {"n_masks": 500, "cells": 8, "p": 0.5, "smooth": True, "fill": "zero", "batch_size": 64}
     )
+    param_types = MappingProxyType({
+        "n_masks": Param(int, low=1, memory=8.0, doc="random masks scored (each held as (S, S) float32)"),
+        "cells": Param(int, low=1, high="size", doc="mask grid cells per side before up-sampling"),
+        "p": Param(float, low=0.0, high=1.0, low_open=True, high_open=True, doc="keep probability of a cell"),
+        "smooth": Param(bool, doc="bilinear up-sampling with random shifts (False: nearest, no shift)"),
+        "fill": FILL,
+        "batch_size": BATCH_SIZE,
+    })
 
     def attribute(self, request: MethodRequest) -> MethodOutput:
         n_masks, cells, p, smooth, batch_size = _check(request.params, request.size)

@@ -67,6 +67,7 @@ class SimilarityMap(Method):
     summary = "Cosine of each patch embedding with the finding's prompt in a dual encoder's joint space (one forward)."
     reference = ("Boecking et al., 'Making the Most of Text Semantics to Improve Biomedical Vision-Language "
                  "Processing' (BioViL), ECCV 2022; XBench (arXiv 2510.19599); docs/methods/similarity_map.md.")
+    surfaces = (EmbeddingSurface,)
     defaults = MappingProxyType({"sigma": 1.5, "upsample": "nearest"})
     param_types = MappingProxyType({
         "sigma": Param(float, low=0.0, high=64.0, doc="Gaussian smoothing of the patch grid, in patches (0 = none)"),

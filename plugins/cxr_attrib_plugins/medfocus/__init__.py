@@ -9,7 +9,9 @@ measures the drop, :mod:`.decision` picks the winner or the whole image).
 
 from .cache import TransferCache, default_cache
 from .transfer import (
+    CONCEPT_PARAM_TYPES,
     TRANSFER_DEFAULTS,
+    TRANSFER_PARAM_TYPES,
     ConceptTransfer,
     check_transfer_params,
     members,
@@ -19,7 +21,9 @@ from .transfer import (
 from .transport import GridMeasure, NoSupportError, TransportFailure, UOTResult, grid_measure, solve_uot
 
 __all__ = [
+    "CONCEPT_PARAM_TYPES",
     "TRANSFER_DEFAULTS",
+    "TRANSFER_PARAM_TYPES",
     "ConceptTransfer",
     "GridMeasure",
     "NoSupportError",

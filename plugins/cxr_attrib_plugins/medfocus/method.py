@@ -24,16 +24,17 @@ import numpy.typing as npt
 
 from cxr_attrib.errors import MethodParameterError
 from cxr_attrib.hookspecs import hookimpl
-from cxr_attrib.method import ConceptScore, Method, MethodOutput, MethodRequest
-from cxr_attrib.perturb import baseline_image
+from cxr_attrib.method import BATCH_SIZE, ConceptScore, Method, MethodOutput, MethodRequest, Param
+from cxr_attrib.perturb import FILL, baseline_image
 from cxr_attrib.pools import CONCEPTS, ConceptPool, mask_box
 from cxr_attrib.registry import get_pool
-from cxr_attrib.segmentation import BoxSegmenter, load_segmenter
+from cxr_attrib.segmentation import SAM_PARAM, BoxSegmenter, load_segmenter
 
 from .cache import TransferCache
 from .decision import NORMALISATIONS, concept_heatmap, decide, region_scores
 from .interventions import SHAPES, concept_regions, measure_drops
-from .transfer import TRANSFER_DEFAULTS, ConceptTransfer, check_transfer_params, transfer_concepts
+from .transfer import (CONCEPT_PARAM_TYPES, TRANSFER_DEFAULTS, ConceptTransfer, check_transfer_params,
+                       transfer_concepts)
 from .transport import NoSupportError, TransportFailure
 
 __all__ = ["MedFocus"]
@@ -124,6 +125,15 @@ class MedFocus(Method):
         "sam": None,
         "cache_dir": None,
         "batch_size": 64,
+    })
+    param_types = MappingProxyType({
+        **CONCEPT_PARAM_TYPES,
+        "shape": Param(str, choices=SHAPES, doc="hide each concept's box or its mask"),
+        "fill": FILL,
+        "tau": Param(float, low=0.0, high=1.0, low_open=True, doc="share of the largest drop a concept must reach"),
+        "normalise": Param(str, choices=NORMALISATIONS, doc="drop per concept as is, or per unit area"),
+        "sam": SAM_PARAM,
+        "batch_size": BATCH_SIZE,
     })
 
     def attribute(self, request: MethodRequest) -> MethodOutput:

@@ -19,6 +19,7 @@ by a content hash (:mod:`.cache`).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
@@ -29,6 +30,7 @@ import torch
 from scipy import ndimage
 
 from cxr_attrib.errors import MethodParameterError
+from cxr_attrib.method import Param
 from cxr_attrib.pools import CONCEPTS, ConceptPool, mask_box
 from cxr_attrib.typing import WorkingImage
 
@@ -48,6 +50,8 @@ from .transport import (
 
 __all__ = [
     "TRANSFER_DEFAULTS",
+    "TRANSFER_PARAM_TYPES",
+    "CONCEPT_PARAM_TYPES",
     "Box",
     "ConceptTransfer",
     "Selection",
@@ -69,6 +73,28 @@ TRANSFER_DEFAULTS: Mapping[str, Any] = MappingProxyType({
 })
 """The paper's transfer parameters (the defaults of :func:`transfer_concepts`); ``solver``
 picks the UOT solver (:func:`~.transport.solve_uot`; ``"pot"`` is the dense reference)."""
+
+
+TRANSFER_PARAM_TYPES: Mapping[str, Param] = MappingProxyType({
+    "selection": Param(str, choices=_SELECTIONS, doc="how the reference is chosen: lowest <P, C> or the UOT objective"),
+    "transfer": Param(str, choices=_TRANSFERS, doc="concept transfer by transported mass or by warping"),
+    "epsilon": Param(float, low=0.0, low_open=True, doc="entropic regularisation of the UOT (the solver checks its floor)"),
+    "marginal": Param(float, low=0.0, low_open=True, doc="KL marginal relaxation lambda of both marginals"),
+    "mass_quantile": Param(float, low=0.0, high=1.0, low_open=True, doc="share of transported mass a concept box holds"),
+    "select_grid": Param(int, low=1, high="size", doc="grid side of the reference selection"),
+    "transfer_grid": Param(int, low=1, high="size", doc="grid side of the concept transfer"),
+    "max_iter": Param(int, low=1, high=1_000_000, doc="most solver iterations"),
+    "tol": Param(float, low=0.0, low_open=True, doc="solver tolerance"),
+    "solver": Param(str, doc="UOT solver (see transport.solve_uot)"),
+})
+"""The declaration of every transfer parameter, for the methods that take them."""
+
+CONCEPT_PARAM_TYPES: Mapping[str, Param] = MappingProxyType({
+    "pool": Param(str, doc="a registered concept pool's name"),
+    "cache_dir": Param((str, os.PathLike), optional=True, doc="folder of cached transfers (never in the data root)"),
+    **TRANSFER_PARAM_TYPES,
+})
+"""Declarations of a concept-transfer method's ``pool``, ``cache_dir`` and transfer parameters."""
 
 
 def check_transfer_params(params: Mapping[str, Any], size: int = 224) -> dict[str, Any]:

@@ -28,9 +28,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import ot
 import torch
-from scipy import signal
 
 from cxr_attrib.errors import CxrAttribError, MethodParameterError
 
@@ -215,7 +213,7 @@ def cost_matrix(source: GridMeasure, target: GridMeasure) -> npt.NDArray[np.floa
         MethodParameterError: the measures are on different grids.
     """
     _check_same_grid(source, target)
-    squared = ot.dist(source.positions, target.positions, metric="sqeuclidean")
+    squared = ((source.positions[:, None, :] - target.positions[None, :, :]) ** 2).sum(axis=-1)
     scale = float(np.quantile(squared, 0.9))
     return squared / scale if scale > 0 else squared
 
@@ -238,7 +236,9 @@ def grid_scale(source: GridMeasure, target: GridMeasure) -> float:
     g = source.grid
     on_s, on_t = np.zeros(g * g), np.zeros(g * g)
     on_s[source.cells], on_t[target.cells] = 1.0, 1.0
-    pairs = np.rint(signal.fftconvolve(on_t.reshape(g, g), on_s.reshape(g, g)[::-1, ::-1])).astype(np.int64)
+    side = 1 << (2 * g - 2).bit_length()  # a power of two >= 2g - 1: the full correlation, no wrap-around
+    spectrum = np.fft.rfft2(on_t.reshape(g, g), (side, side)) * np.fft.rfft2(on_s.reshape(g, g)[::-1, ::-1], (side, side))
+    pairs = np.rint(np.fft.irfft2(spectrum, (side, side))[: 2 * g - 1, : 2 * g - 1]).astype(np.int64)
     offsets = np.arange(-(g - 1), g) ** 2
     counts = np.bincount((offsets[:, None] + offsets[None, :]).ravel(), weights=pairs.ravel())
     values = np.flatnonzero(counts)
@@ -478,7 +478,9 @@ def _separable(source: GridMeasure, target: GridMeasure, epsilon: float, margina
 
 def _attempt(a: Any, b: Any, cost: Any, epsilon: float, marginal: float, method: str, max_iter: int,
              tol: float, backend: str) -> UOTResult:
-    """One POT solve and its facts."""
+    """One POT solve and its facts (POT is imported here: only the reference path needs it)."""
+    import ot
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan, log = ot.unbalanced.sinkhorn_unbalanced(
