@@ -39,7 +39,9 @@ def embedded(request):
 @pytest.fixture(scope="module")
 def report(embedded):
     key, adapter = embedded
-    result = evaluate(adapter, per_finding=40, reasoning_per_finding=10)
+    # 20 positives and 20 negatives per finding resolve the 80% per-finding bar to 2.5%; the
+    # full-size figures come from benchmarks/phantom_results.py (docs/phantom-results.md)
+    result = evaluate(adapter, per_finding=20, reasoning_per_finding=6)
     print(f"\n{key}\n{format_report(result)}")
     return result
 
@@ -61,7 +63,7 @@ def test_reasoning_answers_parse_and_are_mostly_correct(report):
 @pytest.fixture(scope="module")
 def audit(embedded):
     key, adapter = embedded
-    result = filter_and_localise(adapter, key, n_per_finding=10, method="occlusion")
+    result = filter_and_localise(adapter, key, n_per_finding=6, method="occlusion")
     print(f"\n{key}: filter keeps {result.retention:.0%}; per finding",
           {f: round(rate, 2) for f, rate in result.kept.items()},
           f"; occlusion peak in box {result.peak_rate:.0%}", result.peak_hits)
@@ -69,7 +71,7 @@ def audit(embedded):
 
 
 def test_causal_filter_retention(audit):
-    assert len(audit.records) == 60 and set(audit.kept) == set(FINDINGS)
+    assert len(audit.records) == 36 and set(audit.kept) == set(FINDINGS)
     assert not any(r.approximate for r in audit.records), "phantom counterfactuals are exact"
     assert audit.retention >= 0.60
     assert all(rate >= 0.30 for rate in audit.kept.values()), audit.kept

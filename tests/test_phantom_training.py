@@ -17,6 +17,7 @@ from cxr_attrib_phantom import make_vqa_item
 from cxr_attrib_phantom.evaluation import HELD_OUT_SEED_START, direct_verdicts, evaluate, format_report
 from cxr_attrib_phantom.grounding_eval import grounding_items, pooled_hit_rate, side_prior
 from train_phantom import (
+    MODEL_OVERRIDES,
     TRAIN_SEED_LIMIT,
     TextEncoder,
     TrainingConfig,
@@ -26,7 +27,9 @@ from train_phantom import (
     token_labels,
     train,
 )
-from cxr_attrib.testing import FAMILIES, load_tiny_adapter
+from cxr_attrib.testing import load_tiny_adapter
+
+FAMILIES = sorted(MODEL_OVERRIDES)  # the families the phantom trainer builds (not every tiny recipe)
 
 # The default tiny sizes (no overrides), a few direct steps on a handful of phantom pairs.
 SMOKE = dict(pairs_per_batch=2, lr=3e-3, warmup=1, fresh_pairs=0, initial_pairs=1,

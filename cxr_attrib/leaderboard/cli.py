@@ -21,6 +21,7 @@ from rich.table import Table
 
 from cxr_attrib.errors import DataError
 from cxr_attrib.sanitise import for_terminal as escape
+from cxr_attrib.sanitise import terminal_text
 from cxr_attrib.variants import split_method_list
 
 if TYPE_CHECKING:
@@ -172,17 +173,18 @@ def _run_locked(path: Path, config: RunConfig, the_shard: Shard, plans: list[Mod
     from .store import Store
 
     store = Store.open(path, writable=True) if path.exists() else Store.create(path, config, the_shard.label)
-    err_console.print(f"shard {the_shard.label} ({the_shard.source}): {sum(p.units for p in plans)} units "
-                      f"over {len(config.models)} model(s) x {len(config.methods)} method(s) -> {path}",
-                      highlight=False, markup=False)
+    err_console.print(terminal_text(
+        f"shard {the_shard.label} ({the_shard.source}): {sum(p.units for p in plans)} units "
+        f"over {len(config.models)} model(s) x {len(config.methods)} method(s) -> {path}"), highlight=False)
     try:
         with store, _sigterm_as_interrupt(), _progress(plans) as advance:
             stats = run_shard(config, store, the_shard, plans, options=options, advance=advance)
     except KeyboardInterrupt:
         with Store.open(path) as reader:
             counts = reader.counts()
-        err_console.print(f"interrupted: {counts['ok'] + counts['error']} units are safely stored in {path}; "
-                          "rerun the same command with --resume to finish", highlight=False, markup=False)
+        err_console.print(terminal_text(
+            f"interrupted: {counts['ok'] + counts['error']} units are safely stored in {path}; "
+            "rerun the same command with --resume to finish"), highlight=False)
         raise SystemExit(130) from None
     _print_summary(path, stats)
 
@@ -220,10 +222,11 @@ def _print_summary(path: Path, stats: RunStats) -> None:
         table.add_row(escape(model), escape(method), str(ok), str(failed))
     console.print(table)
     per_unit = stats.write_s / stats.done * 1000 if stats.done else 0.0
-    console.print(f"this process: {stats.done} units run ({stats.failed} failed), {stats.skipped} already stored, "
-                  f"{stats.filtered_out} dropped by the causal filter; {len(stats.loads)} model load(s); "
-                  f"store writes {per_unit:.1f} ms per unit; {len(loads)} model load(s) recorded in the store",
-                  highlight=False, markup=False)
+    console.print(terminal_text(
+        f"this process: {stats.done} units run ({stats.failed} failed), {stats.skipped} already stored, "
+        f"{stats.filtered_out} dropped by the causal filter; {len(stats.loads)} model load(s); "
+        f"store writes {per_unit:.1f} ms per unit; {len(loads)} model load(s) recorded in the store"),
+        highlight=False)
 
 
 @click.command("merge")
@@ -238,9 +241,8 @@ def merge_command(out: Path, shards: tuple[Path, ...]) -> None:
     from .merge import merge_stores
 
     stats = merge_stores(out, shards)
-    console.print(f"merged {len(shards)} store(s) into {out}: {stats.units} units, "
-                  f"{stats.duplicates} duplicate(s) removed, {len(stats.conflicts)} conflict(s)",
-                  highlight=False, markup=False)
+    console.print(terminal_text(f"merged {len(shards)} store(s) into {out}: {stats.units} units, "
+                  f"{stats.duplicates} duplicate(s) removed, {len(stats.conflicts)} conflict(s)"), highlight=False)
     if stats.conflicts:
         table = Table("unit", "kept from", "differs in", "other", title="Conflicting results (first kept)")
         for c in stats.conflicts:
@@ -276,7 +278,7 @@ def said_vs_used_command(store: Path, said: str, used: str, out: Path | None) ->
         console.print(text, highlight=False, markup=False, soft_wrap=True)
     else:
         write_files({out: text.encode("utf-8")})
-        console.print(f"wrote {out}", highlight=False, markup=False)
+        console.print(terminal_text(f"wrote {out}"), highlight=False)
 
 
 COMMANDS = (leaderboard_command, merge_command, said_vs_used_command)

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 
 from cxr_attrib.errors import DataError
+from cxr_attrib.sanitise import terminal_text
 
 __all__ = ["FORMATS", "TERMINAL_METRICS", "report_command"]
 
@@ -86,7 +87,7 @@ def report_command(stores: tuple[Path, ...], out: Path, formats: tuple[str, ...]
     except OSError as exc:
         raise DataError(f"cannot write the report into {out}: {exc.strerror or exc}; "
                         "choose a writable --out folder.") from None
-    console.print("wrote " + ", ".join(str(p) for p in destinations), highlight=False, markup=False)
+    console.print(terminal_text("wrote " + ", ".join(str(p) for p in destinations)), highlight=False)
 
 
 def _thumbnails(stores, units, label, per_method):

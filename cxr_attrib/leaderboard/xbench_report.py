@@ -13,7 +13,7 @@ recognition rows:
   stratified bootstrap intervals;
 - **recognition vs grounding** per method: Spearman correlation over the (model,
   finding) pairs of recognition AUC and test Dice at the calibrated tau, with a
-  bootstrap interval; one scatter plot (the method with the most pairs).
+  bootstrap interval; one scatter plot of every method's pairs.
 
 ``cxr-attrib report`` appends :func:`xbench_markdown` to ``report.md`` and writes
 :func:`xbench_files` (``xbench.json``, ``xbench_tau_curves.png``, ``xbench_correlation.png``).
@@ -292,23 +292,28 @@ def _figures(section: XBench) -> dict[str, bytes]:
     out = {}
     curves = [r for r in section.grounding if r.curve_dice]
     if curves:
-        figure = Figure(figsize=(6, 4))
+        figure = Figure(figsize=(8, 4.5))
         axes = figure.add_subplot()
-        for row in curves:
-            axes.plot(TAU_GRID, row.curve_dice, label=f"{row.model} / {row.method}")
+        models = list(dict.fromkeys(row.model for row in curves))
+        methods = list(dict.fromkeys(row.method for row in curves))
+        for row in curves:  # one colour per method, one line style per model
+            axes.plot(TAU_GRID, row.curve_dice, label=f"{row.model} / {row.method}",
+                      color=f"C{methods.index(row.method) % 10}",
+                      linestyle=("-", "--", ":", "-.")[models.index(row.model) % 4])
         axes.set(xlabel="tau", ylabel="mean pixel Dice (test split)", title="Tau curves")
-        axes.legend(fontsize=6)
+        axes.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
         figure.tight_layout()
         out["xbench_tau_curves.png"] = _png(figure)
     if section.correlation:
-        best = max(section.correlation, key=lambda r: len(r.points))
-        figure = Figure(figsize=(5, 4))
+        figure = Figure(figsize=(7, 4.5))
         axes = figure.add_subplot()
-        axes.scatter([p[2] for p in best.points], [p[3] for p in best.points])
-        for model, finding, auc, dice in best.points:
-            axes.annotate(f"{model}: {finding}", (auc, dice), fontsize=6)
-        axes.set(xlabel="recognition AUC", ylabel="pixel Dice at calibrated tau",
-                 title=f"{best.method}: Spearman rho = {best.rho.value:.2f}")
+        for k, row in enumerate(section.correlation):  # one colour per method; rho in the legend
+            rho = "n/a" if not np.isfinite(row.rho.value) else f"{row.rho.value:.2f}"
+            axes.scatter([p[2] for p in row.points], [p[3] for p in row.points], s=14, color=f"C{k % 10}",
+                         label=f"{row.method} (rho {rho}, {len(row.points)} pairs)")
+        axes.set(xlabel="recognition AUC", ylabel="pixel Dice at calibrated tau (test split)",
+                 title="Recognition vs grounding per (model, finding)")
+        axes.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
         figure.tight_layout()
         out["xbench_correlation.png"] = _png(figure)
     return out

@@ -35,6 +35,7 @@ from cxr_attrib.scoring.pixel_grounding import (
     mask_overlap,
     normalise_map,
     pixel_pointing_game,
+    pointing_game,
     predicted_mask,
     tau_sweep,
     truth_mask,
@@ -55,7 +56,6 @@ from cxr_attrib.scoring.localisation import (
     energy,
     inclusive_to_exclusive,
     intersection_area,
-    pointing_game,
     region_metrics,
     union_area,
 )

@@ -40,7 +40,6 @@ __all__ = [
     "union_area",
     "intersection_area",
     "region_metrics",
-    "pointing_game",
     "energy",
 ]
 
@@ -255,43 +254,6 @@ def region_metrics(pred_boxes: object, gt_boxes: object) -> RegionMetrics:
     )
     # The intersection is a sub-sum of each area; clip the last-bit rounding.
     return RegionMetrics(*(min(1.0, ratio) for ratio in ratios))
-
-
-def pointing_game(heatmap: np.ndarray, gt_boxes: object) -> float:
-    """Whether the heatmap's peak falls inside the union of the GT boxes (1.0 or 0.0).
-
-    With a unique maximum this is the classic hit (1.0) or miss (0.0). A map whose
-    maximum is a plateau (a tile of occlusion, a concept region, a constant map) has
-    no single peak: the score is then the share of its maximal pixels that lie
-    inside, which is the expected hit when the tie is broken uniformly at random. No
-    tie is resolved by position, so a plateau is never judged by its top-left
-    pixel, and a constant map scores the GT's share of the image, like a random
-    point. A pixel is inside when its centre ``(col + 0.5, row + 0.5)`` lies in some
-    box. This is :func:`~cxr_attrib.scoring.pixel_grounding.pixel_pointing_game`'s
-    ``"share"`` convention on the boxes' pixel mask.
-
-    Args:
-        heatmap (np.ndarray): (H, W) attribution scores.
-        gt_boxes (array-like): (M, 4) ground-truth boxes, exclusive ends, in the
-            heatmap's frame.
-
-    Returns:
-        float: in [0, 1]; 0.0 when there are no GT boxes.
-
-    Examples::
-
-        >>> h = np.zeros((4, 4)); h[2, 3] = 1.0
-        >>> pointing_game(h, [[3, 2, 4, 3]]), pointing_game(h, [[0, 0, 3, 4]])
-        (1.0, 0.0)
-        >>> h[2, 2] = 1.0  # a two-pixel plateau, one pixel inside
-        >>> pointing_game(h, [[3, 2, 4, 3]])
-        0.5
-    """
-    from cxr_attrib.scoring.pixel_grounding import pixel_pointing_game  # it builds on this module
-
-    scores = _as_heatmap(heatmap)
-    boxes = as_boxes(gt_boxes, name="gt_boxes")
-    return pixel_pointing_game(scores, _centre_mask(boxes, *scores.shape), convention="share")
 
 
 def _centre_mask(boxes: BoxArray, height: int, width: int) -> np.ndarray:

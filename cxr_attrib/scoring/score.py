@@ -37,7 +37,8 @@ from cxr_attrib.perturb import check_removal_fill
 from cxr_attrib.result import Attribution
 from cxr_attrib.scoring.boxes import input_heatmap_boxes
 from cxr_attrib.scoring.faithfulness import Curves, RegionDrop, _check_count, _check_fraction, faithfulness
-from cxr_attrib.scoring.localisation import as_boxes, energy, pointing_game, region_metrics
+from cxr_attrib.scoring.localisation import as_boxes, energy, region_metrics
+from cxr_attrib.scoring.pixel_grounding import pointing_game
 from cxr_attrib.typing import BoxArray, GreyImage
 
 __all__ = ["ScoreWarning", "Scores", "score"]
