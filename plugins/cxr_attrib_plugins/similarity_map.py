@@ -9,22 +9,19 @@ by default, as BioViL) follows, and the grid is upsampled to the working frame
 vision forward, no backward; the text embedding is computed once per prompt.
 
 The adapter must implement :class:`~cxr_attrib.embedding.EmbeddingSurface` (the
-contrastive family does); other models are refused before any pass.
+contrastive family does; declared in ``surfaces``): other models are refused with a
+capability error before any pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from cxr_attrib.adapter import Scorer
 from cxr_attrib.embedding import EmbeddingSurface
-from cxr_attrib.errors import ModelCapabilityError
 from cxr_attrib.frames import cells_to_working
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.method import Method, MethodOutput, MethodRequest, Param
@@ -74,19 +71,7 @@ class SimilarityMap(Method):
         "upsample": Param(str, choices=("nearest", "bilinear"), doc="how the patch grid reaches the working frame"),
     })
 
-    @classmethod
-    def validate(cls, params: Mapping[str, Any], adapter: Scorer | None) -> None:
-        """Refuse a model without patch and prompt embeddings in one space (before any pass)."""
-        if not isinstance(adapter, EmbeddingSurface):
-            name = getattr(adapter, "name", repr(adapter))
-            raise ModelCapabilityError(
-                f"method {cls.name!r} compares patch and prompt embeddings, but model {name!r} has no joint "
-                "embedding space (its adapter is not a cxr_attrib.embedding.EmbeddingSurface); use a dual "
-                "encoder (clip_vit_b16, medsiglip_448, phantom-clip, ...)."
-            )
-
     def attribute(self, request: MethodRequest) -> MethodOutput:
-        self.validate(request.params, request.adapter)
         maps = request.adapter.embedding_maps([request.image], request.query)
         grid = maps.cosine()[0].numpy().astype(np.float64)
         sigma = request.params["sigma"]
