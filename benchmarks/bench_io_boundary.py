@@ -44,6 +44,7 @@ import torch
 
 _SPENT = [0.0]
 _DEPTH = [0]
+_BY_NAME: dict[str, float] = {}
 
 
 def _timed(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,7 +59,9 @@ def _timed(function: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return function(*args, **kwargs)
         finally:
-            _SPENT[0] += time.perf_counter() - start
+            took = time.perf_counter() - start
+            _SPENT[0] += took
+            _BY_NAME[function.__qualname__] = _BY_NAME.get(function.__qualname__, 0.0) + took
             _DEPTH[0] -= 1
 
     return wrapper
@@ -160,6 +163,7 @@ def measure(workload: Callable[[Path], None], repeats: int) -> tuple[float, floa
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as folder:
             _SPENT[0] = 0.0
+            _BY_NAME.clear()
             start = time.perf_counter()
             workload(Path(folder))
             walls.append(time.perf_counter() - start)
@@ -236,6 +240,8 @@ def main() -> None:
         wall, spent = measure(workload, args.repeats)
         print(f"{label}: {wall:.2f} s wall (median of {args.repeats}); boundary {spent * 1000:.1f} ms = "
               f"{100 * spent / wall:.3f}% of the wall time")
+        top = sorted(_BY_NAME.items(), key=lambda item: -item[1])[:4]  # of the last repeat
+        print("  largest: " + ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in top))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .adapter import LoadOptions, Scorer
-from .api import DEFAULT_METHOD, ImageSource, attribute
+from .api import DEFAULT_METHOD, ImageSource, attribute, check_argument_types
 from .errors import CxrAttribError, DataError, OutputError
 from .frames import ResizePad
 from .imageio import LoadedImage, load_image
@@ -259,6 +259,8 @@ def compare(
         ...             methods=["occlusion", "prompting"], truth=[60, 80, 90, 110])
         >>> [(p.method, p.metric("iou")) for p in c.ranked()]  # doctest: +SKIP
     """
+    check_argument_types("compare", model=model, image=image, question=question, answer=answer,
+                         load_options=load_options)
     names = _check_methods(methods)
     loaded = image if isinstance(image, LoadedImage) else load_image(image)
     pixels = loaded.pixels

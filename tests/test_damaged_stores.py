@@ -87,3 +87,10 @@ def test_wrong_types_are_a_type_error_naming_the_parameter(arguments, name):
 
     with pytest.raises(TypeError, match=rf"attribute\(\): {name} must be .*, got (int|float|bytes)"):
         attribute(*arguments)
+
+
+def test_compare_refuses_wrong_types_before_anything_loads():
+    from cxr_attrib.comparison import compare
+
+    with pytest.raises(TypeError, match=r"compare\(\): model must be .*, got int 42"):
+        compare(42, np.zeros((8, 8), np.uint8), "q?")
