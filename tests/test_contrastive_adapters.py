@@ -23,7 +23,6 @@ from cxr_attrib.targets import TargetError, build_prompt
 from cxr_attrib.testing.tiny_models import load_tiny_adapter
 from cxr_attrib_adapters.contrastive.chexzero import load_chexzero, openai_to_hf
 from cxr_attrib_adapters.contrastive.hf import load_dual_encoder
-from cxr_attrib_adapters.contrastive.openclip import OPENCLIP_EXTRA
 from cxr_attrib_adapters.contrastive.tiny import save_tiny_dual_encoder
 
 QUESTION = "Is there evidence of pleural effusion in the image?"
@@ -204,18 +203,6 @@ def test_offline_registry_keys_fail_in_one_line():
         with pytest.raises(ModelLoadError) as info:
             load_adapter(key, OPTIONS)
         assert "\n" not in str(info.value) and key in str(info.value)
-
-
-def test_openclip_without_the_extra_says_how_to_install():
-    try:
-        import open_clip  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("open_clip_torch is importable here")
-    with pytest.raises(ModelLoadError) as info:
-        load_adapter("biomedclip", OPTIONS)
-    assert "\n" not in str(info.value) and OPENCLIP_EXTRA in str(info.value)
 
 
 def test_models_lists_the_licences():

@@ -20,6 +20,7 @@ from cxr_attrib.targets import build_prompt
 from cxr_attrib.testing import check_method, check_refusal, randomisation_curve
 from cxr_attrib.testing.tiny_models import load_tiny_adapter
 from cxr_attrib_adapters.contrastive.tiny import save_tiny_dual_encoder
+from tiny_biomedclip import save_tiny_biomedclip
 
 MODEL_METHODS = sorted(name for name, cls in methods().items() if cls.uses_model)
 MAP_METHODS = [name for name in MODEL_METHODS if methods()[name].output != "boxes"]
@@ -64,11 +65,13 @@ def fast(method: str, overrides: dict[str, dict] | None = None) -> dict:
 @pytest.fixture(scope="module")
 def tiny_dual(tmp_path_factory):
     root = tmp_path_factory.mktemp("dual-sanity")
-    return {family: load_tiny_adapter(save_tiny_dual_encoder(family, root / family)) for family in ("clip", "siglip")}
+    adapters = {family: load_tiny_adapter(save_tiny_dual_encoder(family, root / family)) for family in ("clip", "siglip")}
+    adapters["biomedclip"] = load_tiny_adapter(save_tiny_biomedclip(root / "biomedclip"))
+    return adapters
 
 
 @pytest.mark.parametrize("method", MODEL_METHODS)
-@pytest.mark.parametrize("family", ["clip", "siglip"])
+@pytest.mark.parametrize("family", ["clip", "siglip", "biomedclip"])
 def test_method_conforms_or_is_refused_before_any_pass(family, method, tiny_dual):
     adapter = tiny_dual[family]
     if method in REFUSED:

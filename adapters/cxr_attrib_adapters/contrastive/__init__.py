@@ -2,8 +2,8 @@
 
 See :mod:`._base` for how a dual encoder serves the adapter surfaces, :mod:`.hf` for
 ``CLIPModel`` / ``SiglipModel``, :mod:`.chexzero` for OpenAI-CLIP state dicts and
-:mod:`.openclip` for OpenCLIP models (optional extra). ``phantom-clip``, the embedded
-model of this family, is registered here too.
+:mod:`.biomedclip` for OpenCLIP-format BiomedCLIP checkpoints (converted on load,
+without open_clip). ``phantom-clip``, the embedded model of this family, is registered here too.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from cxr_attrib.adapter import LoadOptions, ModelCard
 from cxr_attrib.hookspecs import hookimpl
 
 from ._base import DualEncoderAdapter
+from .biomedclip import BIOMEDCLIP_CARD, is_openclip_folder, load_biomedclip
 from .chexzero import load_chexzero
 from .hf import card_loader, resolve_dual_encoder
-from .openclip import OPENCLIP_CARDS, load_openclip
 
 __all__ = ["CARDS", "DualEncoderAdapter"]
 
@@ -50,9 +50,9 @@ def register_adapters(register: Any) -> None:
     register(ModelCard(key="chexzero", source=CHEXZERO_FILE, family="clip", licence="MIT (code); weights: PhysioNet "
                        "credentialed", summary="CheXzero (OpenAI-CLIP state dict, converted; pass the local .pt path)",
                        load=_chexzero))
-    for key, (source, licence, summary) in OPENCLIP_CARDS.items():
-        register(ModelCard(key=key, source=source, family="openclip", summary=summary, licence=licence,
-                           load=load_openclip))
+    source, licence, summary = BIOMEDCLIP_CARD
+    register(ModelCard(key="biomedclip", source=source, family="openclip", summary=summary, licence=licence,
+                       load=load_biomedclip))
 
 
 def _state_dict_file(reference: str) -> bool:
@@ -62,7 +62,9 @@ def _state_dict_file(reference: str) -> bool:
 
 @hookimpl
 def resolve_adapter(reference: str, options: LoadOptions) -> DualEncoderAdapter | None:
-    """Load a CLIP / SigLIP folder or Hub id, or an OpenAI-CLIP state dict file (CheXzero)."""
+    """Load a CLIP / SigLIP folder or Hub id, an OpenAI-CLIP state dict file (CheXzero) or an OpenCLIP folder."""
     if _state_dict_file(reference):
         return load_chexzero(reference, options)
+    if is_openclip_folder(reference):
+        return load_biomedclip(reference, options)
     return resolve_dual_encoder(reference, options, [source for source, *_ in CARDS.values()])

@@ -53,7 +53,7 @@ from cxr_attrib.hf import load_step, resolve_device_dtype
 from ._base import _RESAMPLE_MODES
 from .hf import ClipAdapter, _processor_facts
 
-__all__ = ["CHEXZERO_PROCESSOR", "is_openai_state_dict", "load_chexzero", "openai_to_hf"]
+__all__ = ["CHEXZERO_PROCESSOR", "is_openai_state_dict", "load_chexzero", "openai_to_hf", "read_state_dict"]
 
 CHEXZERO_PROCESSOR = "openai/clip-vit-base-patch32"
 """Where CheXzero's tokenizer and image processor come from by default (CheXzero fine-tuned this CLIP)."""
@@ -161,6 +161,28 @@ def openai_to_hf(state: Mapping[str, torch.Tensor], *, name: str = "state dict")
     return hf, values
 
 
+def read_state_dict(path: str, *, what: str, max_bytes: int) -> Mapping[str, torch.Tensor]:
+    """The tensors of a ``torch.save``-d state dict file, read through the file boundary.
+
+    The bytes are read with :func:`cxr_attrib.safeio.read_bytes` and unpickled with
+    ``weights_only=True``; a ``{"state_dict": ...}`` wrapper is unwrapped.
+
+    Raises:
+        ModelLoadError: not a torch file, or not a mapping of tensors (one line).
+    """
+    buffer = io.BytesIO(read_bytes(path, what=what, max_bytes=max_bytes))
+    try:
+        state = torch.load(buffer, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files, non-tensor content
+        raise ModelLoadError(f"cannot read {path!r} as a torch state dict: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"{path!r} does not hold a state dict of tensors (got {type(state).__name__}).")
+    return state
+
+
 def load_chexzero(
     path: str | os.PathLike,
     options: LoadOptions,
@@ -194,17 +216,7 @@ def load_chexzero(
             f"model {name!r} loads a local CheXzero weights file (OpenAI-CLIP state dict); {path!r} is not a "
             "file. Pass the path of the released .pt file as the model."
         )
-    blob = read_bytes(path, what="CheXzero weights file", max_bytes=MAX_STATE_DICT_BYTES)
-    buffer = io.BytesIO(blob)
-    try:
-        state = torch.load(buffer, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, non-tensor content
-        raise ModelLoadError(f"cannot read {path!r} as a torch state dict: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelLoadError(f"{path!r} does not hold a state dict of tensors (got {type(state).__name__}).")
+    state = read_state_dict(path, what="CheXzero weights file", max_bytes=MAX_STATE_DICT_BYTES)
     hf, values = openai_to_hf(state, name=repr(path))
     tokenizer, image_processor, note = _processor_facts(processor, name, options.local_files_only)
     text = values["text_config"]

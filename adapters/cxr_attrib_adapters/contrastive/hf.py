@@ -32,7 +32,7 @@ from cxr_attrib.errors import ModelLoadError
 from cxr_attrib.hf import check_hub_access, load_step, read_model_type, resolve_device_dtype
 from ._base import _RESAMPLE_MODES, DualEncoderAdapter
 
-__all__ = ["ClipAdapter", "SiglipAdapter", "FAMILIES", "load_dual_encoder"]
+__all__ = ["ClipAdapter", "SiglipAdapter", "FAMILIES", "clip_log_probs", "load_dual_encoder"]
 
 
 def _pooled(output: Any) -> torch.Tensor:
@@ -42,6 +42,20 @@ def _pooled(output: Any) -> torch.Tensor:
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+def clip_log_probs(logit_scale: torch.Tensor, image: torch.Tensor, positive: torch.Tensor,
+                   negative: torch.Tensor) -> torch.Tensor:
+    """(B, 2) ``[log p(positive), log p(negative)]``: 2-way softmax of ``logit_scale.exp()`` x the cosines.
+
+    Args:
+        logit_scale (torch.Tensor): the model's log temperature inverse (scalar).
+        image (torch.Tensor): (B, D) image embeddings.
+        positive, negative (torch.Tensor): (D,) prompt embeddings.
+    """
+    texts = _normalise(torch.stack([positive, negative]))
+    logits = logit_scale.float().exp() * _normalise(image) @ texts.T
+    return torch.log_softmax(logits, dim=-1)
 
 
 class _HFDualEncoder(DualEncoderAdapter):
@@ -113,9 +127,7 @@ class ClipAdapter(_HFDualEncoder):
         return self.model.visual_projection(vision.post_layernorm(out.last_hidden_state[:, 1:]))
 
     def _log_probs(self, image: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        texts = _normalise(torch.stack([positive, negative]))
-        logits = self.model.logit_scale.float().exp() * _normalise(image) @ texts.T
-        return torch.log_softmax(logits, dim=-1)
+        return clip_log_probs(self.model.logit_scale, image, positive, negative)
 
 
 class SiglipAdapter(_HFDualEncoder):
