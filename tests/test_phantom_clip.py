@@ -64,7 +64,7 @@ def test_leaderboard_of_every_applicable_method_runs_both_families_in_one_store(
     out = tmp_path / "lb"
     result = CliRunner().invoke(cli, [
         "leaderboard", "-b", "phantom", "-m", "phantom-clip,phantom-qwen", "--methods",
-        ",".join([*applicable, "lrp"]), "--per-finding", "1", "--limit", "2", *FAST,
+        ",".join([*applicable, "lrp"]), "--per-finding", "1", "--limit", "1", *FAST,
         "--steps", "4", "--n-random", "2", "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     with Store.open(out / "leaderboard.sqlite") as store:
