@@ -207,6 +207,34 @@ def side_by_side(before: str, after: str, repeats: int, names: list[str]) -> Non
                   f"after / before = {b / a:.3f}")
 
 
+def write_path_side_by_side(before: str, repeats: int) -> None:
+    """``write_files`` of an overlay-sized pair: ``before``'s ``cxr_attrib/outputs.py`` and this one, alternating."""
+    import importlib.util
+    import subprocess
+
+    from cxr_attrib import outputs
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "-C", str(root), "show", f"{before}:cxr_attrib/outputs.py"], check=True,
+                            capture_output=True, text=True).stdout
+    with tempfile.TemporaryDirectory() as folder:
+        module_path = Path(folder) / "outputs_before.py"
+        module_path.write_text(source.replace("from .errors import", "from cxr_attrib.errors import"))  # set-up
+        spec = importlib.util.spec_from_file_location("outputs_before", module_path)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+        payload = {Path(folder) / "a.png": b"x" * 60_000, Path(folder) / "a.json": b"{}" * 20_000}
+        times: dict[str, list[float]] = {before: [], "this tree": []}
+        for _ in range(repeats):
+            for name, module in ((before, old), ("this tree", outputs)):
+                start = time.perf_counter()
+                module.write_files(payload)
+                times[name].append(time.perf_counter() - start)
+    a, b = (statistics.median(v) * 1000 for v in times.values())
+    print(f"write_files (2 files, 100 kB): {before} {a:.2f} ms, this tree {b:.2f} ms (medians of {repeats}, "
+          f"alternating); after / before = {b / a:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -216,6 +244,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.side_by_side:
+        write_path_side_by_side(args.side_by_side[0], 10 * args.repeats)
         side_by_side(*args.side_by_side, args.repeats, args.workloads.split(","))
         return
     if args.run:  # one timed run in this process (the side-by-side child): prints its wall seconds
