@@ -11,6 +11,7 @@ import pytest
 
 from cxr_attrib.hookspecs import hookimpl
 from cxr_attrib.method import Method
+from cxr_attrib.sanitise import for_markdown
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 phantom_methods = importlib.import_module("phantom_methods")
@@ -57,7 +58,8 @@ def test_small_run_in_two_merged_parts_scores_kept_samples_and_records_a_failing
         assert "python benchmarks/phantom_methods.py --per-finding 1 --methods center,rise,broken_for_table" in text
         assert re.search(rf"\| {model} \| \d+ \| 6 \|", text), f"{model}: one kept sample per finding"
         assert re.search(rf"\| {model} \| direct \| rise \| phantom \| 6 \|", text)
-        assert re.search(rf"\| {model} \| direct \| center \(prior\) \| phantom \| 6 \|", text)
+        prior = re.escape(for_markdown("center (prior)"))  # markdown-escaped: center \(prior\)
+        assert re.search(rf"\| {model} \| direct \| {prior} \| phantom \| 6 \|", text)
         assert text.count(f"- {model} / broken_for_table / phantom/direct/") == 6
     assert re.search(r"\| macro \| direct \| rise \| phantom \| 12 \|", text)
     assert "RuntimeError: boom" in text and "`rise`: {'n_masks': 16, 'batch_size': 17}" in text

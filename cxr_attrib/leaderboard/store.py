@@ -310,7 +310,9 @@ class Store:
             "FROM samples ORDER BY sample_id"
         ):
             with self._row("samples", sid):
-                if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
+                # (0, 0) is how a sample whose image did not load is recorded; any other
+                # size must be positive on both axes.
+                if not (isinstance(h, int) and isinstance(w, int) and h >= 0 and w >= 0 and (h > 0) == (w > 0)):
                     raise ValueError(f"impossible image size {h!r} x {w!r}")
                 out[sid] = SampleRecord(sid, dataset, idx, finding, question, split, _boxes(gt), (h, w),
                                         _unpack(thumb))
