@@ -161,7 +161,9 @@ def test_registry_key_loads_from_the_hugging_face_cache_and_fails_in_one_line_wi
     (repo / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
     by_key = load_adapter("biomedclip", LoadOptions(dtype="float32", device="cpu"))
+    by_hub_id = load_adapter(source, LoadOptions(dtype="float32", device="cpu"))  # no config.json: not a transformers repo
     by_folder = load_tiny_adapter(folder)
     assert (by_key.name, by_key.family) == ("biomedclip", "openclip")
     batch = images(1, seed=7)
     torch.testing.assert_close(by_key.score(batch, query("Yes")), by_folder.score(batch, query("Yes")), atol=0, rtol=0)
+    torch.testing.assert_close(by_hub_id.score(batch, query("Yes")), by_folder.score(batch, query("Yes")), atol=0, rtol=0)

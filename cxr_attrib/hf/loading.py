@@ -200,12 +200,27 @@ def read_model_type(reference: str, local_files_only: bool = False) -> str | Non
         return None
     from transformers import AutoConfig
 
+    if _cached_without_config(reference):
+        return None  # a cached repository without config.json (e.g. an OpenCLIP one) is no transformers model
     check_hub_access(reference, reference, local_files_only)
 
     try:
         return AutoConfig.from_pretrained(reference, local_files_only=local_files_only).model_type
     except (OSError, ValueError):
         return None
+
+
+def _cached_without_config(repo_id: str) -> bool:
+    """Whether Hub id ``repo_id`` has a snapshot in the local Hugging Face cache but no ``config.json``."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    folder = os.path.join(constants.HF_HUB_CACHE, "models--" + repo_id.replace("/", "--"), "snapshots")
+    if not os.path.isdir(folder):
+        return False
+    try:
+        return not isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
 
 
 def resolve_device_dtype(options: LoadOptions) -> tuple[torch.device | None, torch.dtype]:

@@ -62,9 +62,9 @@ def _state_dict_file(reference: str) -> bool:
 
 @hookimpl
 def resolve_adapter(reference: str, options: LoadOptions) -> DualEncoderAdapter | None:
-    """Load a CLIP / SigLIP folder or Hub id, an OpenAI-CLIP state dict file (CheXzero) or an OpenCLIP folder."""
+    """Load a CLIP / SigLIP folder or Hub id, an OpenAI-CLIP state dict file (CheXzero), or an OpenCLIP folder or BiomedCLIP's Hub id."""
     if _state_dict_file(reference):
         return load_chexzero(reference, options)
-    if is_openclip_folder(reference):
+    if is_openclip_folder(reference) or reference == BIOMEDCLIP_CARD[0]:
         return load_biomedclip(reference, options)
     return resolve_dual_encoder(reference, options, [source for source, *_ in CARDS.values()])
