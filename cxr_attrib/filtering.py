@@ -38,6 +38,7 @@ from scipy.sparse.linalg import spsolve
 from .adapter import Adapter
 from .counterfactuals import CounterfactualProvider, Counterfactuals
 from .errors import DataError
+from .safeio import regular_file_exists
 from .frames import ResizePad
 from .outputs import check_outputs, write_files
 from .paths import ensure_outside_data
@@ -116,7 +117,7 @@ class FolderProvider(CounterfactualProvider):
 
         images = []
         for path in self.paths(sample):
-            if not path.is_file():
+            if not regular_file_exists(path, what="counterfactual"):
                 raise DataError(
                     f"missing counterfactual {path} for sample {sample.id!r}; expected "
                     f"<root>/<dataset>/<index>_edited.png, <index>_edited_kept.png and "

@@ -31,12 +31,9 @@ from pathlib import Path
 
 from .errors import OutputError
 from .paths import ensure_outside_data
-from .safeio import checked_path
+from .safeio import _TRIES, checked_path
 
 __all__ = ["check_outputs", "write_file", "write_files"]
-
-_TRIES = 16
-"""Fresh temporary names tried before giving up (a collision means a planted file)."""
 
 
 def check_outputs(

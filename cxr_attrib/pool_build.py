@@ -27,7 +27,7 @@ import numpy as np
 from .errors import DataError, ImageLoadError
 from .imageio import load_image
 from .pools import CONCEPTS, PoolError, PoolReference
-from .safeio import read_json
+from .safeio import read_json, regular_file_exists
 
 __all__ = ["IMAGENOME_REGIONS", "IMAGE_SUFFIXES", "folder_references", "scene_graph_references"]
 
@@ -116,7 +116,7 @@ def folder_references(folder: str | os.PathLike[str]) -> Iterator[PoolReference]
         masks = {}
         for concept in CONCEPTS:
             mask_path = root / "masks" / path.stem / f"{concept}.png"
-            if not mask_path.is_file():
+            if not regular_file_exists(mask_path, what="pool mask"):
                 raise PoolError(f"missing mask {mask_path} (concept {concept!r} of image {path.name}); "
                                 "every image needs one mask per concept")
             masks[concept] = _read(mask_path) > 0

@@ -39,7 +39,7 @@ from .errors import DataError, ImageLoadError
 from .imageio import load_image
 from .outputs import write_files
 from .paths import ensure_outside_data
-from .safeio import read_bytes
+from .safeio import read_bytes, regular_file_exists
 
 _MAX_MANIFEST_BYTES = 64 << 20
 """Budget of a pool's manifest.json (a 10,000-reference manifest is about 15 MB)."""
@@ -281,7 +281,7 @@ def load_pool(folder: str | os.PathLike[str], *, name: str | None = None) -> Con
     """
     root = Path(folder).expanduser()
     path = root / MANIFEST
-    if not path.is_file():
+    if not regular_file_exists(path, what="pool manifest"):
         raise PoolError(f"{root}: not a concept pool folder (no {MANIFEST}); build one with "
                         "`cxr-attrib pool build` or see docs/concept-pools.md")
     raw = read_bytes(path, what="pool manifest", max_bytes=_MAX_MANIFEST_BYTES)

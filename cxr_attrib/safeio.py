@@ -52,6 +52,7 @@ __all__ = [
     "read_bytes",
     "read_json",
     "read_text",
+    "regular_file_exists",
 ]
 
 DEFAULT_MAX_BYTES = 1 << 30
@@ -63,6 +64,9 @@ out near 1032:1, so any honest ``np.savez_compressed`` file passes, while bzip2 
 lzma bombs (ratios of millions) are refused."""
 
 _LOCK_SUFFIX = ".lock"
+
+_TRIES = 16
+"""Fresh temporary names tried before giving up (a collision means a planted file)."""
 
 
 def checked_path(path: Any, *, what: str = "path") -> Path:
@@ -108,6 +112,34 @@ def _kind(mode: int) -> str:
 def _require_regular(mode: int, name: str, what: str) -> None:
     if not stat.S_ISREG(mode):
         raise UnreadableFileError(f"{what} {name} is {_kind(mode)}, which is never read; expected a regular file")
+
+
+def regular_file_exists(path: str | os.PathLike[str], *, what: str = "file") -> bool:
+    """Whether a regular file is at ``path`` (symlinks followed), without opening anything.
+
+    Use it instead of ``Path.is_file()`` where a missing file gets its own message:
+    ``is_file()`` is False for a FIFO too, which would then be reported as missing.
+
+    Returns:
+        bool: True for a regular file; False when nothing is there.
+
+    Raises:
+        TypeError: ``path`` is not a path.
+        UnreadableFileError: something that is not a regular file is there (a FIFO,
+            socket, device or folder; the message names the kind), or a null byte.
+
+    Examples::
+
+        >>> regular_file_exists("/nonexistent-folder/a.json")
+        False
+    """
+    target = checked_path(path, what=what)
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    _require_regular(mode, repr(os.fspath(path)), what)
+    return True
 
 
 @contextmanager
@@ -322,6 +354,7 @@ def connect_sqlite(path: str | os.PathLike[str], *, writable: bool, what: str = 
 
     Raises:
         UnreadableFileError: missing, not a regular file, or a null byte in the path.
+        OutputError: ``writable`` and the path is a symbolic link.
         sqlite3.Error: SQLite refuses the file.
     """
     target = checked_path(path, what=what)
@@ -330,6 +363,9 @@ def connect_sqlite(path: str | os.PathLike[str], *, writable: bool, what: str = 
     except FileNotFoundError:
         raise UnreadableFileError(f"{what} {os.fspath(path)!r}: no such file; check the path") from None
     if writable:
+        if os.path.islink(target):  # written through, the link's target (any file) would change
+            raise OutputError(f"refusing to write {what} {os.fspath(path)!r}: it is a symbolic link; "
+                              "writes never follow links, so point at the store itself")
         return sqlite3.connect(target, isolation_level=None)
     return sqlite3.connect(target.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
 
@@ -361,8 +397,15 @@ def building_sqlite(path: str | os.PathLike[str], *, what: str = "store") -> Ite
     if os.path.lexists(target):
         raise OutputError(f"refusing to overwrite {target}: a {what} already exists there")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    building = target.with_name(f".{target.name}.{secrets.token_hex(8)}.building")
-    os.close(os.open(building, flags, 0o666))
+    for _ in range(_TRIES):
+        building = target.with_name(f".{target.name}.{secrets.token_hex(8)}.building")
+        try:
+            os.close(os.open(building, flags, 0o666))
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise OutputError(f"cannot create a temporary file beside {str(target)!r}: {_TRIES} fresh names were all taken")
     try:
         db = sqlite3.connect(building, isolation_level=None)
         try:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..benchmark import Benchmark, Sample, path_under
 from ..errors import DataError
+from ..safeio import regular_file_exists
 from ..paths import DATA_ENV
 from ..targets import finding_question
 from ..typing import BoxArray, GreyImage
@@ -130,7 +131,7 @@ class LabelledBenchmark(Benchmark):
 
     def require(self, path: Path, what: str) -> Path:
         """``path`` if it is a file, else a DataError showing the layout."""
-        if not path.is_file():
+        if not regular_file_exists(path, what=f"benchmark {self.name!r} {what}"):
             raise DataError(f"benchmark {self.name!r} needs {what} at {path}, which does not exist; expected\n{self.layout}")
         return path
 

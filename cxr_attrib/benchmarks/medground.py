@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal
 from ..benchmark import Benchmark, Sample, path_under
 from ..errors import DataError, UnknownNameError
 from ..hookspecs import hookimpl
-from ..safeio import read_bytes
+from ..safeio import read_bytes, regular_file_exists
 from ..targets import finding_question
 from ..typing import BoxArray, GreyImage
 from .imagenome import ImaGenomeItem, load_imagenome
@@ -343,7 +343,7 @@ class MedGroundBench(Benchmark):
         self._sizes: dict[Path, tuple[int, int]] = {}
 
     def _require(self, path: Path, what: str) -> Path:
-        if not path.is_file():
+        if not regular_file_exists(path, what=f"MedGround-Bench {what}"):
             raise DataError(
                 f"MedGround-Bench needs {what} at {path}, which does not exist. Expected "
                 f"the data root laid out as\n{self.layout.describe()}"

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cxr_attrib.errors import DataError, OutputError
-from cxr_attrib.safeio import building_sqlite, connect_sqlite, load_npy, open_regular
+from cxr_attrib.safeio import building_sqlite, connect_sqlite, load_npy, open_regular, regular_file_exists
 
 from .config import RunConfig
 from .records import (
@@ -134,7 +134,7 @@ def _finite(value: Any) -> Any:
 
 
 def _check_sqlite_file(path: Path) -> None:
-    if not path.is_file():
+    if not regular_file_exists(path, what="leaderboard store"):
         raise StoreError(f"no leaderboard store at {path}: expected a .sqlite file written by `cxr-attrib leaderboard`")
     with open_regular(path, what="leaderboard store", max_bytes=1 << 44) as stream:
         head = stream.read(len(_SQLITE_MAGIC))

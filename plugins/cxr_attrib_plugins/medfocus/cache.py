@@ -25,7 +25,7 @@ from cxr_attrib.errors import DataError
 from cxr_attrib.outputs import write_files
 from cxr_attrib.paths import ensure_outside_data
 from cxr_attrib.pools import CONCEPTS, ConceptPool
-from cxr_attrib.safeio import load_npz, read_json
+from cxr_attrib.safeio import load_npz, read_json, regular_file_exists
 
 from .concepts import ConceptTransfer
 
@@ -126,7 +126,8 @@ class TransferCache:
 
     def _read(self, key: str) -> ConceptTransfer | None:
         meta, arrays = self.folder / f"{key}.json", self.folder / f"{key}.npz"
-        if not (meta.is_file() and arrays.is_file()):
+        what = "concept-transfer cache entry"
+        if not (regular_file_exists(meta, what=what) and regular_file_exists(arrays, what=what)):
             return None
         try:
             record = read_json(meta, what="concept-transfer cache entry", max_bytes=_MAX_ENTRY_BYTES)
