@@ -422,15 +422,16 @@ def check_records_path(path: str | os.PathLike, *, protected: Iterable[str | os.
             Default: ().
 
     Returns:
-        Path: the resolved destination.
+        Path: the destination, absolute but not resolved: a symlink planted there is
+        replaced by the write, never written through.
 
     Raises:
         DataError: ``path`` lies inside a data root or a protected folder.
         OutputError: ``path`` is a folder.
     """
-    target = ensure_outside_data(path, protected=protected, what="filter records")
-    check_outputs([target])
-    return target
+    ensure_outside_data(path, protected=protected, what="filter records")
+    check_outputs([path], protected=protected)
+    return Path(os.path.abspath(Path(path).expanduser()))
 
 
 def write_records(
@@ -454,5 +455,5 @@ def write_records(
     """
     target = check_records_path(path, protected=protected)
     rows = [record.to_dict() for record in records]
-    write_files({target: (json.dumps(rows, indent=1) + "\n").encode("utf-8")})
+    write_files({target: (json.dumps(rows, indent=1) + "\n").encode("utf-8")}, protected=protected)
     return len(rows)

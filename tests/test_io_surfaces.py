@@ -1,14 +1,14 @@
 """The file boundary's guarantees on every user-facing surface, end to end through the CLI.
 
 For each writer (``attribute``, ``compare``, ``leaderboard``, ``merge``, ``report``,
-``said-vs-used``, ``pool build``, the MedFocus / anatomy-prior transfer cache): an output
+``said-vs-used``, ``pool build``, ``filter``, the MedFocus / anatomy-prior transfer cache): an output
 inside ``$CXR_ATTRIB_DATA`` is refused in one line with nothing written; a symlink
 planted at a predictable destination name (and, where the writer makes sub-folders, a
 linked sub-folder) never lets a victim file outside be written; a link planted at the
 temporary name (made predictable here) is never followed. For each reader (the image
 of ``attribute`` / ``compare``, a result JSON, a store of ``report`` / ``merge`` /
-``said-vs-used`` / ``leaderboard --out``, a pool file, a benchmark file under the data
-root): a FIFO is refused with a clear error, never opened for a blocking read. Every
+``said-vs-used`` / ``leaderboard --out``, a pool file, a counterfactual of ``filter``, a
+benchmark file under the data root, a transfer-cache entry): a FIFO is refused with a clear error, never opened for a blocking read. Every
 FIFO run has a deadline, so a regression fails instead of hanging CI.
 
 Runs are tiny: model-free priors (``-m none``), the embedded phantom-gemma with the
@@ -85,6 +85,9 @@ WRITERS: dict[str, tuple[Callable[[dict[str, Path], Path], list[str]], tuple[str
     "pool build": (lambda i, out: ["pool", "build", "--from-folder", str(i["masks"]), "--name", "site",
                                    "--out", str(out)],
                    ("manifest.json",)),
+    "filter --out": (lambda i, out: ["filter", "-m", "phantom-gemma", "-b", "phantom", "--limit", "1",
+                                     "--max-new-tokens", "4", "--out", str(out / "records.json")],
+                     ("records.json",)),
     "transfer cache (-p cache_dir)": (
         lambda i, out: ["attribute", str(i["image"]), "-q", Q, "-m", "none", "--method", "anatomy_prior", "--answer",
                         "Yes", "-p", f"cache_dir={out}", "--out", str(i["image"].parent / "cache-overlay.png")],
@@ -276,6 +279,10 @@ READERS: dict[str, tuple[str, Callable]] = {
         "src/masks/a/left_lung.png",
         lambda i, fifo: invoke("pool", "build", "--from-folder", str(fifo.parents[2]), "--name", "x",
                                "--out", str(fifo.parents[3] / "built"))),
+    "filter --counterfactuals (an edit)": (
+        "edits/phantom/10000000_edited.png",
+        lambda i, fifo: invoke("filter", "-m", "phantom-gemma", "-b", "phantom", "--limit", "1", "--max-new-tokens",
+                               "4", "--counterfactuals", str(fifo.parents[1]), "--out", str(fifo.parents[2] / "r.json"))),
     "benchmark file under the data root (medground)": (
         "data/medground_bench/direct.json",
         lambda i, fifo: invoke("leaderboard", "-b", "medground", "-m", "phantom-gemma", "--methods", "center",
