@@ -149,12 +149,18 @@ def test_truth_on_a_benchmark_without_boxes(registered_plugin) -> None:
         build_config(benchmark="no-boxes", split="direct", models=["phantom-gemma"], methods_=["truth"])
 
 
-def test_cli_refuses_a_bad_label_in_one_line(tmp_path) -> None:
-    result = CliRunner().invoke(cli, ["leaderboard", "-b", "phantom", "-m", "no/such-model", "--methods",
-                                      "occlusion,medfocus[transfer=warp,transfer=uot]", "--out", str(tmp_path)])
+@pytest.mark.parametrize("benchmark, extra, message", [
+    ("phantom", ["--methods", "occlusion,medfocus[transfer=warp,transfer=uot]"], "sets parameter 'transfer' twice"),
+    ("phantom", ["--methods", "occlusion", "--fill", "noisy"], "unknown fill 'noisy'"),
+    ("no-boxes", ["--methods", "truth"], "ground-truth reference"),
+])
+def test_cli_refuses_a_bad_run_in_one_line(tmp_path, registered_plugin, benchmark, extra, message) -> None:
+    registered_plugin(_NoBoxesPlugin)
+    result = CliRunner().invoke(cli, ["leaderboard", "-b", benchmark, "-m", "no/such-model", *extra,
+                                      "--out", str(tmp_path)])  # the model is never resolved
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "sets parameter 'transfer' twice" in lines[0], result.output
+    assert len(lines) == 1 and message in lines[0], result.output
 
 
 # ----------------------------------------------------------------- store and report
