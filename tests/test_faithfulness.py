@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from cxr_attrib.adapter import Adapter, Encoding, Generation, LoadOptions, Query, Scorer
+from cxr_attrib.api import attribute
 from cxr_attrib.errors import DataError
 from cxr_attrib.scoring.faithfulness import (
     Curves,
@@ -356,6 +357,8 @@ def test_wired_model_decisive_region_beats_inverted_map_random_map_and_random_re
     assert (wired.counter.forward_calls, wired.counter.forward_sequences) == (1, 3 * 5 - 1 + 1 + 4)
     bad = deletion_insertion(wired, image, query, -heat, steps=5)
     noise = deletion_insertion(wired, image, query, np.random.default_rng(0).random((224, 224)), steps=5)
+    floor_map = attribute("none", image, query.question, method="random", answer=query.answer, seed=0).heatmap
+    floor = deletion_insertion(wired, image, query, floor_map, steps=5)  # the `random` reference row
     # Pixels outside the region have exactly no effect: the first 20% removes the whole
     # region (probabilities p0, pe, ..., pe), the inverted map keeps it until the last step.
     p0, pe = float(np.exp(good.original)), float(np.exp(good.empty))
@@ -365,6 +368,7 @@ def test_wired_model_decisive_region_beats_inverted_map_random_map_and_random_re
     assert bad.deletion_auc == pytest.approx(0.8 * p0 + 0.1 * (p0 + pe), abs=1e-4)
     assert good.deletion_gain > 0 and good.insertion_gain > 0
     assert good.deletion_gain > noise.deletion_gain and good.insertion_gain > noise.insertion_gain
+    assert good.deletion_gain > floor.deletion_gain and good.insertion_gain > floor.insertion_gain
     assert bad.deletion_gain < 0
     assert drop.area == 3136
     assert drop.top_drop == pytest.approx(p0 - pe, abs=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -148,12 +149,18 @@ def test_truth_on_a_benchmark_without_boxes(registered_plugin) -> None:
         build_config(benchmark="no-boxes", split="direct", models=["phantom-gemma"], methods_=["truth"])
 
 
-def test_cli_refuses_a_bad_label_in_one_line(tmp_path) -> None:
-    result = CliRunner().invoke(cli, ["leaderboard", "-b", "phantom", "-m", "no/such-model", "--methods",
-                                      "occlusion,medfocus[transfer=warp,transfer=uot]", "--out", str(tmp_path)])
+@pytest.mark.parametrize("benchmark, extra, message", [
+    ("phantom", ["--methods", "occlusion,medfocus[transfer=warp,transfer=uot]"], "sets parameter 'transfer' twice"),
+    ("phantom", ["--methods", "occlusion", "--fill", "noisy"], "unknown fill 'noisy'"),
+    ("no-boxes", ["--methods", "truth"], "ground-truth reference"),
+])
+def test_cli_refuses_a_bad_run_in_one_line(tmp_path, registered_plugin, benchmark, extra, message) -> None:
+    registered_plugin(_NoBoxesPlugin)
+    result = CliRunner().invoke(cli, ["leaderboard", "-b", benchmark, "-m", "no/such-model", *extra,
+                                      "--out", str(tmp_path)])  # the model is never resolved
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "sets parameter 'transfer' twice" in lines[0], result.output
+    assert len(lines) == 1 and message in lines[0], result.output
 
 
 # ----------------------------------------------------------------- store and report
@@ -195,3 +202,69 @@ def test_report_shows_references_apart_and_flags_an_uninformative_metric() -> No
     # macro means (27.5 > 15); iou ranks truth first everywhere
     assert report.uninformative == (("m", "direct", "phantom", "deletion_gain"),)
     assert type(report).from_dict(report.to_dict()) == report
+
+
+class _Page(HTMLParser):
+    """The ranking table's (row class, method) pairs and the uninformative flags of a report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[str | None, list[str]]] = []
+        self.flags: list[str] = []
+        self._table: str | None = None
+        self._in: str | None = None  # "td" or "li" while reading one
+        self._list = False  # inside ul.uninformative
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = attrs.get("id")
+        elif tag == "tr" and self._table == "ranking-1":
+            self.rows.append((attrs.get("class"), []))
+        elif tag == "td" and self._table == "ranking-1" and self.rows:
+            self.rows[-1][1].append("")
+            self._in = "td"
+        elif tag == "li" and self._table is None and self._list:
+            self.flags.append("")
+            self._in = "li"
+        if tag == "ul":
+            self._list = attrs.get("class") == "uninformative"
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._table = None
+        if tag in ("td", "li"):
+            self._in = None
+        if tag == "ul":
+            self._list = False
+
+    def handle_data(self, data):
+        if self._in == "td":
+            self.rows[-1][1][-1] += data
+        elif self._in == "li":
+            self.flags[-1] += data
+
+
+def test_html_report_shades_the_references_and_flags_an_uninformative_metric(tmp_path) -> None:
+    evil = "m<b>x</b>"
+    config = RunConfig("phantom", "direct", (evil, "n"), ("occlusion", "truth", "random"))
+    gains = {(evil, "occlusion"): 0.2, (evil, "truth"): 0.05, (evil, "random"): 0.3,
+             ("n", "occlusion"): 0.1, ("n", "truth"): 0.5, ("n", "random"): 0.0}
+    with Store.create(tmp_path / "s.sqlite", config, "0/1") as store:
+        store.add_sample(SampleRecord("s1", "phantom", 1, "nodule", QUESTION, "direct", BOXES, (100, 150)))
+        for (model, method), gain in gains.items():
+            store.add_unit(UnitRecord(unit_id("s1", model, method, {}, "direct", 0), "s1", model, method, {},
+                                      "direct", 0, "ok", metrics={"iou": 1.0 if method == "truth" else 0.3,
+                                                                  "deletion_gain": gain}))
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"),
+                                      "--format", "html", "--n-boot", "20", "--thumbnails", "0"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "out" / "report.html").read_text()
+    page = _Page()
+    page.feed(text)
+    assert [(cls, cells[:2]) for cls, cells in page.rows[1:]] == [  # the header row first
+        (None, ["1", "occlusion"]), ("reference", [REFERENCE_RANK, "random"]),
+        ("reference", [REFERENCE_RANK, "truth"])]
+    # truth (5) does not beat random (30) on deletion_gain on the hostile model; it does on n (50 > 0)
+    assert page.flags == [f"uninformative: deletion_gain on {evil}: truth does not beat random."]
+    assert "<b>x</b>" not in text and "m&lt;b&gt;x&lt;/b&gt;" in text  # the model name is text

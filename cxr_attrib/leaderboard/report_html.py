@@ -38,9 +38,11 @@ def cell(text: object, value: object = None, *, text_cell: bool = False, title: 
     return {"text": text, "value": value, "cls": "text" if text_cell else None, "title": title, "small": small}
 
 
-def table(table_id: str, header: list[tuple[str, bool]], rows: list[list[Cell]]) -> Cell:
-    """A sortable table: ``header`` = (name, is_text) per column (text headers wrap)."""
-    return {"id": table_id, "header": header, "rows": rows}
+def table(table_id: str, header: list[tuple[str, bool]], rows: list[list[Cell]],
+          classes: list[str | None] | None = None) -> Cell:
+    """A sortable table: ``header`` = (name, is_text) per column (text headers wrap);
+    ``classes``: one CSS class (or None) per row. Default: None (no row class)."""
+    return {"id": table_id, "header": header, "rows": rows, "classes": classes}
 
 
 def _metric_cell(summary: MetricSummary | None) -> Cell:
@@ -68,15 +70,23 @@ def _ranking(report: Report, number: int, setting: tuple[str, str], models: bool
     header = [("rank", False), ("method", True), ("model" if models else "models", models)]
     header += [("n", False), ("failures", False), ("s/unit", False)]
     header += [(m, False) for m in report.metrics]
-    body = []
+    body, classes = [], []
     for rank, failed, seconds, row in zip(report.ranks, report.failures, report.seconds, report.rows):
         if (row.split, row.dataset) != setting or row.macro == models:
             continue
         third = cell(row.model, text_cell=True) if models else cell(row.n_models, row.n_models)
-        body.append([cell(rank, rank), cell(row.method, text_cell=True), third, cell(row.n, row.n),
-                     cell(failed, failed), _seconds_cell(seconds)]
+        reference = row.method in report.references
+        body.append([cell(rank, "" if reference else rank), cell(row.method, text_cell=True), third,
+                     cell(row.n, row.n), cell(failed, failed), _seconds_cell(seconds)]
                     + [_metric_cell(row.metrics.get(m)) for m in report.metrics])
-    return table(f"{'per-model' if models else 'ranking'}-{number}", header, body)
+        classes.append("reference" if reference else None)  # sorts last: no rank value
+    return table(f"{'per-model' if models else 'ranking'}-{number}", header, body, classes)
+
+
+def _uninformative(report: Report, setting: tuple[str, str]) -> list[tuple[str, str]]:
+    """(model, metric) of one (split, dataset) where ``truth`` does not beat ``random``."""
+    return [(model, metric) for model, split, dataset, metric in report.uninformative
+            if (split, dataset) == setting]
 
 
 def _per_finding(report: Report, number: int, setting: tuple[str, str]) -> Cell:
@@ -92,7 +102,8 @@ def _per_finding(report: Report, number: int, setting: tuple[str, str]) -> Cell:
             + [_metric_cell(None if (row := macro.get((f, method))) is None else row.metrics.get(report.rank_by))
                for f in report.findings]
             for method in methods]
-    return table(f"findings-{number}", header, body)
+    return table(f"findings-{number}", header, body,
+                 ["reference" if method in report.references else None for method in methods])
 
 
 def _failures(report: Report) -> Cell:
@@ -148,12 +159,13 @@ def render_html(
     """
     css, script = asset("report.css"), asset("sortable.js")
     settings = [{"name": f"{s[0]} · {s[1]}", "ranking": _ranking(report, k, s, models=False),
-                 "per_model": _ranking(report, k, s, models=True), "findings": _per_finding(report, k, s)}
+                 "per_model": _ranking(report, k, s, models=True), "findings": _per_finding(report, k, s),
+                 "uninformative": _uninformative(report, s)}
                 for k, s in enumerate(_settings(report), 1)]
     return render_template(
         "report.html.j2", title=title, policy=content_policy(css, script), css=Markup(css), script=Markup(script),
         n_units=report.n_units, failed=sum(f for f, r in zip(report.failures, report.rows) if not r.macro),
         rank_by=report.rank_by, run=[(key, _plain(value)) for key, value in (run or {}).items()],
-        settings=settings, failures=_failures(report), errors=list(report.errors.items()),
+        settings=settings, references=report.references, failures=_failures(report), errors=list(report.errors.items()),
         overlays=_overlays(report, thumbs) if thumbs else [], data=report.to_dict(), xbench=xbench,
     )
