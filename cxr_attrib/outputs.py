@@ -109,17 +109,20 @@ _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
-def _open_levels(root: Path, folder: Path, opened: dict[Path, int]) -> int:
-    """A descriptor of ``folder``, created level by level below ``root`` without following links."""
+def _open_levels(root: Path, folder: Path, opened: dict[Path, int], created: list[tuple[Path, str]]) -> int:
+    """A descriptor of ``folder``, created level by level below ``root`` without following links.
+
+    Each sub-folder made here is appended to ``created`` as (its parent, its name)."""
     if folder in opened:
         return opened[folder]
     if folder == root:
         root.mkdir(parents=True, exist_ok=True)  # the folder the caller named: links above it are theirs
         opened[folder] = os.open(root, _DIR_FLAGS)
         return opened[folder]
-    parent = _open_levels(root, folder.parent, opened)
+    parent = _open_levels(root, folder.parent, opened, created)
     try:
         os.mkdir(folder.name, 0o777, dir_fd=parent)
+        created.append((folder.parent, folder.name))
     except FileExistsError:
         pass
     try:
@@ -230,8 +233,9 @@ def write_files(
     opened: dict[Path, int] = {}
     temps: list[tuple[int, str]] = []
     done: list[tuple[int, str, str | None]] = []  # (folder, name, backup of its old file)
+    created: list[tuple[Path, str]] = []  # sub-folders made by this call, removed again on failure
     try:
-        folders = [_open_levels(base or path.parent, path.parent, opened) for path in paths]
+        folders = [_open_levels(base or path.parent, path.parent, opened, created) for path in paths]
         for path, folder, payload in zip(paths, folders, files.values()):
             temps.append((folder, _temporary(path.name, folder, payload, path)))
         for path, (folder, tmp) in zip(paths, temps):
@@ -258,6 +262,11 @@ def write_files(
                 _unlink(name, folder)
         for folder, tmp in temps:
             _unlink(tmp, folder)
+        for parent, name in reversed(created):
+            try:
+                os.rmdir(name, dir_fd=opened[parent])
+            except OSError:  # no longer empty: another writer's files are there
+                pass
         raise
     else:
         for folder, _, backup in done:
