@@ -1,7 +1,7 @@
 """The file boundary's guarantees on every user-facing surface, end to end through the CLI.
 
 For each writer (``attribute``, ``compare``, ``leaderboard``, ``merge``, ``report``,
-``said-vs-used``, ``pool build``, ``filter``, the MedFocus / anatomy-prior transfer cache): an output
+``said-vs-used``, ``pool build``, ``filter``, ``demo``, the MedFocus / anatomy-prior transfer cache): an output
 inside ``$CXR_ATTRIB_DATA`` is refused in one line with nothing written; a symlink
 planted at a predictable destination name (and, where the writer makes sub-folders, a
 linked sub-folder) never lets a victim file outside be written; a link planted at the
@@ -85,6 +85,9 @@ WRITERS: dict[str, tuple[Callable[[dict[str, Path], Path], list[str]], tuple[str
     "pool build": (lambda i, out: ["pool", "build", "--from-folder", str(i["masks"]), "--name", "site",
                                    "--out", str(out)],
                    ("manifest.json",)),
+    "demo --out (phantom plugin)": (lambda i, out: ["demo", "-m", "phantom-gemma", "--methods", "center",
+                                                    "--out", str(out)],
+                                    ("phantom.png", "compare.png", "index.html", "result-center.json")),
     "filter --out": (lambda i, out: ["filter", "-m", "phantom-gemma", "-b", "phantom", "--limit", "1",
                                      "--max-new-tokens", "4", "--out", str(out / "records.json")],
                      ("records.json",)),
