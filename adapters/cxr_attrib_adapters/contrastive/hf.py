@@ -19,6 +19,8 @@ file offline is a one-line error naming the key and the id.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -100,11 +102,13 @@ class _HFDualEncoder(DualEncoderAdapter):
         out = self.model.vision_model(pixel_values=pixels)
         return self._image_embedding(out), self._patches(out)
 
+    @abstractmethod
     def _image_embedding(self, out: Any) -> torch.Tensor:
-        raise NotImplementedError
+        """(B, D) joint-space image embedding from the vision tower's output ``out``."""
 
+    @abstractmethod
     def _patches(self, out: Any) -> torch.Tensor:
-        raise NotImplementedError
+        """(B, P, D) joint-space patch embeddings from the vision tower's output ``out``."""
 
 
 class ClipAdapter(_HFDualEncoder):
